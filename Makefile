@@ -1,0 +1,42 @@
+# perpdex — two commands: `make demo` and `make test`. Each bootstraps what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+# ape-foundry looks for `anvil` on PATH: ours ships inside the npm package.
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: all demo test test-fast bench fuzz devnet venv node clean compile
+
+all: test
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+venv: $(STAMP)
+node: $(NODE_STAMP)
+
+compile: $(STAMP)
+	$(BIN)/ape compile
+
+demo: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m perpdex.demo
+
+test: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pytest tests -q
+
+bench: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m perpdex.bench
+
+clean:
+	rm -rf .build .pytest_cache .hypothesis

@@ -1,0 +1,808 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title Exchange
+@custom:contract-name Exchange
+@license GNU Affero General Public License v3.0 only
+@notice Perpetual-futures markets priced off an oracle index. Traders trade against the
+        liquidity vault at the path-independent fill price of DESIGN.md; realized PnL, fees
+        and funding settle as cash in the vault's ledger. Funding is one accumulator per
+        market with a per-position snapshot: settlement is lazy and O(1), and the liquidity
+        vault's -skew position settles on every touch of its market.
+@custom:security Health is valued at the oracle index, never at the mark. No function loops
+        over accounts; loops are bounded by MAX_MARKETS. Every cash movement is one balanced
+        `Vault.settle` call. All state-changing functions are non-reentrant.
+"""
+
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
+
+from .interfaces import IIndexOracle
+from .interfaces import IVault
+from .modules import fixed_point as fp
+from .modules import pricing
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+)
+
+# ============================================================================================
+# CONSTANTS
+# ============================================================================================
+
+MAX_MARKETS: constant(uint256) = 32
+MAX_FEEDS: constant(uint256) = 5
+WAD: constant(uint256) = 10**18
+IWAD: constant(int256) = 10**18
+MAX_FEE: constant(uint256) = 10**16  # 1 % of notional
+MAX_FUNDING_RATE: constant(uint256) = 10**17  # 10 % per 8 hours
+MAX_KEEPER_MIN_REWARD: constant(uint256) = 1_000 * 10**18  # USD
+MAX_SIZE: constant(uint256) = 2**120  # sizes and open interest stay far inside int128
+OFFSET: constant(int256) = 2**127  # packs an int128 into 128 unsigned bits
+MASK128: constant(uint256) = 2**128 - 1
+
+# ============================================================================================
+# STRUCTS AND EVENTS
+# ============================================================================================
+
+struct MarketParams:
+    skew_scale: uint256  # base units (WAD); premium = skew / skew_scale
+    max_funding_rate: uint256  # WAD per 8 hours
+    maker_fee: uint256  # WAD ratio of notional
+    taker_fee: uint256  # WAD ratio of notional
+    initial_margin_ratio: uint256  # WAD
+    maintenance_margin_ratio: uint256  # WAD
+    liquidation_penalty_ratio: uint256  # WAD
+    max_long_oi: uint256  # base units
+    max_short_oi: uint256  # base units
+    max_position_size: uint256  # base units
+    max_liquidation_size: uint256  # base units per liquidation call
+
+event MarketListed:
+    market_id: indexed(uint256)
+    symbol: String[16]
+
+event MarketParamsSet:
+    market_id: indexed(uint256)
+    params: MarketParams
+
+event GlobalParamsSet:
+    insurance_fee_share: uint256
+    protocol_fee_share: uint256
+    keeper_min_reward: uint256
+    keeper_reward_share: uint256
+
+event GuardianSet:
+    guardian: address
+
+event PauseSet:
+    paused: bool
+    by: indexed(address)
+
+event FundingAccrued:
+    market_id: indexed(uint256)
+    funding_rate: int256
+    funding_per_unit: int256
+    liquidity_vault_funding: int256  # paid (+) or received (-) by the liquidity vault
+
+event Trade:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    market_id: indexed(uint256)
+    size_delta: int256
+    fill_price: uint256
+    fee: uint256
+    realized_pnl: int256
+    funding_paid: int256
+    new_size: int256
+    new_open_notional: int256
+
+# ============================================================================================
+# STORAGE
+# ============================================================================================
+
+VAULT: public(immutable(IVault))
+ORACLE: public(immutable(IIndexOracle))
+
+market_params: public(HashMap[uint256, MarketParams])
+market_symbol: public(HashMap[uint256, String[16]])
+market_ids: public(DynArray[uint256, MAX_MARKETS])
+
+# per market: long OI << 128 | short OI
+_oi: HashMap[uint256, uint256]
+# per market: (funding_per_unit + OFFSET) << 128 | last funding timestamp
+_funding: HashMap[uint256, uint256]
+# per market: sum of the traders' signed cost bases (the liquidity vault's is its negative)
+open_notional_sum: public(HashMap[uint256, int256])
+
+# owner -> sub-account -> market -> (size + OFFSET) << 128 | (funding snapshot + OFFSET)
+_position: HashMap[address, HashMap[uint256, HashMap[uint256, uint256]]]
+# owner -> sub-account -> market -> signed cost basis (size x average entry price)
+_open_notional: HashMap[address, HashMap[uint256, HashMap[uint256, int256]]]
+# owner -> sub-account -> bitmask of markets with an open position
+_open_markets: HashMap[address, HashMap[uint256, uint256]]
+
+insurance_fee_share: public(uint256)
+protocol_fee_share: public(uint256)
+keeper_min_reward: public(uint256)
+keeper_reward_share: public(uint256)
+
+guardian: public(address)
+paused: public(bool)
+
+# ============================================================================================
+# CONSTRUCTOR
+# ============================================================================================
+
+@deploy
+def __init__(vault: IVault, oracle: IIndexOracle):
+    """
+    @param vault The vault holding the collateral and the cash ledger.
+    @param oracle The index oracle.
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
+    VAULT = vault
+    ORACLE = oracle
+    self.insurance_fee_share = WAD // 5
+    self.keeper_reward_share = WAD // 5
+    self.guardian = msg.sender
+
+# ============================================================================================
+# TRADING
+# ============================================================================================
+
+@external
+def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptable_price: uint256) -> uint256:
+    """
+    @notice Buy (size_delta > 0) or sell (< 0) base units of a market against the liquidity
+            vault: increase, reduce, close or flip the caller's position in `sub_account`.
+    @param sub_account The caller's sub-account (cross margin inside it).
+    @param market_id The market.
+    @param size_delta Signed size in base units (WAD).
+    @param acceptable_price Worst fill price accepted: a maximum for buys, a minimum for sells.
+    @return The fill price (WAD).
+    """
+    assert size_delta != 0, "exchange: zero size"
+    skew_scale: uint256 = self.market_params[market_id].skew_scale
+    assert skew_scale != 0, "exchange: unknown market"
+    index: uint256 = staticcall ORACLE.index_price(market_id)
+
+    long_oi: uint256 = 0
+    short_oi: uint256 = 0
+    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
+    skew: int256 = convert(long_oi, int256) - convert(short_oi, int256)
+    funding_per_unit: int256 = 0
+    lv_funding: int256 = 0
+    funding_per_unit, lv_funding = self._accrue(market_id, skew, skew_scale, index)
+
+    old_size: int256 = 0
+    snapshot: int256 = 0
+    old_size, snapshot = self._unpack_position(self._position[msg.sender][sub_account][market_id])
+    funding_paid: int256 = 0
+    if old_size != 0:
+        funding_paid = pricing._funding_charge(old_size, funding_per_unit, snapshot)
+    old_basis: int256 = self._open_notional[msg.sender][sub_account][market_id]
+
+    price: uint256 = pricing._fill_price(index, skew, skew_scale, size_delta)
+    if size_delta > 0:
+        assert price <= acceptable_price, "exchange: price beyond acceptable"
+    else:
+        assert price >= acceptable_price, "exchange: price beyond acceptable"
+    fee: uint256 = pricing._trade_fee(
+        skew,
+        size_delta,
+        price,
+        self.market_params[market_id].maker_fee,
+        self.market_params[market_id].taker_fee,
+    )
+    new_size: int256 = 0
+    new_basis: int256 = 0
+    realized: int256 = 0
+    new_size, new_basis, realized = self._apply_fill(old_size, old_basis, size_delta, price)
+
+    risk_up: bool = self._increases_risk(old_size, new_size)
+    if risk_up:
+        assert not self.paused, "exchange: paused, reduce-only"
+        assert fp._abs(new_size) <= self.market_params[market_id].max_position_size, "exchange: position above max size"
+
+    new_long: uint256 = long_oi + self._long_part(new_size) - self._long_part(old_size)
+    new_short: uint256 = short_oi + self._long_part(-new_size) - self._long_part(-old_size)
+    if new_long > long_oi:
+        assert new_long <= self.market_params[market_id].max_long_oi, "exchange: long open interest cap"
+    if new_short > short_oi:
+        assert new_short <= self.market_params[market_id].max_short_oi, "exchange: short open interest cap"
+
+    # effects
+    self._oi[market_id] = (new_long << 128) | new_short
+    if new_size == 0:
+        # clear both slots: the refund makes closing cheaper
+        self._position[msg.sender][sub_account][market_id] = 0
+    else:
+        self._position[msg.sender][sub_account][market_id] = self._pack_position(new_size, funding_per_unit)
+    self._open_notional[msg.sender][sub_account][market_id] = new_basis
+    self.open_notional_sum[market_id] += new_basis - old_basis
+    if (old_size == 0) != (new_size == 0):
+        self._open_markets[msg.sender][sub_account] ^= (1 << market_id)
+
+    to_insurance: uint256 = fp._ceil_div_u(fee * self.insurance_fee_share, WAD)
+    to_protocol: uint256 = fee * self.protocol_fee_share // WAD
+    to_lv: uint256 = fee - to_insurance - to_protocol
+    new_cash: int256 = extcall VAULT.settle(
+        msg.sender,
+        sub_account,
+        realized - convert(fee, int256) - funding_paid,
+        convert(to_lv, int256) - realized - lv_funding,
+        convert(to_insurance, int256),
+        convert(to_protocol, int256),
+        funding_paid + lv_funding,
+    )
+
+    equity: int256 = 0
+    initial: uint256 = 0
+    maintenance: uint256 = 0
+    equity, initial, maintenance = self._account_state(msg.sender, sub_account, new_cash, market_id, index)
+    if risk_up:
+        assert equity >= convert(max(initial, maintenance), int256), "exchange: insufficient margin"
+    else:
+        assert equity >= 0, "exchange: trade would leave account bankrupt"
+
+    log Trade(
+        owner=msg.sender,
+        sub_account=sub_account,
+        market_id=market_id,
+        size_delta=size_delta,
+        fill_price=price,
+        fee=fee,
+        realized_pnl=realized,
+        funding_paid=funding_paid,
+        new_size=new_size,
+        new_open_notional=new_basis,
+    )
+    return price
+
+
+@external
+def touch_market(market_id: uint256):
+    """
+    @notice Accrue a market's funding and settle the liquidity vault's share of it. Anyone.
+    """
+    skew_scale: uint256 = self.market_params[market_id].skew_scale
+    assert skew_scale != 0, "exchange: unknown market"
+    index: uint256 = staticcall ORACLE.index_price(market_id)
+    long_oi: uint256 = 0
+    short_oi: uint256 = 0
+    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
+    fpu: int256 = 0
+    lv_funding: int256 = 0
+    fpu, lv_funding = self._accrue(market_id, convert(long_oi, int256) - convert(short_oi, int256), skew_scale, index)
+    if lv_funding != 0:
+        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding)
+
+# ============================================================================================
+# VIEWS: PRICES
+# ============================================================================================
+
+@external
+@view
+def index_price(market_id: uint256) -> uint256:
+    """
+    @notice The oracle index price (WAD); reverts with the oracle's reason when invalid.
+    """
+    return staticcall ORACLE.index_price(market_id)
+
+
+@external
+@view
+def skew(market_id: uint256) -> int256:
+    """
+    @notice Total long size minus total short size of traders (base units, WAD).
+    """
+    long_oi: uint256 = 0
+    short_oi: uint256 = 0
+    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
+    return convert(long_oi, int256) - convert(short_oi, int256)
+
+
+@external
+@view
+def open_interest(market_id: uint256) -> (uint256, uint256):
+    """
+    @notice (long open interest, short open interest) in base units.
+    """
+    return self._unpack_oi(self._oi[market_id])
+
+
+@external
+@view
+def mark_price(market_id: uint256) -> uint256:
+    """
+    @notice index x (1 + skew / skew_scale).
+    """
+    skew_scale: uint256 = self._skew_scale(market_id)
+    return pricing._mark_price(staticcall ORACLE.index_price(market_id), self._skew_of(market_id), skew_scale)
+
+
+@external
+@view
+def fill_price(market_id: uint256, size_delta: int256) -> uint256:
+    """
+    @notice The price a trade of `size_delta` would fill at now.
+    """
+    assert size_delta != 0, "exchange: zero size"
+    skew_scale: uint256 = self._skew_scale(market_id)
+    return pricing._fill_price(staticcall ORACLE.index_price(market_id), self._skew_of(market_id), skew_scale, size_delta)
+
+
+@external
+@view
+def funding_rate(market_id: uint256) -> int256:
+    """
+    @notice Current funding rate per 8 hours (WAD); positive: longs pay shorts.
+    """
+    skew_scale: uint256 = self._skew_scale(market_id)
+    return pricing._funding_rate(self._skew_of(market_id), skew_scale, self.market_params[market_id].max_funding_rate)
+
+
+@external
+@view
+def funding_per_unit(market_id: uint256) -> int256:
+    """
+    @notice The market's funding accumulator as it would be if touched now.
+    """
+    skew_scale: uint256 = self._skew_scale(market_id)
+    return self._current_funding_per_unit(market_id, staticcall ORACLE.index_price(market_id))
+
+
+@external
+@view
+def funding_state(market_id: uint256) -> (int256, uint256):
+    """
+    @notice The stored (funding_per_unit, last update timestamp) of a market.
+    """
+    return self._unpack_funding(self._funding[market_id])
+
+# ============================================================================================
+# VIEWS: ACCOUNTS
+# ============================================================================================
+
+@external
+@view
+def position(owner: address, sub_account: uint256, market_id: uint256) -> (int256, uint256, int256, int256):
+    """
+    @notice A position: (size, average entry price, unrealized PnL at the index, unsettled
+            funding: positive means the position owes it).
+    """
+    size: int256 = 0
+    snapshot: int256 = 0
+    size, snapshot = self._unpack_position(self._position[owner][sub_account][market_id])
+    if size == 0:
+        return 0, 0, 0, 0
+    index: uint256 = staticcall ORACLE.index_price(market_id)
+    basis: int256 = self._open_notional[owner][sub_account][market_id]
+    fpu: int256 = self._current_funding_per_unit(market_id, index)
+    return (
+        size,
+        fp._abs(basis) * WAD // fp._abs(size),
+        pricing._unrealized_pnl(size, basis, index),
+        pricing._funding_charge(size, fpu, snapshot),
+    )
+
+
+@external
+@view
+def position_state(owner: address, sub_account: uint256, market_id: uint256) -> (int256, int256, int256):
+    """
+    @notice Raw stored position: (size, open notional, funding snapshot). No oracle needed.
+    """
+    size: int256 = 0
+    snapshot: int256 = 0
+    size, snapshot = self._unpack_position(self._position[owner][sub_account][market_id])
+    return size, self._open_notional[owner][sub_account][market_id], snapshot
+
+
+@external
+@view
+def open_markets(owner: address, sub_account: uint256) -> uint256:
+    """
+    @notice Bitmask of the markets in which the sub-account has a position.
+    """
+    return self._open_markets[owner][sub_account]
+
+
+@external
+@view
+def equity(owner: address, sub_account: uint256) -> int256:
+    """
+    @notice cash + unrealized PnL at the index - unsettled funding (WAD).
+    """
+    equity: int256 = 0
+    initial: uint256 = 0
+    maintenance: uint256 = 0
+    equity, initial, maintenance = self._account_state(owner, sub_account, staticcall VAULT.cash(owner, sub_account), MAX_MARKETS, 0)
+    return equity
+
+
+@external
+@view
+def margin_requirements(owner: address, sub_account: uint256) -> (uint256, uint256):
+    """
+    @notice (initial requirement, maintenance requirement) of a sub-account (WAD).
+    """
+    equity: int256 = 0
+    initial: uint256 = 0
+    maintenance: uint256 = 0
+    equity, initial, maintenance = self._account_state(owner, sub_account, 0, MAX_MARKETS, 0)
+    return initial, maintenance
+
+
+@external
+@view
+def account_state(owner: address, sub_account: uint256) -> (int256, int256, uint256, uint256):
+    """
+    @notice (cash, equity, initial requirement, maintenance requirement) in one call.
+    """
+    cash: int256 = staticcall VAULT.cash(owner, sub_account)
+    equity: int256 = 0
+    initial: uint256 = 0
+    maintenance: uint256 = 0
+    equity, initial, maintenance = self._account_state(owner, sub_account, cash, MAX_MARKETS, 0)
+    return cash, equity, initial, maintenance
+
+
+@external
+@view
+def withdrawable(owner: address, sub_account: uint256) -> uint256:
+    """
+    @notice max(0, min(cash, equity - initial requirement)) in WAD. Needs no oracle when the
+            sub-account has no position.
+    """
+    cash: int256 = staticcall VAULT.cash(owner, sub_account)
+    if self._open_markets[owner][sub_account] == 0:
+        return convert(max(cash, 0), uint256)
+    equity: int256 = 0
+    initial: uint256 = 0
+    maintenance: uint256 = 0
+    equity, initial, maintenance = self._account_state(owner, sub_account, cash, MAX_MARKETS, 0)
+    free: int256 = min(cash, equity - convert(initial, int256))
+    return convert(max(free, 0), uint256)
+
+# ============================================================================================
+# VIEWS: LIQUIDITY VAULT
+# ============================================================================================
+
+@external
+@view
+def liquidity_vault_value() -> int256:
+    """
+    @notice The liquidity vault's cash + its unrealized PnL on -skew in every market - its
+            unsettled funding (WAD). O(number of markets).
+    """
+    value: int256 = staticcall VAULT.liquidity_cash()
+    for market_id: uint256 in self.market_ids:
+        skew: int256 = self._skew_of(market_id)
+        if skew == 0:
+            continue
+        index: uint256 = staticcall ORACLE.index_price(market_id)
+        stored: int256 = 0
+        last: uint256 = 0
+        stored, last = self._unpack_funding(self._funding[market_id])
+        value += self.open_notional_sum[market_id] - fp._floor_div(skew * convert(index, int256), IWAD)
+        value -= pricing._funding_charge(-skew, self._current_funding_per_unit(market_id, index), stored)
+    return value
+
+
+@external
+@view
+def open_interest_notional() -> uint256:
+    """
+    @notice Sum over markets of (long + short open interest) x index (WAD).
+    """
+    total: uint256 = 0
+    for market_id: uint256 in self.market_ids:
+        long_oi: uint256 = 0
+        short_oi: uint256 = 0
+        long_oi, short_oi = self._unpack_oi(self._oi[market_id])
+        if long_oi + short_oi == 0:
+            continue
+        total += fp._ceil_div_u((long_oi + short_oi) * staticcall ORACLE.index_price(market_id), WAD)
+    return total
+
+
+@external
+@view
+def market_count() -> uint256:
+    return len(self.market_ids)
+
+# ============================================================================================
+# ADMIN
+# ============================================================================================
+
+@external
+def list_market(
+    market_id: uint256,
+    symbol: String[16],
+    feeds: DynArray[IIndexOracle.FeedConfig, MAX_FEEDS],
+    max_deviation: uint256,
+    params: MarketParams,
+):
+    """
+    @notice List a market: its oracle feeds and its parameters (within hard bounds). Owner.
+    @param market_id 0 .. MAX_MARKETS - 1, unused.
+    """
+    ownable._check_owner()
+    assert market_id < MAX_MARKETS, "exchange: market id out of range"
+    assert self.market_params[market_id].skew_scale == 0, "exchange: market already listed"
+    assert len(symbol) > 0, "exchange: empty symbol"
+    extcall ORACLE.set_feeds(market_id, feeds, max_deviation)
+    self._set_params(market_id, params)
+    self.market_symbol[market_id] = symbol
+    self.market_ids.append(market_id)
+    self._funding[market_id] = self._pack_funding(0, block.timestamp)
+    log MarketListed(market_id=market_id, symbol=symbol)
+
+
+@external
+def set_market_params(market_id: uint256, params: MarketParams):
+    """
+    @notice Change a listed market's parameters (within hard bounds). Owner. Funding accrued
+            so far is settled at the old parameters first.
+    """
+    ownable._check_owner()
+    skew_scale: uint256 = self.market_params[market_id].skew_scale
+    assert skew_scale != 0, "exchange: unknown market"
+    index: uint256 = staticcall ORACLE.index_price(market_id)
+    fpu: int256 = 0
+    lv_funding: int256 = 0
+    fpu, lv_funding = self._accrue(market_id, self._skew_of(market_id), skew_scale, index)
+    if lv_funding != 0:
+        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding)
+    self._set_params(market_id, params)
+
+
+@external
+def set_global_params(
+    insurance_fee_share: uint256, protocol_fee_share: uint256, keeper_min_reward: uint256, keeper_reward_share: uint256
+):
+    """
+    @notice Fee split, keeper reward floor and keeper share of liquidation penalties. Owner.
+    """
+    ownable._check_owner()
+    assert insurance_fee_share + protocol_fee_share <= WAD, "exchange: fee shares above 100%"
+    assert keeper_min_reward <= MAX_KEEPER_MIN_REWARD, "exchange: keeper reward floor too high"
+    assert keeper_reward_share <= WAD, "exchange: keeper share above 100%"
+    self.insurance_fee_share = insurance_fee_share
+    self.protocol_fee_share = protocol_fee_share
+    self.keeper_min_reward = keeper_min_reward
+    self.keeper_reward_share = keeper_reward_share
+    log GlobalParamsSet(
+        insurance_fee_share=insurance_fee_share,
+        protocol_fee_share=protocol_fee_share,
+        keeper_min_reward=keeper_min_reward,
+        keeper_reward_share=keeper_reward_share,
+    )
+
+
+@external
+def set_guardian(guardian: address):
+    """
+    @notice The guardian can pause new risk (reduce-only mode); it can never move funds. Owner.
+    """
+    ownable._check_owner()
+    self.guardian = guardian
+    log GuardianSet(guardian=guardian)
+
+
+@external
+def set_paused(paused: bool):
+    """
+    @notice Pause (reduce-only: no new risk; closes and withdrawals of free collateral still
+            work) or unpause. Guardian or owner.
+    """
+    assert msg.sender == self.guardian or msg.sender == ownable.owner, "exchange: caller is not the guardian"
+    self.paused = paused
+    log PauseSet(paused=paused, by=msg.sender)
+
+# ============================================================================================
+# INTERNAL: FUNDING
+# ============================================================================================
+
+@internal
+def _accrue(market_id: uint256, skew: int256, skew_scale: uint256, index: uint256) -> (int256, int256):
+    """
+    @dev Advance the market's funding accumulator to now. Returns (funding_per_unit, what the
+         liquidity vault's -skew position pays for the elapsed time); the caller settles it.
+    """
+    fpu: int256 = 0
+    last: uint256 = 0
+    fpu, last = self._unpack_funding(self._funding[market_id])
+    if last == block.timestamp:
+        return fpu, 0
+    lv_funding: int256 = 0
+    if skew != 0:
+        rate: int256 = pricing._funding_rate(skew, skew_scale, self.market_params[market_id].max_funding_rate)
+        delta: int256 = pricing._funding_per_unit_delta(rate, index, block.timestamp - last)
+        if delta != 0:
+            lv_funding = pricing._funding_charge(-skew, fpu + delta, fpu)
+            fpu += delta
+            log FundingAccrued(market_id=market_id, funding_rate=rate, funding_per_unit=fpu, liquidity_vault_funding=lv_funding)
+    self._funding[market_id] = self._pack_funding(fpu, block.timestamp)
+    return fpu, lv_funding
+
+
+@internal
+@view
+def _current_funding_per_unit(market_id: uint256, index: uint256) -> int256:
+    fpu: int256 = 0
+    last: uint256 = 0
+    fpu, last = self._unpack_funding(self._funding[market_id])
+    skew: int256 = self._skew_of(market_id)
+    if last >= block.timestamp or skew == 0:
+        return fpu
+    rate: int256 = pricing._funding_rate(skew, self.market_params[market_id].skew_scale, self.market_params[market_id].max_funding_rate)
+    return fpu + pricing._funding_per_unit_delta(rate, index, block.timestamp - last)
+
+# ============================================================================================
+# INTERNAL: POSITIONS AND MARGIN
+# ============================================================================================
+
+@internal
+@pure
+def _apply_fill(size: int256, basis: int256, size_delta: int256, price: uint256) -> (int256, int256, int256):
+    """
+    @dev Mirror of perpdex.model.apply_fill: returns (new size, new basis, realized PnL).
+    """
+    new_size: int256 = size
+    new_basis: int256 = basis
+    realized: int256 = 0
+    remaining: int256 = size_delta
+    p: int256 = convert(price, int256)
+    if size != 0 and fp._sign(size_delta) != fp._sign(size):
+        closing: int256 = -size_delta
+        if fp._abs(size_delta) >= fp._abs(size):
+            closing = size
+        basis_removed: int256 = basis
+        if closing != size:
+            basis_removed = fp._ceil_div(basis * convert(fp._abs(closing), int256), convert(fp._abs(size), int256))
+        realized = fp._floor_div(closing * p, IWAD) - basis_removed
+        new_basis -= basis_removed
+        new_size -= closing
+        remaining = size_delta + closing
+    if remaining != 0:
+        new_basis += fp._ceil_div(remaining * p, IWAD)
+        new_size += remaining
+    return new_size, new_basis, realized
+
+
+@internal
+@pure
+def _increases_risk(old_size: int256, new_size: int256) -> bool:
+    if new_size == 0:
+        return False
+    return fp._sign(new_size) != fp._sign(old_size) or fp._abs(new_size) > fp._abs(old_size)
+
+
+@internal
+@pure
+def _long_part(size: int256) -> uint256:
+    if size > 0:
+        return convert(size, uint256)
+    return 0
+
+
+@internal
+@view
+def _account_state(
+    owner: address, sub_account: uint256, cash: int256, known_market: uint256, known_index: uint256
+) -> (int256, uint256, uint256):
+    """
+    @dev (equity, initial requirement, maintenance requirement) of a sub-account, iterating
+         only its open markets (bounded by MAX_MARKETS). `known_index` is used for
+         `known_market` to spare a second oracle read in `trade`.
+    """
+    mask: uint256 = self._open_markets[owner][sub_account]
+    equity: int256 = cash
+    initial: uint256 = 0
+    maintenance: uint256 = 0
+    if mask == 0:
+        return equity, 0, 0
+    for market_id: uint256 in range(MAX_MARKETS):
+        if mask >> market_id == 0:
+            break
+        if (mask >> market_id) & 1 == 0:
+            continue
+        index: uint256 = known_index
+        if market_id != known_market:
+            index = staticcall ORACLE.index_price(market_id)
+        size: int256 = 0
+        snapshot: int256 = 0
+        size, snapshot = self._unpack_position(self._position[owner][sub_account][market_id])
+        basis: int256 = self._open_notional[owner][sub_account][market_id]
+        equity += pricing._unrealized_pnl(size, basis, index)
+        equity -= pricing._funding_charge(size, self._current_funding_per_unit(market_id, index), snapshot)
+        notional: uint256 = pricing._notional(size, index)
+        initial += fp._ceil_div_u(notional * self.market_params[market_id].initial_margin_ratio, WAD)
+        maintenance += (
+            fp._ceil_div_u(notional * self.market_params[market_id].maintenance_margin_ratio, WAD)
+            + fp._ceil_div_u(notional * fp._abs(size), 2 * self.market_params[market_id].skew_scale)
+            + fp._ceil_div_u(notional * self.market_params[market_id].liquidation_penalty_ratio, WAD)
+        )
+    maintenance += self.keeper_min_reward
+    return equity, initial, maintenance
+
+# ============================================================================================
+# INTERNAL: PARAMETERS AND PACKING
+# ============================================================================================
+
+@internal
+def _set_params(market_id: uint256, p: MarketParams):
+    assert p.skew_scale > 0 and p.skew_scale <= MAX_SIZE, "exchange: bad skew scale"
+    assert p.max_funding_rate <= MAX_FUNDING_RATE, "exchange: funding rate cap too high"
+    assert p.maker_fee <= p.taker_fee, "exchange: maker fee above taker fee"
+    assert p.taker_fee <= MAX_FEE, "exchange: fee above cap"
+    assert p.initial_margin_ratio <= WAD, "exchange: initial margin above 100%"
+    assert p.maintenance_margin_ratio > 0, "exchange: zero maintenance margin"
+    assert (
+        p.maintenance_margin_ratio + p.liquidation_penalty_ratio < p.initial_margin_ratio
+    ), "exchange: maintenance + penalty must be below initial margin"
+    assert p.max_long_oi <= MAX_SIZE and p.max_short_oi <= MAX_SIZE, "exchange: open interest cap too high"
+    assert p.max_position_size > 0 and p.max_position_size <= MAX_SIZE, "exchange: bad max position size"
+    assert p.max_liquidation_size > 0, "exchange: zero max liquidation size"
+    self.market_params[market_id] = p
+    log MarketParamsSet(market_id=market_id, params=p)
+
+
+@internal
+@view
+def _skew_scale(market_id: uint256) -> uint256:
+    skew_scale: uint256 = self.market_params[market_id].skew_scale
+    assert skew_scale != 0, "exchange: unknown market"
+    return skew_scale
+
+
+@internal
+@view
+def _skew_of(market_id: uint256) -> int256:
+    long_oi: uint256 = 0
+    short_oi: uint256 = 0
+    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
+    return convert(long_oi, int256) - convert(short_oi, int256)
+
+
+@internal
+@pure
+def _unpack_oi(packed: uint256) -> (uint256, uint256):
+    return packed >> 128, packed & MASK128
+
+
+@internal
+@pure
+def _pack_position(size: int256, snapshot: int256) -> uint256:
+    return (convert(size + OFFSET, uint256) << 128) | convert(snapshot + OFFSET, uint256)
+
+
+@internal
+@pure
+def _unpack_position(packed: uint256) -> (int256, int256):
+    if packed == 0:
+        return 0, 0
+    return convert(packed >> 128, int256) - OFFSET, convert(packed & MASK128, int256) - OFFSET
+
+
+@internal
+@pure
+def _pack_funding(fpu: int256, timestamp: uint256) -> uint256:
+    assert fpu > -OFFSET and fpu < OFFSET, "exchange: funding accumulator overflow"
+    return (convert(fpu + OFFSET, uint256) << 128) | timestamp
+
+
+@internal
+@pure
+def _unpack_funding(packed: uint256) -> (int256, uint256):
+    return convert(packed >> 128, int256) - OFFSET, packed & MASK128

@@ -1,0 +1,327 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title Vault
+@custom:contract-name Vault
+@license GNU Affero General Public License v3.0 only
+@notice The only holder of perpdex's collateral token. Every party holds a cash balance in
+        this ledger, in WAD: trader sub-accounts, the liquidity vault, the insurance fund, the
+        fee receiver and the funding pool (funding paid but not yet collected by its receivers).
+        Token amounts are scaled to WAD at the deposit and withdraw boundary only.
+        Invariant: the sum of all cash balances equals the token balance scaled to WAD (a
+        direct token transfer to the vault, a gift, only makes the balance larger).
+@custom:security Only the exchange moves cash between ledger accounts (`settle`), and every
+        settlement must sum to zero. Deposits credit the balance delta actually received, so a
+        fee-on-transfer token cannot mint cash. All external functions are non-reentrant; the
+        views the exchange reads mid-call are `@reentrant`.
+"""
+
+from ethereum.ercs import IERC20
+from ethereum.ercs import IERC20Detailed
+from snekmate.auth import ownable
+from snekmate.auth import ownable_2step
+
+from .interfaces import IExchange
+
+initializes: ownable
+initializes: ownable_2step[ownable := ownable]
+
+exports: (
+    ownable_2step.owner,
+    ownable_2step.pending_owner,
+    ownable_2step.transfer_ownership,
+    ownable_2step.accept_ownership,
+)
+
+# ============================================================================================
+# EVENTS
+# ============================================================================================
+
+event Deposit:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    amount: uint256  # token units received
+    credited: uint256  # WAD credited to cash
+
+event Withdraw:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    amount: uint256  # token units sent
+    debited: uint256  # WAD debited from cash
+
+event LiquidityDeposited:
+    amount: uint256
+    credited: uint256
+
+event LiquidityWithdrawn:
+    receiver: indexed(address)
+    amount: uint256
+    debited: uint256
+
+event FeesWithdrawn:
+    receiver: indexed(address)
+    amount: uint256
+    debited: uint256
+
+event Settled:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    trader: int256
+    liquidity: int256
+    insurance: int256
+    fees: int256
+    funding_pool: int256
+
+event ExchangeSet:
+    exchange: address
+
+event LiquidityVaultSet:
+    liquidity_vault: address
+
+event FeeReceiverSet:
+    fee_receiver: address
+
+# ============================================================================================
+# STORAGE
+# ============================================================================================
+
+TOKEN: public(immutable(IERC20))
+DECIMALS: public(immutable(uint8))
+SCALE: immutable(uint256)
+
+exchange: public(address)
+liquidity_vault: public(address)
+fee_receiver: public(address)
+
+_cash: HashMap[address, HashMap[uint256, int256]]
+liquidity_cash: public(int256)
+insurance_cash: public(int256)
+fee_cash: public(int256)
+funding_pool_cash: public(int256)
+
+# ============================================================================================
+# CONSTRUCTOR
+# ============================================================================================
+
+@deploy
+def __init__(token: IERC20):
+    """
+    @param token The collateral token (a USD stablecoin with at most 18 decimals).
+    """
+    ownable.__init__()
+    ownable_2step.__init__()
+    decimals: uint8 = staticcall IERC20Detailed(token.address).decimals()
+    assert decimals <= 18, "vault: token has more than 18 decimals"
+    TOKEN = token
+    DECIMALS = decimals
+    SCALE = 10 ** convert(18 - decimals, uint256)
+    self.fee_receiver = msg.sender
+
+# ============================================================================================
+# TRADERS
+# ============================================================================================
+
+@external
+def deposit(sub_account: uint256, amount: uint256) -> uint256:
+    """
+    @notice Deposit `amount` tokens into the caller's `sub_account`.
+    @dev Credits what actually arrived (balance delta), scaled to WAD.
+    @param sub_account The caller's sub-account (0, 1, 2, ...).
+    @param amount Token units to pull with `transferFrom` (approve the vault first).
+    @return The WAD amount credited to cash.
+    """
+    assert amount > 0, "vault: zero amount"
+    received: uint256 = self._pull(msg.sender, amount)
+    credited: uint256 = received * SCALE
+    self._cash[msg.sender][sub_account] += convert(credited, int256)
+    log Deposit(owner=msg.sender, sub_account=sub_account, amount=received, credited=credited)
+    return credited
+
+
+@external
+def withdraw(sub_account: uint256, amount: uint256) -> uint256:
+    """
+    @notice Withdraw `amount` tokens of free collateral from the caller's `sub_account`.
+    @dev Free collateral = max(0, min(cash, equity - initial requirement)).
+    @param sub_account The caller's sub-account.
+    @param amount Token units to send to the caller.
+    @return The WAD amount debited from cash.
+    """
+    assert amount > 0, "vault: zero amount"
+    debited: uint256 = amount * SCALE
+    free: uint256 = 0
+    if self.exchange == empty(address):
+        free = convert(max(self._cash[msg.sender][sub_account], 0), uint256)
+    else:
+        free = staticcall IExchange(self.exchange).withdrawable(msg.sender, sub_account)
+    assert debited <= free, "vault: insufficient free collateral"
+    self._cash[msg.sender][sub_account] -= convert(debited, int256)
+    self._push(msg.sender, amount)
+    log Withdraw(owner=msg.sender, sub_account=sub_account, amount=amount, debited=debited)
+    return debited
+
+
+@external
+@view
+@reentrant
+def cash(owner: address, sub_account: uint256) -> int256:
+    """
+    @notice Cash balance (WAD) of a trader sub-account; negative only after a bankruptcy.
+    """
+    return self._cash[owner][sub_account]
+
+
+@external
+@view
+@reentrant
+def token_scale() -> uint256:
+    """
+    @notice 10 ** (18 - token decimals): WAD per token unit.
+    """
+    return SCALE
+
+# ============================================================================================
+# EXCHANGE
+# ============================================================================================
+
+@external
+def settle(
+    owner: address,
+    sub_account: uint256,
+    trader: int256,
+    liquidity: int256,
+    insurance: int256,
+    fees: int256,
+    funding_pool: int256,
+) -> int256:
+    """
+    @notice Move cash between a trader sub-account and the system accounts. Exchange only.
+    @dev The deltas must sum to exactly zero: the ledger can only be rearranged, never grown.
+    @return The trader's new cash balance.
+    """
+    assert msg.sender == self.exchange, "vault: caller is not the exchange"
+    assert trader + liquidity + insurance + fees + funding_pool == 0, "vault: unbalanced settlement"
+    new_cash: int256 = self._cash[owner][sub_account]
+    if trader != 0:
+        new_cash += trader
+        self._cash[owner][sub_account] = new_cash
+    if liquidity != 0:
+        self.liquidity_cash += liquidity
+    if insurance != 0:
+        self.insurance_cash += insurance
+    if fees != 0:
+        self.fee_cash += fees
+    if funding_pool != 0:
+        self.funding_pool_cash += funding_pool
+    log Settled(
+        owner=owner,
+        sub_account=sub_account,
+        trader=trader,
+        liquidity=liquidity,
+        insurance=insurance,
+        fees=fees,
+        funding_pool=funding_pool,
+    )
+    return new_cash
+
+# ============================================================================================
+# LIQUIDITY VAULT AND FEE RECEIVER
+# ============================================================================================
+
+@external
+def deposit_liquidity(amount: uint256) -> uint256:
+    """
+    @notice Pull `amount` tokens from the liquidity vault contract into its cash. LV only.
+    @return Token units actually received.
+    """
+    assert msg.sender == self.liquidity_vault, "vault: caller is not the liquidity vault"
+    received: uint256 = self._pull(msg.sender, amount)
+    credited: uint256 = received * SCALE
+    self.liquidity_cash += convert(credited, int256)
+    log LiquidityDeposited(amount=received, credited=credited)
+    return received
+
+
+@external
+def withdraw_liquidity(receiver: address, amount: uint256) -> uint256:
+    """
+    @notice Pay `amount` tokens of the liquidity vault's cash to `receiver`. LV only.
+    @return The WAD debited.
+    """
+    assert msg.sender == self.liquidity_vault, "vault: caller is not the liquidity vault"
+    debited: uint256 = amount * SCALE
+    assert convert(debited, int256) <= self.liquidity_cash, "vault: insufficient liquidity cash"
+    self.liquidity_cash -= convert(debited, int256)
+    self._push(receiver, amount)
+    log LiquidityWithdrawn(receiver=receiver, amount=amount, debited=debited)
+    return debited
+
+
+@external
+def withdraw_fees(receiver: address, amount: uint256):
+    """
+    @notice The fee receiver withdraws `amount` tokens of its accrued protocol fees.
+    """
+    assert msg.sender == self.fee_receiver, "vault: caller is not the fee receiver"
+    assert amount > 0, "vault: zero amount"
+    debited: uint256 = amount * SCALE
+    assert convert(debited, int256) <= self.fee_cash, "vault: insufficient fee cash"
+    self.fee_cash -= convert(debited, int256)
+    self._push(receiver, amount)
+    log FeesWithdrawn(receiver=receiver, amount=amount, debited=debited)
+
+# ============================================================================================
+# ADMIN
+# ============================================================================================
+
+@external
+def set_exchange(exchange: address):
+    """
+    @notice Wire the exchange, once. It is the only contract that can move cash.
+    """
+    ownable._check_owner()
+    assert self.exchange == empty(address), "vault: exchange already set"
+    assert exchange != empty(address), "vault: zero address"
+    self.exchange = exchange
+    log ExchangeSet(exchange=exchange)
+
+
+@external
+def set_liquidity_vault(liquidity_vault: address):
+    """
+    @notice Wire the liquidity vault contract, once.
+    """
+    ownable._check_owner()
+    assert self.liquidity_vault == empty(address), "vault: liquidity vault already set"
+    assert liquidity_vault != empty(address), "vault: zero address"
+    self.liquidity_vault = liquidity_vault
+    log LiquidityVaultSet(liquidity_vault=liquidity_vault)
+
+
+@external
+def set_fee_receiver(fee_receiver: address):
+    """
+    @notice Change who may withdraw the protocol's fee cash.
+    """
+    ownable._check_owner()
+    assert fee_receiver != empty(address), "vault: zero address"
+    self.fee_receiver = fee_receiver
+    log FeeReceiverSet(fee_receiver=fee_receiver)
+
+# ============================================================================================
+# INTERNAL
+# ============================================================================================
+
+@internal
+def _pull(payer: address, amount: uint256) -> uint256:
+    before: uint256 = staticcall TOKEN.balanceOf(self)
+    assert extcall TOKEN.transferFrom(payer, self, amount, default_return_value=True), "vault: transfer failed"
+    received: uint256 = staticcall TOKEN.balanceOf(self) - before
+    assert received > 0, "vault: nothing received"
+    return received
+
+
+@internal
+def _push(receiver: address, amount: uint256):
+    assert receiver != empty(address), "vault: zero address"
+    assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "vault: transfer failed"

@@ -1,0 +1,1 @@
+"""perpdex: reference model, client, keepers and simulator for the perpdex contracts."""

@@ -1,0 +1,467 @@
+"""Reference model of perpdex's exchange math, in exact integers with the contracts' rounding.
+
+Every function here has a twin in contracts/Exchange.vy (or its modules) and the tests compare
+the two to the wei. Units: prices and USD amounts are WAD (1e18), sizes are base units in WAD,
+ratios are WAD (1e18 = 100 %), signed quantities are Python ints standing for int256.
+
+Rounding rule (DESIGN.md): every division rounds against the party being paid and in favour of
+the system. Concretely:
+- fill price rounds up for buys, down for sells;
+- a position's cost basis rounds up when it grows; proceeds of a close round down;
+- funding charged to a holder rounds up (payers pay the ceiling, receivers get the floor);
+- fees round up; the insurance fund's share of a fee rounds up, the fee receiver's down;
+- margin requirements round up, equity rounds down.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+
+from perpdex.fixed_point import WAD, ceil_div, floor_div, mul_div_down, mul_div_up, sign
+
+FUNDING_PERIOD = 8 * 3600  # funding rates are quoted per 8 hours
+
+# System accounts of the vault ledger (trader accounts are (owner, sub_account) tuples).
+LIQUIDITY_VAULT = "liquidity_vault"
+INSURANCE_FUND = "insurance_fund"
+FEE_RECEIVER = "fee_receiver"
+FUNDING_POOL = "funding_pool"
+SYSTEM_ACCOUNTS = (LIQUIDITY_VAULT, INSURANCE_FUND, FEE_RECEIVER, FUNDING_POOL)
+
+
+class ModelRevert(Exception):
+    """The model's equivalent of a contract revert; `reason` is the contract's reason string."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise ModelRevert(reason)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and state
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MarketParams:
+    skew_scale: int  # base units (WAD); premium = skew / skew_scale
+    max_funding_rate: int  # WAD per 8 h
+    maker_fee: int  # WAD ratio of notional, for the part of a trade that reduces |skew|
+    taker_fee: int  # WAD ratio of notional, for the part that increases |skew|
+    initial_margin_ratio: int
+    maintenance_margin_ratio: int
+    liquidation_penalty_ratio: int
+    max_long_oi: int  # base units
+    max_short_oi: int  # base units
+    max_position_size: int  # base units
+    max_liquidation_size: int  # base units per liquidation call (used by liquidation)
+
+
+@dataclass(frozen=True)
+class GlobalParams:
+    insurance_fee_share: int = WAD // 5  # share of every fee to the insurance fund
+    protocol_fee_share: int = 0  # share of every fee to the fee receiver
+    keeper_min_reward: int = 0  # flat keeper reward floor (WAD USD), part of maintenance
+    keeper_reward_share: int = WAD // 5  # share of the liquidation penalty paid to the keeper
+
+
+@dataclass
+class MarketState:
+    long_oi: int = 0
+    short_oi: int = 0
+    funding_per_unit: int = 0
+    last_funding_time: int = 0
+    open_notional_sum: int = 0  # sum of the traders' open notionals (signed cost bases)
+
+    @property
+    def skew(self) -> int:
+        return self.long_oi - self.short_oi
+
+
+@dataclass
+class Position:
+    size: int = 0
+    open_notional: int = 0  # signed cost basis: size x average entry price
+    funding_snapshot: int = 0
+
+    @property
+    def entry_price(self) -> int:
+        if self.size == 0:
+            return 0
+        return abs(self.open_notional) * WAD // abs(self.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices and funding
+# ---------------------------------------------------------------------------------------------
+
+
+def premium(skew: int, skew_scale: int) -> int:
+    """skew / skew_scale in WAD, floored."""
+    return floor_div(skew * WAD, skew_scale)
+
+
+def funding_rate(skew: int, params: MarketParams) -> int:
+    """Funding rate per 8 hours: the premium clamped to +-max_funding_rate."""
+    rate = premium(skew, params.skew_scale)
+    return max(-params.max_funding_rate, min(params.max_funding_rate, rate))
+
+
+def mark_price(index: int, skew: int, skew_scale: int) -> int:
+    """index x (1 + skew / skew_scale), floored."""
+    return index + mul_div_down(index, skew, skew_scale)
+
+
+def fill_price(index: int, skew: int, skew_scale: int, size_delta: int) -> int:
+    """index x (1 + (skew + (skew + delta)) / (2 skew_scale)); up for buys, down for sells."""
+    require(size_delta != 0, "exchange: zero size")
+    numerator = index * (2 * skew + size_delta)
+    impact = ceil_div(numerator, 2 * skew_scale) if size_delta > 0 else floor_div(numerator, 2 * skew_scale)
+    price = index + impact
+    require(price > 0, "exchange: fill price out of range")
+    return price
+
+
+def funding_per_unit_delta(rate: int, index: int, elapsed: int) -> int:
+    """USD per unit of size accrued over `elapsed` seconds at `rate` per 8 h, floored."""
+    return floor_div(rate * index * elapsed, WAD * FUNDING_PERIOD)
+
+
+def funding_charge(size: int, funding_per_unit: int, snapshot: int) -> int:
+    """What a holder of `size` pays (positive) or receives (negative); rounded up."""
+    return ceil_div(size * (funding_per_unit - snapshot), WAD)
+
+
+def accrued_funding_per_unit(market: MarketState, params: MarketParams, index: int, now: int) -> int:
+    """The market's funding_per_unit as it would be after a touch at `now`."""
+    elapsed = now - market.last_funding_time
+    if elapsed <= 0 or market.skew == 0:
+        return market.funding_per_unit
+    rate = funding_rate(market.skew, params)
+    return market.funding_per_unit + funding_per_unit_delta(rate, index, elapsed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fees
+# ---------------------------------------------------------------------------------------------
+
+
+def trade_fee(skew: int, size_delta: int, price: int, params: MarketParams) -> int:
+    """Maker fee on the part of the trade that reduces |skew|, taker fee on the rest; rounded up."""
+    size = abs(size_delta)
+    maker_size = min(size, abs(skew)) if sign(skew) == -sign(size_delta) else 0
+    taker_size = size - maker_size
+    return ceil_div((maker_size * params.maker_fee + taker_size * params.taker_fee) * price, WAD * WAD)
+
+
+def split_fee(fee: int, g: GlobalParams) -> tuple[int, int, int]:
+    """(to liquidity vault, to insurance fund, to fee receiver); the insurance fund gets the dust."""
+    insurance = ceil_div(fee * g.insurance_fee_share, WAD)
+    protocol = floor_div(fee * g.protocol_fee_share, WAD)
+    return fee - insurance - protocol, insurance, protocol
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions
+# ---------------------------------------------------------------------------------------------
+
+
+def apply_fill(position: Position, size_delta: int, price: int) -> tuple[Position, int]:
+    """Execute `size_delta` at `price` against a position: increase, reduce, close or flip.
+
+    Returns the new position (funding snapshot unchanged) and the realized PnL of the part that
+    was closed.
+    """
+    size, basis = position.size, position.open_notional
+    realized = 0
+    remaining = size_delta
+    if size != 0 and sign(size_delta) != sign(size):
+        # close min(|delta|, |size|) of the position
+        closing = size if abs(size_delta) >= abs(size) else -size_delta  # same sign as size
+        if closing == size:
+            basis_removed = basis
+        else:
+            basis_removed = mul_div_up(basis, abs(closing), abs(size))
+        proceeds = floor_div(closing * price, WAD)
+        realized = proceeds - basis_removed
+        basis -= basis_removed
+        size -= closing
+        remaining = size_delta + closing
+    if remaining != 0:
+        basis += ceil_div(remaining * price, WAD)
+        size += remaining
+    return replace(position, size=size, open_notional=basis), realized
+
+
+def increases_risk(old_size: int, new_size: int) -> bool:
+    return new_size != 0 and (sign(new_size) != sign(old_size) or abs(new_size) > abs(old_size))
+
+
+def unrealized_pnl(position: Position, index: int) -> int:
+    return floor_div(position.size * index, WAD) - position.open_notional
+
+
+def notional(size: int, index: int) -> int:
+    return ceil_div(abs(size) * index, WAD)
+
+
+def initial_requirement(size: int, index: int, params: MarketParams) -> int:
+    return ceil_div(notional(size, index) * params.initial_margin_ratio, WAD)
+
+
+def maintenance_requirement(size: int, index: int, params: MarketParams) -> int:
+    """maintenance ratio + the impact of closing alone + the liquidation penalty (no keeper floor)."""
+    n = notional(size, index)
+    return (
+        ceil_div(n * params.maintenance_margin_ratio, WAD)
+        + ceil_div(n * abs(size), 2 * params.skew_scale)
+        + ceil_div(n * params.liquidation_penalty_ratio, WAD)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The exchange as a whole: ledger, markets, accounts
+# ---------------------------------------------------------------------------------------------
+
+Account = tuple[str, int]  # (owner, sub_account)
+
+
+@dataclass
+class AccountView:
+    cash: int
+    equity: int
+    initial: int
+    maintenance: int
+
+    @property
+    def withdrawable(self) -> int:
+        return max(0, min(self.cash, self.equity - self.initial))
+
+
+@dataclass
+class TradeResult:
+    fill_price: int
+    fee: int
+    realized_pnl: int
+    funding_paid: int
+    position: Position
+
+
+@dataclass
+class ExchangeModel:
+    """The contracts' state and transitions, in Python. Prices come from `index` (market -> WAD)."""
+
+    token_decimals: int = 6
+    globals: GlobalParams = field(default_factory=GlobalParams)
+    params: dict[int, MarketParams] = field(default_factory=dict)
+    markets: dict[int, MarketState] = field(default_factory=dict)
+    positions: dict[tuple[Account, int], Position] = field(default_factory=dict)
+    cash: dict = field(default_factory=dict)
+    token_balance: int = 0  # the vault's collateral token balance, in token units
+    index: dict[int, int] = field(default_factory=dict)
+    now: int = 0
+    paused: bool = False
+    funding_settlements: int = 0  # how many rounded funding settlements happened (dust bound)
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def scale(self) -> int:
+        return 10 ** (18 - self.token_decimals)
+
+    def list_market(self, market_id: int, params: MarketParams) -> None:
+        self.params[market_id] = params
+        self.markets[market_id] = MarketState(last_funding_time=self.now)
+
+    # -- ledger --------------------------------------------------------------------------------
+
+    def cash_of(self, account) -> int:
+        return self.cash.get(account, 0)
+
+    def _credit(self, account, amount: int) -> None:
+        if amount:
+            self.cash[account] = self.cash.get(account, 0) + amount
+
+    def deposit(self, account: Account, amount: int) -> int:
+        require(amount > 0, "vault: zero amount")
+        credited = amount * self.scale
+        self.token_balance += amount
+        self._credit(account, credited)
+        return credited
+
+    def withdraw(self, account: Account, amount: int) -> None:
+        require(amount > 0, "vault: zero amount")
+        wad = amount * self.scale
+        require(wad <= self.account_view(account).withdrawable, "vault: insufficient free collateral")
+        self.token_balance -= amount
+        self._credit(account, -wad)
+
+    def ledger_total(self) -> int:
+        return sum(self.cash.values())
+
+    # -- markets -------------------------------------------------------------------------------
+
+    def open_markets(self, account: Account) -> list[int]:
+        return sorted(m for (a, m), p in self.positions.items() if a == account and p.size != 0)
+
+    def position(self, account: Account, market_id: int) -> Position:
+        return self.positions.get((account, market_id), Position())
+
+    def _accrue(self, market_id: int) -> int:
+        """Touch a market: advance funding_per_unit and settle the liquidity vault's funding."""
+        market, params = self.markets[market_id], self.params[market_id]
+        new_fpu = accrued_funding_per_unit(market, params, self.index[market_id], self.now)
+        lv_charge = 0
+        if new_fpu != market.funding_per_unit:
+            lv_charge = funding_charge(-market.skew, new_fpu, market.funding_per_unit)
+            self.funding_settlements += 1
+        market.funding_per_unit = new_fpu
+        market.last_funding_time = self.now
+        self._credit(LIQUIDITY_VAULT, -lv_charge)
+        self._credit(FUNDING_POOL, lv_charge)
+        return lv_charge
+
+    def funding_rate(self, market_id: int) -> int:
+        return funding_rate(self.markets[market_id].skew, self.params[market_id])
+
+    def mark_price(self, market_id: int) -> int:
+        return mark_price(self.index[market_id], self.markets[market_id].skew, self.params[market_id].skew_scale)
+
+    def fill_price(self, market_id: int, size_delta: int) -> int:
+        return fill_price(
+            self.index[market_id], self.markets[market_id].skew, self.params[market_id].skew_scale, size_delta
+        )
+
+    # -- trading -------------------------------------------------------------------------------
+
+    def _transaction(self, fn, *args):
+        """Run `fn` atomically: on a ModelRevert every change is undone, as on-chain."""
+        saved = copy.deepcopy((self.cash, self.markets, self.positions, self.token_balance, self.funding_settlements))
+        try:
+            return fn(*args)
+        except ModelRevert:
+            self.cash, self.markets, self.positions, self.token_balance, self.funding_settlements = saved
+            raise
+
+    def trade(self, account: Account, market_id: int, size_delta: int, acceptable_price: int) -> TradeResult:
+        """Buy (size_delta > 0) or sell against the liquidity vault; atomic like the contract."""
+        return self._transaction(self._trade, account, market_id, size_delta, acceptable_price)
+
+    def _trade(self, account: Account, market_id: int, size_delta: int, acceptable_price: int) -> TradeResult:
+        require(market_id in self.params, "exchange: unknown market")
+        require(size_delta != 0, "exchange: zero size")
+        params, market = self.params[market_id], self.markets[market_id]
+        index = self.index[market_id]
+
+        self._accrue(market_id)
+        old = self.position(account, market_id)
+        funding_paid = funding_charge(old.size, market.funding_per_unit, old.funding_snapshot)
+        if old.size != 0 and market.funding_per_unit != old.funding_snapshot:
+            self.funding_settlements += 1
+
+        price = fill_price(index, market.skew, params.skew_scale, size_delta)
+        if size_delta > 0:
+            require(price <= acceptable_price, "exchange: price beyond acceptable")
+        else:
+            require(price >= acceptable_price, "exchange: price beyond acceptable")
+        fee = trade_fee(market.skew, size_delta, price, params)
+        new, realized = apply_fill(old, size_delta, price)
+        new = replace(new, funding_snapshot=market.funding_per_unit)
+
+        risk_up = increases_risk(old.size, new.size)
+        if risk_up:
+            require(not self.paused, "exchange: paused, reduce-only")
+            require(abs(new.size) <= params.max_position_size, "exchange: position above max size")
+        long_oi = market.long_oi - max(old.size, 0) + max(new.size, 0)
+        short_oi = market.short_oi - max(-old.size, 0) + max(-new.size, 0)
+        require(long_oi <= params.max_long_oi or long_oi <= market.long_oi, "exchange: long open interest cap")
+        require(short_oi <= params.max_short_oi or short_oi <= market.short_oi, "exchange: short open interest cap")
+
+        to_lv, to_insurance, to_protocol = split_fee(fee, self.globals)
+        market.long_oi, market.short_oi = long_oi, short_oi
+        market.open_notional_sum += new.open_notional - old.open_notional
+        self.positions[(account, market_id)] = new
+        self._credit(account, realized - fee - funding_paid)
+        self._credit(LIQUIDITY_VAULT, to_lv - realized)
+        self._credit(INSURANCE_FUND, to_insurance)
+        self._credit(FEE_RECEIVER, to_protocol)
+        self._credit(FUNDING_POOL, funding_paid)
+
+        view = self.account_view(account)
+        if risk_up:
+            # a new risk must clear the initial requirement and stay above maintenance (a large
+            # position's closing impact can put maintenance above initial)
+            require(view.equity >= max(view.initial, view.maintenance), "exchange: insufficient margin")
+        else:
+            require(view.equity >= 0, "exchange: trade would leave account bankrupt")
+        return TradeResult(price, fee, realized, funding_paid, new)
+
+    # -- account views -------------------------------------------------------------------------
+
+    def position_view(self, account: Account, market_id: int) -> tuple[int, int, int, int]:
+        """(size, entry price, unrealized PnL at the index, unsettled funding)."""
+        p = self.position(account, market_id)
+        if p.size == 0:
+            return 0, 0, 0, 0
+        market, params = self.markets[market_id], self.params[market_id]
+        fpu = accrued_funding_per_unit(market, params, self.index[market_id], self.now)
+        return (
+            p.size,
+            p.entry_price,
+            unrealized_pnl(p, self.index[market_id]),
+            funding_charge(p.size, fpu, p.funding_snapshot),
+        )
+
+    def account_view(self, account: Account) -> AccountView:
+        cash = self.cash_of(account)
+        equity, initial, maintenance = cash, 0, 0
+        markets = self.open_markets(account)
+        for market_id in markets:
+            _, _, pnl, funding = self.position_view(account, market_id)
+            size, index, params = self.position(account, market_id).size, self.index[market_id], self.params[market_id]
+            equity += pnl - funding
+            initial += initial_requirement(size, index, params)
+            maintenance += maintenance_requirement(size, index, params)
+        if markets:
+            maintenance += self.globals.keeper_min_reward
+        return AccountView(cash, equity, initial, maintenance)
+
+    # -- liquidity vault -----------------------------------------------------------------------
+
+    def liquidity_vault_value(self) -> int:
+        """LV cash + its unrealized PnL on -skew in every market - its unsettled funding."""
+        value = self.cash_of(LIQUIDITY_VAULT)
+        for market_id, market in self.markets.items():
+            if market.skew == 0:
+                continue
+            index = self.index[market_id]
+            fpu = accrued_funding_per_unit(market, self.params[market_id], index, self.now)
+            value += market.open_notional_sum - floor_div(market.skew * index, WAD)
+            value -= funding_charge(-market.skew, fpu, market.funding_per_unit)
+        return value
+
+    def open_interest_notional(self) -> int:
+        return sum(
+            ceil_div((m.long_oi + m.short_oi) * self.index[i], WAD) for i, m in self.markets.items()
+        )
+
+    # -- invariants ----------------------------------------------------------------------------
+
+    def unsettled_funding_total(self) -> int:
+        """Exact (unrounded, floor) sum of every holder's unsettled funding, LV included."""
+        total = 0
+        for (account, market_id), p in self.positions.items():
+            if p.size:
+                m = self.markets[market_id]
+                fpu = accrued_funding_per_unit(m, self.params[market_id], self.index[market_id], self.now)
+                total += p.size * (fpu - p.funding_snapshot)
+        for market_id, m in self.markets.items():
+            fpu = accrued_funding_per_unit(m, self.params[market_id], self.index[market_id], self.now)
+            total += -m.skew * (fpu - m.funding_per_unit)
+        return total  # in WAD * WAD units

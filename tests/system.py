@@ -1,0 +1,213 @@
+"""A perpdex deployment on titanoboa with its reference-model twin.
+
+Every operation goes to both the contracts and `perpdex.model`, and the results are compared
+to the wei, so every test that uses `System` is a differential test. `check_invariants`
+asserts DESIGN.md's invariants 1-3 from on-chain state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import boa
+
+from perpdex.fixed_point import WAD
+from perpdex.model import (
+    FEE_RECEIVER,
+    FUNDING_POOL,
+    INSURANCE_FUND,
+    LIQUIDITY_VAULT,
+    ExchangeModel,
+    MarketParams,
+    ModelRevert,
+    Position,
+)
+
+CONTRACTS = "contracts"
+FEED_DECIMALS = 8
+HEARTBEAT = 3600
+
+
+def default_params(**overrides) -> MarketParams:
+    values = dict(
+        skew_scale=1_000 * WAD,
+        max_funding_rate=WAD // 10,
+        maker_fee=WAD // 5_000,  # 2 bp
+        taker_fee=WAD // 1_000,  # 10 bp
+        initial_margin_ratio=WAD // 20,  # 5 % (20x)
+        maintenance_margin_ratio=WAD // 40,  # 2.5 %
+        liquidation_penalty_ratio=WAD // 200,  # 0.5 %
+        max_long_oi=100_000 * WAD,
+        max_short_oi=100_000 * WAD,
+        max_position_size=10_000 * WAD,
+        max_liquidation_size=100 * WAD,
+    )
+    values.update(overrides)
+    return MarketParams(**values)
+
+
+def params_tuple(p: MarketParams) -> tuple:
+    return (
+        p.skew_scale,
+        p.max_funding_rate,
+        p.maker_fee,
+        p.taker_fee,
+        p.initial_margin_ratio,
+        p.maintenance_margin_ratio,
+        p.liquidation_penalty_ratio,
+        p.max_long_oi,
+        p.max_short_oi,
+        p.max_position_size,
+        p.max_liquidation_size,
+    )
+
+
+@dataclass
+class System:
+    token_decimals: int = 6
+    owner: str = field(default_factory=lambda: boa.env.generate_address("owner"))
+
+    def __post_init__(self) -> None:
+        boa.env.eoa = self.owner
+        self.usdc = boa.load(f"{CONTRACTS}/mocks/MockUSDC.vy", "USD Coin", "USDC", self.token_decimals)
+        self.oracle = boa.load(f"{CONTRACTS}/IndexOracle.vy")
+        self.vault = boa.load(f"{CONTRACTS}/Vault.vy", self.usdc.address)
+        self.exchange = boa.load(f"{CONTRACTS}/Exchange.vy", self.vault.address, self.oracle.address)
+        self.oracle.set_configurator(self.exchange.address)
+        self.vault.set_exchange(self.exchange.address)
+        self.aggregators: dict[int, object] = {}
+        self.model = ExchangeModel(token_decimals=self.token_decimals)
+        self.model.now = self.now
+        self.accounts: set[tuple[str, int]] = set()
+
+    # -- environment ---------------------------------------------------------------------------
+
+    @property
+    def now(self) -> int:
+        return boa.env.evm.patch.timestamp
+
+    def warp(self, seconds: int) -> None:
+        boa.env.time_travel(seconds=seconds)
+        self.model.now = self.now
+
+    def list_market(self, market_id: int, symbol: str, price_usd: float | int, params: MarketParams | None = None):
+        params = params or default_params()
+        answer = int(price_usd * 10**FEED_DECIMALS)
+        with boa.env.prank(self.owner):
+            agg = boa.load(f"{CONTRACTS}/mocks/MockAggregator.vy", FEED_DECIMALS, f"{symbol} feed", answer)
+            self.exchange.list_market(market_id, symbol, [(agg.address, HEARTBEAT)], 0, params_tuple(params))
+        self.aggregators[market_id] = agg
+        self.model.list_market(market_id, params)
+        self.model.index[market_id] = answer * 10 ** (18 - FEED_DECIMALS)
+        return agg
+
+    def set_price(self, market_id: int, price_usd: float | int) -> None:
+        answer = int(round(price_usd * 10**FEED_DECIMALS))
+        with boa.env.prank(self.owner):
+            self.aggregators[market_id].update_answer(answer)
+        self.model.index[market_id] = answer * 10 ** (18 - FEED_DECIMALS)
+
+    def to_token(self, usd: float | int) -> int:
+        return int(usd * 10**self.token_decimals)
+
+    # -- trader actions (contract and model) -----------------------------------------------------
+
+    def fund(self, who: str, usd: float | int) -> int:
+        amount = self.to_token(usd)
+        with boa.env.prank(self.owner):
+            self.usdc.mint(who, amount)
+        with boa.env.prank(who):
+            self.usdc.approve(self.vault.address, 2**256 - 1)
+        return amount
+
+    def deposit(self, who: str, usd: float | int, sub_account: int = 0) -> int:
+        amount = self.fund(who, usd)
+        with boa.env.prank(who):
+            credited = self.vault.deposit(sub_account, amount)
+        assert credited == self.model.deposit((who, sub_account), amount)
+        self.accounts.add((who, sub_account))
+        return credited
+
+    def withdraw(self, who: str, amount: int, sub_account: int = 0) -> None:
+        with boa.env.prank(who):
+            self.vault.withdraw(sub_account, amount)
+        self.model.withdraw((who, sub_account), amount)
+
+    def trade(self, who: str, market_id: int, size_delta: int, acceptable_price: int | None = None, sub_account: int = 0):
+        """Trade on both sides; compare the fill and the resulting account exactly."""
+        if acceptable_price is None:
+            acceptable_price = 2**256 - 1 if size_delta > 0 else 0
+        self.accounts.add((who, sub_account))
+        try:
+            expected = self.model.trade((who, sub_account), market_id, size_delta, acceptable_price)
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(who):
+                self.exchange.trade(sub_account, market_id, size_delta, acceptable_price)
+            raise
+        with boa.env.prank(who):
+            price = self.exchange.trade(sub_account, market_id, size_delta, acceptable_price)
+        assert price == expected.fill_price
+        self.assert_account_matches(who, sub_account)
+        return expected
+
+    # -- comparisons -----------------------------------------------------------------------------
+
+    def assert_account_matches(self, who: str, sub_account: int = 0) -> None:
+        account = (who, sub_account)
+        for market_id in self.model.params:
+            p: Position = self.model.position(account, market_id)
+            assert tuple(self.exchange.position_state(who, sub_account, market_id)) == (
+                p.size,
+                p.open_notional,
+                p.funding_snapshot if p.size else 0,
+            ), f"position of {account} in market {market_id}"
+        assert self.vault.cash(who, sub_account) == self.model.cash_of(account)
+        view = self.model.account_view(account)
+        cash, equity, initial, maintenance = self.exchange.account_state(who, sub_account)
+        assert (cash, equity, initial, maintenance) == (view.cash, view.equity, view.initial, view.maintenance)
+        assert self.exchange.withdrawable(who, sub_account) == view.withdrawable
+
+    def assert_system_matches(self) -> None:
+        for market_id, m in self.model.markets.items():
+            assert tuple(self.exchange.open_interest(market_id)) == (m.long_oi, m.short_oi)
+            assert tuple(self.exchange.funding_state(market_id)) == (m.funding_per_unit, m.last_funding_time)
+            assert self.exchange.open_notional_sum(market_id) == m.open_notional_sum
+        assert self.vault.liquidity_cash() == self.model.cash_of(LIQUIDITY_VAULT)
+        assert self.vault.insurance_cash() == self.model.cash_of(INSURANCE_FUND)
+        assert self.vault.fee_cash() == self.model.cash_of(FEE_RECEIVER)
+        assert self.vault.funding_pool_cash() == self.model.cash_of(FUNDING_POOL)
+        for who, sub in self.accounts:
+            self.assert_account_matches(who, sub)
+
+    # -- invariants (DESIGN.md 1-3), from on-chain state -------------------------------------------
+
+    def ledger_total(self) -> int:
+        total = sum(self.vault.cash(who, sub) for who, sub in self.accounts)
+        total += self.vault.liquidity_cash() + self.vault.insurance_cash()
+        total += self.vault.fee_cash() + self.vault.funding_pool_cash()
+        return total
+
+    def check_invariants(self, gifts: int = 0) -> None:
+        # 1. the ledger balances exactly against the token balance (gifts only add to it)
+        scale = 10 ** (18 - self.token_decimals)
+        assert self.ledger_total() + gifts * scale == self.usdc.balanceOf(self.vault.address) * scale
+        for market_id in self.model.params:
+            # 2. zero-sum positions: traders' sizes and bases add up to the market's totals;
+            # the liquidity vault holds exactly the opposite.
+            sizes = [self.exchange.position_state(w, s, market_id) for w, s in self.accounts]
+            long_oi, short_oi = self.exchange.open_interest(market_id)
+            assert sum(max(p[0], 0) for p in sizes) == long_oi
+            assert sum(max(-p[0], 0) for p in sizes) == short_oi
+            assert sum(p[1] for p in sizes) == self.exchange.open_notional_sum(market_id)
+        # 3. zero-sum funding: what the pool holds is what the holders still have to collect,
+        # plus less than one wei of dust per rounded settlement, never less.
+        unsettled = 0
+        for market_id in self.model.params:
+            fpu = self.exchange.funding_per_unit(market_id)
+            stored, _ = self.exchange.funding_state(market_id)
+            for who, sub in self.accounts:
+                size, _, snapshot = self.exchange.position_state(who, sub, market_id)
+                unsettled += size * (fpu - snapshot)
+            unsettled += -self.exchange.skew(market_id) * (fpu - stored)
+        dust = self.vault.funding_pool_cash() * WAD + unsettled
+        assert 0 <= dust <= self.model.funding_settlements * WAD, (dust, self.model.funding_settlements)
