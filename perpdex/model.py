@@ -267,6 +267,9 @@ class ExchangeModel:
     index: dict[int, int] = field(default_factory=dict)
     now: int = 0
     paused: bool = False
+    lv_supply: int = 0  # liquidity vault shares outstanding
+    lv_shares: dict = field(default_factory=dict)
+    max_oi_ratio: int = 5 * WAD
     funding_settlements: int = 0  # how many rounded funding settlements happened (dust bound)
 
     # -- configuration -------------------------------------------------------------------------
@@ -445,6 +448,49 @@ class ExchangeModel:
             value += market.open_notional_sum - floor_div(market.skew * index, WAD)
             value -= funding_charge(-market.skew, fpu, market.funding_per_unit)
         return value
+
+    # ERC-4626 share accounting of the liquidity vault (virtual offset against inflation attacks)
+
+    @property
+    def virtual_shares(self) -> int:
+        return self.scale  # 10 ** (18 - token decimals): shares have 18 decimals
+
+    def lv_total_assets(self) -> int:
+        return max(0, self.liquidity_vault_value()) // self.scale
+
+    def lv_to_shares(self, assets: int, total: int, round_up: bool = False) -> int:
+        f = mul_div_up if round_up else mul_div_down
+        return f(assets, self.lv_supply + self.virtual_shares, total + 1)
+
+    def lv_to_assets(self, shares: int, total: int, round_up: bool = False) -> int:
+        f = mul_div_up if round_up else mul_div_down
+        return f(shares, total + 1, self.lv_supply + self.virtual_shares)
+
+    def lp_deposit(self, lp, assets: int) -> int:
+        require(assets > 0, "liquidity vault: zero amount")
+        shares = self.lv_to_shares(assets, self.lv_total_assets())
+        require(shares > 0, "liquidity vault: zero shares")
+        self.token_balance += assets
+        self._credit(LIQUIDITY_VAULT, assets * self.scale)
+        self.lv_supply += shares
+        self.lv_shares[lp] = self.lv_shares.get(lp, 0) + shares
+        return shares
+
+    def lp_redeem(self, lp, shares: int) -> int:
+        require(shares > 0, "liquidity vault: zero amount")
+        total = self.lv_total_assets()
+        assets = self.lv_to_assets(shares, total)
+        require(assets > 0, "liquidity vault: zero assets")
+        require(self.lv_shares.get(lp, 0) >= shares, "erc20: burn amount exceeds balance")
+        require(assets * self.scale <= self.cash_of(LIQUIDITY_VAULT), "vault: insufficient liquidity cash")
+        remaining = total - min(total, assets)
+        require(self.open_interest_notional() * WAD <= self.max_oi_ratio * remaining * self.scale,
+                "liquidity vault: open interest cap")
+        self.lv_supply -= shares
+        self.lv_shares[lp] -= shares
+        self.token_balance -= assets
+        self._credit(LIQUIDITY_VAULT, -assets * self.scale)
+        return assets
 
     def open_interest_notional(self) -> int:
         return sum(

@@ -75,6 +75,10 @@ class System:
         self.exchange = boa.load(f"{CONTRACTS}/Exchange.vy", self.vault.address, self.oracle.address)
         self.oracle.set_configurator(self.exchange.address)
         self.vault.set_exchange(self.exchange.address)
+        self.liquidity_vault = boa.load(
+            f"{CONTRACTS}/LiquidityVault.vy", self.vault.address, self.exchange.address, "perpdex LP", "pLP"
+        )
+        self.vault.set_liquidity_vault(self.liquidity_vault.address)
         self.aggregators: dict[int, object] = {}
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
@@ -128,6 +132,27 @@ class System:
         self.accounts.add((who, sub_account))
         return credited
 
+    def lp_deposit(self, who: str, usd: float | int) -> int:
+        amount = self.fund(who, usd)
+        with boa.env.prank(who):
+            self.usdc.approve(self.liquidity_vault.address, 2**256 - 1)
+            shares = self.liquidity_vault.deposit(amount, who)
+        assert shares == self.model.lp_deposit(who, amount)
+        assert self.liquidity_vault.balanceOf(who) == self.model.lv_shares[who]
+        return shares
+
+    def lp_redeem(self, who: str, shares: int) -> int:
+        try:
+            expected = self.model._transaction(self.model.lp_redeem, who, shares)
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(who):
+                self.liquidity_vault.redeem(shares, who, who)
+            raise
+        with boa.env.prank(who):
+            assets = self.liquidity_vault.redeem(shares, who, who)
+        assert assets == expected
+        return assets
+
     def withdraw(self, who: str, amount: int, sub_account: int = 0) -> None:
         with boa.env.prank(who):
             self.vault.withdraw(sub_account, amount)
@@ -176,6 +201,10 @@ class System:
         assert self.vault.insurance_cash() == self.model.cash_of(INSURANCE_FUND)
         assert self.vault.fee_cash() == self.model.cash_of(FEE_RECEIVER)
         assert self.vault.funding_pool_cash() == self.model.cash_of(FUNDING_POOL)
+        assert self.exchange.liquidity_vault_value() == self.model.liquidity_vault_value()
+        assert self.liquidity_vault.totalAssets() == self.model.lv_total_assets()
+        assert self.liquidity_vault.totalSupply() == self.model.lv_supply
+        assert self.exchange.open_interest_notional() == self.model.open_interest_notional()
         for who, sub in self.accounts:
             self.assert_account_matches(who, sub)
 
