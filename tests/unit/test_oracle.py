@@ -16,7 +16,7 @@ from boa.contracts.base_evm_contract import BoaError
 from eth.db.backends.memory import MemoryDB
 from eth.db.journal import JournalDB
 from eth_abi import decode as abi_decode
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from perpdex import oracle as ref
@@ -674,23 +674,31 @@ def test_replay_chainlink_eth_usd_rounds(oracle, make_feed, owner):
 TIMESTAMP_MAX = 2**48 - 1
 
 
+def mostly(valid: st.SearchStrategy, *faults: st.SearchStrategy) -> st.SearchStrategy:
+    """`valid` about 24 times in 25, otherwise one of `faults`: most examples reach the median
+    and the deviation check, and every fault still shows up."""
+    return st.integers(0, 24).flatmap(lambda roll: valid if roll or not faults else st.one_of(*faults))
+
+
 @st.composite
 def feed_readings(draw, now: int) -> tuple[list[FeedReading], int]:
     count = draw(st.integers(1, 5))
-    base_wad = draw(st.integers(1, 10**37))  # a common price the feeds cluster around
+    # a common price the feeds cluster around: 1 to 1e6 USD, sometimes anything up to 1e37
+    base_wad = draw(mostly(st.integers(WAD, 10**6 * WAD), st.integers(1, 10**37)))
     readings = []
     for _ in range(count):
         decimals = draw(st.integers(0, 36))
         heartbeat = draw(st.integers(1, 7 * 86400))
-        near = max(base_wad * 10**decimals // WAD, 0) + draw(st.integers(-(10**decimals), 10**decimals))
-        answer = draw(st.one_of(st.just(near), st.integers(-(2**255), 2**255 - 1), st.integers(-3, 3)))
-        age = draw(st.one_of(st.integers(0, heartbeat), st.integers(heartbeat, heartbeat + 3), st.integers(-3, -1), st.integers(-now, 2 * 86400)))
+        spread_ppm = draw(st.integers(-20_000, 20_000))  # within +-2 % of the common price
+        near = base_wad * 10**decimals * (10**6 + spread_ppm) // (WAD * 10**6)
+        answer = draw(mostly(st.just(near), st.integers(-(2**255), 2**255 - 1), st.integers(-3, 3)))
+        age = draw(mostly(st.integers(0, heartbeat), st.integers(heartbeat, heartbeat + 3), st.integers(-3, -1), st.integers(-now, 2 * 86400)))
         updated_at = min(max(now - age, 0), TIMESTAMP_MAX)
-        started_at = draw(st.one_of(st.just(updated_at), st.just(0), st.integers(0, TIMESTAMP_MAX)))
+        started_at = draw(mostly(st.integers(0, updated_at).map(lambda t: max(t, 1)), st.just(0), st.integers(0, TIMESTAMP_MAX)))
         round_id = draw(st.integers(1, 2**80 - 1))
-        answered_in_round = draw(st.one_of(st.just(round_id), st.integers(0, 2**80 - 1)))
+        answered_in_round = draw(mostly(st.integers(round_id, 2**80 - 1), st.integers(0, round_id - 1)))
         readings.append(FeedReading(Round(round_id, answer, started_at, updated_at, answered_in_round), heartbeat, decimals))
-    max_deviation = draw(st.one_of(st.integers(1 if count > 1 else 0, WAD), st.sampled_from([1, WAD // 100, WAD])))
+    max_deviation = draw(st.one_of(st.sampled_from([1, WAD // 100, WAD // 50, WAD // 20, WAD]), st.integers(1, WAD)))
     return readings, max_deviation
 
 
@@ -698,9 +706,9 @@ def feed_readings(draw, now: int) -> tuple[list[FeedReading], int]:
 def sequencer_statuses(draw, now: int) -> SequencerStatus | None:
     if draw(st.booleans()):
         return None
-    answer = draw(st.sampled_from([0, 0, 0, 1, 2]))
     grace = draw(st.integers(0, 86400))
-    started_at = draw(st.one_of(st.integers(now - 2 * grace - 2, now + 2), st.just(0), st.integers(0, now)))
+    answer = draw(mostly(st.just(0), st.integers(1, 2)))
+    started_at = draw(mostly(st.integers(0, now - grace - 1), st.integers(now - grace, now + 3), st.just(0)))
     started_at = min(max(started_at, 0), TIMESTAMP_MAX)
     return SequencerStatus(Round(1, answer, started_at, started_at, 1), grace)
 
@@ -752,4 +760,5 @@ def test_contract_matches_reference_model(pool_oracle, feed_pool, uptime_feed, o
 
     boa.env.timestamp = now
     expected = ref.index_price_or_reason(readings, max_deviation, now, sequencer)
+    event(expected if isinstance(expected, str) else f"price from {len(readings)} feeds")
     assert price_or_reason(pool_oracle, 1) == expected
