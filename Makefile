@@ -20,22 +20,29 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 venv: $(STAMP)
 node: $(NODE_STAMP)
 
-compile: $(STAMP)
-	$(BIN)/ape compile
+CONTRACTS := $(shell find contracts -name '*.vy' -o -name '*.vyi')
+BUILD := .build/__local__.json
 
-demo: $(STAMP) $(NODE_STAMP)
+# ape's own cache can miss a change; rebuild whenever a contract source changed
+$(BUILD): $(STAMP) $(CONTRACTS)
+	$(BIN)/ape compile --force > /dev/null
+	touch $@
+
+compile: $(BUILD)
+
+demo: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.demo
 
 test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest tests -q
 
-bench: $(STAMP) $(NODE_STAMP)
+bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.bench
 
 clean:

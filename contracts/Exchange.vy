@@ -46,6 +46,7 @@ MAX_KEEPER_MIN_REWARD: constant(uint256) = 1_000 * 10**18  # USD
 MAX_SIZE: constant(uint256) = 2**120  # sizes and open interest stay far inside int128
 OFFSET: constant(int256) = 2**127  # packs an int128 into 128 unsigned bits
 MASK128: constant(uint256) = 2**128 - 1
+MASK64: constant(uint256) = 2**64 - 1
 
 # ============================================================================================
 # STRUCTS AND EVENTS
@@ -110,7 +111,12 @@ event Trade:
 VAULT: public(immutable(IVault))
 ORACLE: public(immutable(IIndexOracle))
 
-market_params: public(HashMap[uint256, MarketParams])
+# market parameters packed in four slots (read on every trade; cold reads dominate gas):
+#   0: skew_scale (128) | maintenance_margin_ratio (64) | liquidation_penalty_ratio (64)
+#   1: maker_fee (64) | taker_fee (64) | max_funding_rate (64) | initial_margin_ratio (64)
+#   2: max_long_oi (128) | max_short_oi (128)
+#   3: max_position_size (128) | max_liquidation_size (128)
+_params: HashMap[uint256, uint256[4]]
 market_symbol: public(HashMap[uint256, String[16]])
 market_ids: public(DynArray[uint256, MAX_MARKETS])
 
@@ -125,16 +131,13 @@ open_notional_sum: public(HashMap[uint256, int256])
 _position: HashMap[address, HashMap[uint256, HashMap[uint256, uint256]]]
 # owner -> sub-account -> market -> signed cost basis (size x average entry price)
 _open_notional: HashMap[address, HashMap[uint256, HashMap[uint256, int256]]]
-# owner -> sub-account -> bitmask of markets with an open position
-_open_markets: HashMap[address, HashMap[uint256, uint256]]
+# (the bitmask of each sub-account's open markets lives in the vault, beside its cash)
 
-insurance_fee_share: public(uint256)
-protocol_fee_share: public(uint256)
+# insurance_fee_share (64) | protocol_fee_share (64) | keeper_reward_share (64) | paused (64)
+_globals: uint256
 keeper_min_reward: public(uint256)
-keeper_reward_share: public(uint256)
 
 guardian: public(address)
-paused: public(bool)
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -150,8 +153,7 @@ def __init__(vault: IVault, oracle: IIndexOracle):
     ownable_2step.__init__()
     VAULT = vault
     ORACLE = oracle
-    self.insurance_fee_share = WAD // 5
-    self.keeper_reward_share = WAD // 5
+    self._globals = self._pack_globals(WAD // 5, 0, WAD // 5, False)
     self.guardian = msg.sender
 
 # ============================================================================================
@@ -170,8 +172,10 @@ def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptab
     @return The fill price (WAD).
     """
     assert size_delta != 0, "exchange: zero size"
-    skew_scale: uint256 = self.market_params[market_id].skew_scale
+    p0: uint256 = self._params[market_id][0]
+    skew_scale: uint256 = p0 >> 128
     assert skew_scale != 0, "exchange: unknown market"
+    p1: uint256 = self._params[market_id][1]
     index: uint256 = staticcall ORACLE.index_price(market_id)
 
     long_oi: uint256 = 0
@@ -180,7 +184,7 @@ def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptab
     skew: int256 = convert(long_oi, int256) - convert(short_oi, int256)
     funding_per_unit: int256 = 0
     lv_funding: int256 = 0
-    funding_per_unit, lv_funding = self._accrue(market_id, skew, skew_scale, index)
+    funding_per_unit, lv_funding = self._accrue(market_id, skew, skew_scale, (p1 >> 64) & MASK64, index)
 
     old_size: int256 = 0
     snapshot: int256 = 0
@@ -195,29 +199,26 @@ def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptab
         assert price <= acceptable_price, "exchange: price beyond acceptable"
     else:
         assert price >= acceptable_price, "exchange: price beyond acceptable"
-    fee: uint256 = pricing._trade_fee(
-        skew,
-        size_delta,
-        price,
-        self.market_params[market_id].maker_fee,
-        self.market_params[market_id].taker_fee,
-    )
+    fee: uint256 = pricing._trade_fee(skew, size_delta, price, p1 >> 192, (p1 >> 128) & MASK64)
     new_size: int256 = 0
     new_basis: int256 = 0
     realized: int256 = 0
     new_size, new_basis, realized = self._apply_fill(old_size, old_basis, size_delta, price)
 
+    globals_: uint256 = self._globals
     risk_up: bool = self._increases_risk(old_size, new_size)
     if risk_up:
-        assert not self.paused, "exchange: paused, reduce-only"
-        assert fp._abs(new_size) <= self.market_params[market_id].max_position_size, "exchange: position above max size"
+        assert globals_ & MASK64 == 0, "exchange: paused, reduce-only"
+        assert fp._abs(new_size) <= self._params[market_id][3] >> 128, "exchange: position above max size"
 
     new_long: uint256 = long_oi + self._long_part(new_size) - self._long_part(old_size)
     new_short: uint256 = short_oi + self._long_part(-new_size) - self._long_part(-old_size)
-    if new_long > long_oi:
-        assert new_long <= self.market_params[market_id].max_long_oi, "exchange: long open interest cap"
-    if new_short > short_oi:
-        assert new_short <= self.market_params[market_id].max_short_oi, "exchange: short open interest cap"
+    if new_long > long_oi or new_short > short_oi:
+        caps: uint256 = self._params[market_id][2]
+        if new_long > long_oi:
+            assert new_long <= caps >> 128, "exchange: long open interest cap"
+        if new_short > short_oi:
+            assert new_short <= caps & MASK128, "exchange: short open interest cap"
 
     # effects
     self._oi[market_id] = (new_long << 128) | new_short
@@ -228,13 +229,16 @@ def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptab
         self._position[msg.sender][sub_account][market_id] = self._pack_position(new_size, funding_per_unit)
     self._open_notional[msg.sender][sub_account][market_id] = new_basis
     self.open_notional_sum[market_id] += new_basis - old_basis
+    toggled: uint256 = 0
     if (old_size == 0) != (new_size == 0):
-        self._open_markets[msg.sender][sub_account] ^= (1 << market_id)
+        toggled = 1 << market_id
 
-    to_insurance: uint256 = fp._ceil_div_u(fee * self.insurance_fee_share, WAD)
-    to_protocol: uint256 = fee * self.protocol_fee_share // WAD
+    to_insurance: uint256 = fp._ceil_div_u(fee * (globals_ >> 192), WAD)
+    to_protocol: uint256 = fee * ((globals_ >> 128) & MASK64) // WAD
     to_lv: uint256 = fee - to_insurance - to_protocol
-    new_cash: int256 = extcall VAULT.settle(
+    new_cash: int256 = 0
+    mask: uint256 = 0
+    new_cash, mask = extcall VAULT.settle(
         msg.sender,
         sub_account,
         realized - convert(fee, int256) - funding_paid,
@@ -242,12 +246,13 @@ def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptab
         convert(to_insurance, int256),
         convert(to_protocol, int256),
         funding_paid + lv_funding,
+        toggled,
     )
 
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(msg.sender, sub_account, new_cash, market_id, index)
+    equity, initial, maintenance = self._account_state(msg.sender, sub_account, new_cash, mask, market_id, index)
     if risk_up:
         assert equity >= convert(max(initial, maintenance), int256), "exchange: insufficient margin"
     else:
@@ -273,17 +278,7 @@ def touch_market(market_id: uint256):
     """
     @notice Accrue a market's funding and settle the liquidity vault's share of it. Anyone.
     """
-    skew_scale: uint256 = self.market_params[market_id].skew_scale
-    assert skew_scale != 0, "exchange: unknown market"
-    index: uint256 = staticcall ORACLE.index_price(market_id)
-    long_oi: uint256 = 0
-    short_oi: uint256 = 0
-    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
-    fpu: int256 = 0
-    lv_funding: int256 = 0
-    fpu, lv_funding = self._accrue(market_id, convert(long_oi, int256) - convert(short_oi, int256), skew_scale, index)
-    if lv_funding != 0:
-        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding)
+    self._touch(market_id)
 
 # ============================================================================================
 # VIEWS: PRICES
@@ -347,7 +342,7 @@ def funding_rate(market_id: uint256) -> int256:
     @notice Current funding rate per 8 hours (WAD); positive: longs pay shorts.
     """
     skew_scale: uint256 = self._skew_scale(market_id)
-    return pricing._funding_rate(self._skew_of(market_id), skew_scale, self.market_params[market_id].max_funding_rate)
+    return pricing._funding_rate(self._skew_of(market_id), skew_scale, (self._params[market_id][1] >> 64) & MASK64)
 
 
 @external
@@ -413,7 +408,59 @@ def open_markets(owner: address, sub_account: uint256) -> uint256:
     """
     @notice Bitmask of the markets in which the sub-account has a position.
     """
-    return self._open_markets[owner][sub_account]
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = staticcall VAULT.account(owner, sub_account)
+    return mask
+
+
+@external
+@view
+def market_params(market_id: uint256) -> MarketParams:
+    """
+    @notice A market's parameters (all zero for an unlisted market).
+    """
+    p: uint256[4] = self._params[market_id]
+    return MarketParams(
+        skew_scale=p[0] >> 128,
+        max_funding_rate=(p[1] >> 64) & MASK64,
+        maker_fee=p[1] >> 192,
+        taker_fee=(p[1] >> 128) & MASK64,
+        initial_margin_ratio=p[1] & MASK64,
+        maintenance_margin_ratio=(p[0] >> 64) & MASK64,
+        liquidation_penalty_ratio=p[0] & MASK64,
+        max_long_oi=p[2] >> 128,
+        max_short_oi=p[2] & MASK128,
+        max_position_size=p[3] >> 128,
+        max_liquidation_size=p[3] & MASK128,
+    )
+
+
+@external
+@view
+def insurance_fee_share() -> uint256:
+    return self._globals >> 192
+
+
+@external
+@view
+def protocol_fee_share() -> uint256:
+    return (self._globals >> 128) & MASK64
+
+
+@external
+@view
+def keeper_reward_share() -> uint256:
+    return (self._globals >> 64) & MASK64
+
+
+@external
+@view
+def paused() -> bool:
+    """
+    @notice True while the exchange is in reduce-only mode.
+    """
+    return self._globals & MASK64 != 0
 
 
 @external
@@ -425,7 +472,10 @@ def equity(owner: address, sub_account: uint256) -> int256:
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(owner, sub_account, staticcall VAULT.cash(owner, sub_account), MAX_MARKETS, 0)
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = staticcall VAULT.account(owner, sub_account)
+    equity, initial, maintenance = self._account_state(owner, sub_account, cash, mask, MAX_MARKETS, 0)
     return equity
 
 
@@ -438,7 +488,10 @@ def margin_requirements(owner: address, sub_account: uint256) -> (uint256, uint2
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(owner, sub_account, 0, MAX_MARKETS, 0)
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = staticcall VAULT.account(owner, sub_account)
+    equity, initial, maintenance = self._account_state(owner, sub_account, cash, mask, MAX_MARKETS, 0)
     return initial, maintenance
 
 
@@ -448,11 +501,13 @@ def account_state(owner: address, sub_account: uint256) -> (int256, int256, uint
     """
     @notice (cash, equity, initial requirement, maintenance requirement) in one call.
     """
-    cash: int256 = staticcall VAULT.cash(owner, sub_account)
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = staticcall VAULT.account(owner, sub_account)
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(owner, sub_account, cash, MAX_MARKETS, 0)
+    equity, initial, maintenance = self._account_state(owner, sub_account, cash, mask, MAX_MARKETS, 0)
     return cash, equity, initial, maintenance
 
 
@@ -463,13 +518,15 @@ def withdrawable(owner: address, sub_account: uint256) -> uint256:
     @notice max(0, min(cash, equity - initial requirement)) in WAD. Needs no oracle when the
             sub-account has no position.
     """
-    cash: int256 = staticcall VAULT.cash(owner, sub_account)
-    if self._open_markets[owner][sub_account] == 0:
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = staticcall VAULT.account(owner, sub_account)
+    if mask == 0:
         return convert(max(cash, 0), uint256)
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(owner, sub_account, cash, MAX_MARKETS, 0)
+    equity, initial, maintenance = self._account_state(owner, sub_account, cash, mask, MAX_MARKETS, 0)
     free: int256 = min(cash, equity - convert(initial, int256))
     return convert(max(free, 0), uint256)
 
@@ -538,7 +595,7 @@ def list_market(
     """
     ownable._check_owner()
     assert market_id < MAX_MARKETS, "exchange: market id out of range"
-    assert self.market_params[market_id].skew_scale == 0, "exchange: market already listed"
+    assert self._params[market_id][0] == 0, "exchange: market already listed"
     assert len(symbol) > 0, "exchange: empty symbol"
     extcall ORACLE.set_feeds(market_id, feeds, max_deviation)
     self._set_params(market_id, params)
@@ -555,14 +612,7 @@ def set_market_params(market_id: uint256, params: MarketParams):
             so far is settled at the old parameters first.
     """
     ownable._check_owner()
-    skew_scale: uint256 = self.market_params[market_id].skew_scale
-    assert skew_scale != 0, "exchange: unknown market"
-    index: uint256 = staticcall ORACLE.index_price(market_id)
-    fpu: int256 = 0
-    lv_funding: int256 = 0
-    fpu, lv_funding = self._accrue(market_id, self._skew_of(market_id), skew_scale, index)
-    if lv_funding != 0:
-        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding)
+    self._touch(market_id)
     self._set_params(market_id, params)
 
 
@@ -577,10 +627,10 @@ def set_global_params(
     assert insurance_fee_share + protocol_fee_share <= WAD, "exchange: fee shares above 100%"
     assert keeper_min_reward <= MAX_KEEPER_MIN_REWARD, "exchange: keeper reward floor too high"
     assert keeper_reward_share <= WAD, "exchange: keeper share above 100%"
-    self.insurance_fee_share = insurance_fee_share
-    self.protocol_fee_share = protocol_fee_share
+    self._globals = self._pack_globals(
+        insurance_fee_share, protocol_fee_share, keeper_reward_share, self._globals & MASK64 != 0
+    )
     self.keeper_min_reward = keeper_min_reward
-    self.keeper_reward_share = keeper_reward_share
     log GlobalParamsSet(
         insurance_fee_share=insurance_fee_share,
         protocol_fee_share=protocol_fee_share,
@@ -606,7 +656,8 @@ def set_paused(paused: bool):
             work) or unpause. Guardian or owner.
     """
     assert msg.sender == self.guardian or msg.sender == ownable.owner, "exchange: caller is not the guardian"
-    self.paused = paused
+    g: uint256 = self._globals
+    self._globals = self._pack_globals(g >> 192, (g >> 128) & MASK64, (g >> 64) & MASK64, paused)
     log PauseSet(paused=paused, by=msg.sender)
 
 # ============================================================================================
@@ -614,7 +665,9 @@ def set_paused(paused: bool):
 # ============================================================================================
 
 @internal
-def _accrue(market_id: uint256, skew: int256, skew_scale: uint256, index: uint256) -> (int256, int256):
+def _accrue(
+    market_id: uint256, skew: int256, skew_scale: uint256, max_funding_rate: uint256, index: uint256
+) -> (int256, int256):
     """
     @dev Advance the market's funding accumulator to now. Returns (funding_per_unit, what the
          liquidity vault's -skew position pays for the elapsed time); the caller settles it.
@@ -626,7 +679,7 @@ def _accrue(market_id: uint256, skew: int256, skew_scale: uint256, index: uint25
         return fpu, 0
     lv_funding: int256 = 0
     if skew != 0:
-        rate: int256 = pricing._funding_rate(skew, skew_scale, self.market_params[market_id].max_funding_rate)
+        rate: int256 = pricing._funding_rate(skew, skew_scale, max_funding_rate)
         delta: int256 = pricing._funding_per_unit_delta(rate, index, block.timestamp - last)
         if delta != 0:
             lv_funding = pricing._funding_charge(-skew, fpu + delta, fpu)
@@ -634,6 +687,23 @@ def _accrue(market_id: uint256, skew: int256, skew_scale: uint256, index: uint25
             log FundingAccrued(market_id=market_id, funding_rate=rate, funding_per_unit=fpu, liquidity_vault_funding=lv_funding)
     self._funding[market_id] = self._pack_funding(fpu, block.timestamp)
     return fpu, lv_funding
+
+
+@internal
+def _touch(market_id: uint256):
+    """
+    @dev Accrue a market's funding and settle the liquidity vault's part of it.
+    """
+    p0: uint256 = self._params[market_id][0]
+    assert p0 != 0, "exchange: unknown market"
+    index: uint256 = staticcall ORACLE.index_price(market_id)
+    fpu: int256 = 0
+    lv_funding: int256 = 0
+    fpu, lv_funding = self._accrue(
+        market_id, self._skew_of(market_id), p0 >> 128, (self._params[market_id][1] >> 64) & MASK64, index
+    )
+    if lv_funding != 0:
+        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding, 0)
 
 
 @internal
@@ -645,7 +715,9 @@ def _current_funding_per_unit(market_id: uint256, index: uint256) -> int256:
     skew: int256 = self._skew_of(market_id)
     if last >= block.timestamp or skew == 0:
         return fpu
-    rate: int256 = pricing._funding_rate(skew, self.market_params[market_id].skew_scale, self.market_params[market_id].max_funding_rate)
+    p0: uint256 = self._params[market_id][0]
+    p1: uint256 = self._params[market_id][1]
+    rate: int256 = pricing._funding_rate(skew, p0 >> 128, (p1 >> 64) & MASK64)
     return fpu + pricing._funding_per_unit_delta(rate, index, block.timestamp - last)
 
 # ============================================================================================
@@ -699,14 +771,13 @@ def _long_part(size: int256) -> uint256:
 @internal
 @view
 def _account_state(
-    owner: address, sub_account: uint256, cash: int256, known_market: uint256, known_index: uint256
+    owner: address, sub_account: uint256, cash: int256, mask: uint256, known_market: uint256, known_index: uint256
 ) -> (int256, uint256, uint256):
     """
     @dev (equity, initial requirement, maintenance requirement) of a sub-account, iterating
          only its open markets (bounded by MAX_MARKETS). `known_index` is used for
          `known_market` to spare a second oracle read in `trade`.
     """
-    mask: uint256 = self._open_markets[owner][sub_account]
     equity: int256 = cash
     initial: uint256 = 0
     maintenance: uint256 = 0
@@ -727,11 +798,12 @@ def _account_state(
         equity += pricing._unrealized_pnl(size, basis, index)
         equity -= pricing._funding_charge(size, self._current_funding_per_unit(market_id, index), snapshot)
         notional: uint256 = pricing._notional(size, index)
-        initial += fp._ceil_div_u(notional * self.market_params[market_id].initial_margin_ratio, WAD)
+        p0: uint256 = self._params[market_id][0]
+        initial += fp._ceil_div_u(notional * (self._params[market_id][1] & MASK64), WAD)
         maintenance += (
-            fp._ceil_div_u(notional * self.market_params[market_id].maintenance_margin_ratio, WAD)
-            + fp._ceil_div_u(notional * fp._abs(size), 2 * self.market_params[market_id].skew_scale)
-            + fp._ceil_div_u(notional * self.market_params[market_id].liquidation_penalty_ratio, WAD)
+            fp._ceil_div_u(notional * ((p0 >> 64) & MASK64), WAD)
+            + fp._ceil_div_u(notional * fp._abs(size), 2 * (p0 >> 128))
+            + fp._ceil_div_u(notional * (p0 & MASK64), WAD)
         )
     maintenance += self.keeper_min_reward
     return equity, initial, maintenance
@@ -753,15 +825,20 @@ def _set_params(market_id: uint256, p: MarketParams):
     ), "exchange: maintenance + penalty must be below initial margin"
     assert p.max_long_oi <= MAX_SIZE and p.max_short_oi <= MAX_SIZE, "exchange: open interest cap too high"
     assert p.max_position_size > 0 and p.max_position_size <= MAX_SIZE, "exchange: bad max position size"
-    assert p.max_liquidation_size > 0, "exchange: zero max liquidation size"
-    self.market_params[market_id] = p
+    assert p.max_liquidation_size > 0 and p.max_liquidation_size <= MAX_SIZE, "exchange: bad max liquidation size"
+    self._params[market_id] = [
+        (p.skew_scale << 128) | (p.maintenance_margin_ratio << 64) | p.liquidation_penalty_ratio,
+        (p.maker_fee << 192) | (p.taker_fee << 128) | (p.max_funding_rate << 64) | p.initial_margin_ratio,
+        (p.max_long_oi << 128) | p.max_short_oi,
+        (p.max_position_size << 128) | p.max_liquidation_size,
+    ]
     log MarketParamsSet(market_id=market_id, params=p)
 
 
 @internal
 @view
 def _skew_scale(market_id: uint256) -> uint256:
-    skew_scale: uint256 = self.market_params[market_id].skew_scale
+    skew_scale: uint256 = self._params[market_id][0] >> 128
     assert skew_scale != 0, "exchange: unknown market"
     return skew_scale
 
@@ -773,6 +850,15 @@ def _skew_of(market_id: uint256) -> int256:
     short_oi: uint256 = 0
     long_oi, short_oi = self._unpack_oi(self._oi[market_id])
     return convert(long_oi, int256) - convert(short_oi, int256)
+
+
+@internal
+@pure
+def _pack_globals(insurance_fee_share: uint256, protocol_fee_share: uint256, keeper_reward_share: uint256, paused: bool) -> uint256:
+    flag: uint256 = 0
+    if paused:
+        flag = 1
+    return (insurance_fee_share << 192) | (protocol_fee_share << 128) | (keeper_reward_share << 64) | flag
 
 
 @internal

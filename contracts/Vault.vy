@@ -89,15 +89,23 @@ TOKEN: public(immutable(IERC20))
 DECIMALS: public(immutable(uint8))
 SCALE: immutable(uint256)
 
+CASH_OFFSET: constant(int256) = 2**191  # cash is an int192
+HALF_OFFSET: constant(int256) = 2**127  # system balances are int128
+MASK64: constant(uint256) = 2**64 - 1
+MASK128: constant(uint256) = 2**128 - 1
+
 exchange: public(address)
 liquidity_vault: public(address)
 fee_receiver: public(address)
 
-_cash: HashMap[address, HashMap[uint256, int256]]
-liquidity_cash: public(int256)
-insurance_cash: public(int256)
-fee_cash: public(int256)
-funding_pool_cash: public(int256)
+# owner -> sub-account -> (cash + OFFSET) << 64 | bitmask of markets with an open position.
+# The mask is the exchange's, kept here so that one slot write settles a trade and so that the
+# vault pays out accounts without positions without asking the exchange (or the oracle).
+_accounts: HashMap[address, HashMap[uint256, uint256]]
+# liquidity vault cash | insurance fund cash, and fee receiver cash | funding pool cash, each
+# as (int128 + 2**127) in 128 bits: two slots for the four system accounts
+_system_a: uint256
+_system_b: uint256
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -116,6 +124,8 @@ def __init__(token: IERC20):
     DECIMALS = decimals
     SCALE = 10 ** convert(18 - decimals, uint256)
     self.fee_receiver = msg.sender
+    self._system_a = self._pack_pair(0, 0)
+    self._system_b = self._pack_pair(0, 0)
 
 # ============================================================================================
 # TRADERS
@@ -133,7 +143,10 @@ def deposit(sub_account: uint256, amount: uint256) -> uint256:
     assert amount > 0, "vault: zero amount"
     received: uint256 = self._pull(msg.sender, amount)
     credited: uint256 = received * SCALE
-    self._cash[msg.sender][sub_account] += convert(credited, int256)
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(msg.sender, sub_account)
+    self._store(msg.sender, sub_account, cash + convert(credited, int256), mask)
     log Deposit(owner=msg.sender, sub_account=sub_account, amount=received, credited=credited)
     return credited
 
@@ -149,13 +162,17 @@ def withdraw(sub_account: uint256, amount: uint256) -> uint256:
     """
     assert amount > 0, "vault: zero amount"
     debited: uint256 = amount * SCALE
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(msg.sender, sub_account)
     free: uint256 = 0
-    if self.exchange == empty(address):
-        free = convert(max(self._cash[msg.sender][sub_account], 0), uint256)
+    if mask == 0:
+        # no position: everything is free, no oracle involved
+        free = convert(max(cash, 0), uint256)
     else:
         free = staticcall IExchange(self.exchange).withdrawable(msg.sender, sub_account)
     assert debited <= free, "vault: insufficient free collateral"
-    self._cash[msg.sender][sub_account] -= convert(debited, int256)
+    self._store(msg.sender, sub_account, cash - convert(debited, int256), mask)
     self._push(msg.sender, amount)
     log Withdraw(owner=msg.sender, sub_account=sub_account, amount=amount, debited=debited)
     return debited
@@ -168,7 +185,60 @@ def cash(owner: address, sub_account: uint256) -> int256:
     """
     @notice Cash balance (WAD) of a trader sub-account; negative only after a bankruptcy.
     """
-    return self._cash[owner][sub_account]
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(owner, sub_account)
+    return cash
+
+
+@external
+@view
+@reentrant
+def account(owner: address, sub_account: uint256) -> (int256, uint256):
+    """
+    @notice (cash, bitmask of the markets where the sub-account has a position).
+    """
+    return self._load(owner, sub_account)
+
+
+@external
+@view
+@reentrant
+def liquidity_cash() -> int256:
+    """
+    @notice The liquidity vault's cash (WAD).
+    """
+    return self._unpack_high(self._system_a)
+
+
+@external
+@view
+@reentrant
+def insurance_cash() -> int256:
+    """
+    @notice The insurance fund's cash (WAD).
+    """
+    return self._unpack_low(self._system_a)
+
+
+@external
+@view
+@reentrant
+def fee_cash() -> int256:
+    """
+    @notice The fee receiver's cash (WAD).
+    """
+    return self._unpack_high(self._system_b)
+
+
+@external
+@view
+@reentrant
+def funding_pool_cash() -> int256:
+    """
+    @notice Funding paid by holders and not yet collected by its receivers (WAD).
+    """
+    return self._unpack_low(self._system_b)
 
 
 @external
@@ -193,26 +263,31 @@ def settle(
     insurance: int256,
     fees: int256,
     funding_pool: int256,
-) -> int256:
+    markets_toggled: uint256,
+) -> (int256, uint256):
     """
-    @notice Move cash between a trader sub-account and the system accounts. Exchange only.
+    @notice Move cash between a trader sub-account and the system accounts, and flip the bits
+            of the markets where the account opened or closed its position. Exchange only.
     @dev The deltas must sum to exactly zero: the ledger can only be rearranged, never grown.
-    @return The trader's new cash balance.
+    @return The trader's new cash balance and open-markets mask.
     """
     assert msg.sender == self.exchange, "vault: caller is not the exchange"
     assert trader + liquidity + insurance + fees + funding_pool == 0, "vault: unbalanced settlement"
-    new_cash: int256 = self._cash[owner][sub_account]
-    if trader != 0:
-        new_cash += trader
-        self._cash[owner][sub_account] = new_cash
-    if liquidity != 0:
-        self.liquidity_cash += liquidity
-    if insurance != 0:
-        self.insurance_cash += insurance
-    if fees != 0:
-        self.fee_cash += fees
-    if funding_pool != 0:
-        self.funding_pool_cash += funding_pool
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(owner, sub_account)
+    if trader != 0 or markets_toggled != 0:
+        cash += trader
+        mask ^= markets_toggled
+        self._store(owner, sub_account, cash, mask)
+    if liquidity != 0 or insurance != 0:
+        self._system_a = self._pack_pair(
+            self._unpack_high(self._system_a) + liquidity, self._unpack_low(self._system_a) + insurance
+        )
+    if fees != 0 or funding_pool != 0:
+        self._system_b = self._pack_pair(
+            self._unpack_high(self._system_b) + fees, self._unpack_low(self._system_b) + funding_pool
+        )
     log Settled(
         owner=owner,
         sub_account=sub_account,
@@ -222,7 +297,7 @@ def settle(
         fees=fees,
         funding_pool=funding_pool,
     )
-    return new_cash
+    return cash, mask
 
 # ============================================================================================
 # LIQUIDITY VAULT AND FEE RECEIVER
@@ -237,7 +312,9 @@ def deposit_liquidity(amount: uint256) -> uint256:
     assert msg.sender == self.liquidity_vault, "vault: caller is not the liquidity vault"
     received: uint256 = self._pull(msg.sender, amount)
     credited: uint256 = received * SCALE
-    self.liquidity_cash += convert(credited, int256)
+    self._system_a = self._pack_pair(
+        self._unpack_high(self._system_a) + convert(credited, int256), self._unpack_low(self._system_a)
+    )
     log LiquidityDeposited(amount=received, credited=credited)
     return received
 
@@ -250,8 +327,9 @@ def withdraw_liquidity(receiver: address, amount: uint256) -> uint256:
     """
     assert msg.sender == self.liquidity_vault, "vault: caller is not the liquidity vault"
     debited: uint256 = amount * SCALE
-    assert convert(debited, int256) <= self.liquidity_cash, "vault: insufficient liquidity cash"
-    self.liquidity_cash -= convert(debited, int256)
+    lv_cash: int256 = self._unpack_high(self._system_a)
+    assert convert(debited, int256) <= lv_cash, "vault: insufficient liquidity cash"
+    self._system_a = self._pack_pair(lv_cash - convert(debited, int256), self._unpack_low(self._system_a))
     self._push(receiver, amount)
     log LiquidityWithdrawn(receiver=receiver, amount=amount, debited=debited)
     return debited
@@ -265,8 +343,9 @@ def withdraw_fees(receiver: address, amount: uint256):
     assert msg.sender == self.fee_receiver, "vault: caller is not the fee receiver"
     assert amount > 0, "vault: zero amount"
     debited: uint256 = amount * SCALE
-    assert convert(debited, int256) <= self.fee_cash, "vault: insufficient fee cash"
-    self.fee_cash -= convert(debited, int256)
+    fee_cash: int256 = self._unpack_high(self._system_b)
+    assert convert(debited, int256) <= fee_cash, "vault: insufficient fee cash"
+    self._system_b = self._pack_pair(fee_cash - convert(debited, int256), self._unpack_low(self._system_b))
     self._push(receiver, amount)
     log FeesWithdrawn(receiver=receiver, amount=amount, debited=debited)
 
@@ -325,3 +404,38 @@ def _pull(payer: address, amount: uint256) -> uint256:
 def _push(receiver: address, amount: uint256):
     assert receiver != empty(address), "vault: zero address"
     assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
+
+
+@internal
+@view
+def _load(owner: address, sub_account: uint256) -> (int256, uint256):
+    packed: uint256 = self._accounts[owner][sub_account]
+    if packed == 0:
+        return 0, 0
+    return convert(packed >> 64, int256) - CASH_OFFSET, packed & MASK64
+
+
+@internal
+def _store(owner: address, sub_account: uint256, cash: int256, mask: uint256):
+    assert cash > -CASH_OFFSET and cash < CASH_OFFSET, "vault: cash out of range"
+    self._accounts[owner][sub_account] = (convert(cash + CASH_OFFSET, uint256) << 64) | mask
+
+
+@internal
+@pure
+def _pack_pair(high: int256, low: int256) -> uint256:
+    assert high > -HALF_OFFSET and high < HALF_OFFSET, "vault: system cash out of range"
+    assert low > -HALF_OFFSET and low < HALF_OFFSET, "vault: system cash out of range"
+    return (convert(high + HALF_OFFSET, uint256) << 128) | convert(low + HALF_OFFSET, uint256)
+
+
+@internal
+@pure
+def _unpack_high(packed: uint256) -> int256:
+    return convert(packed >> 128, int256) - HALF_OFFSET
+
+
+@internal
+@pure
+def _unpack_low(packed: uint256) -> int256:
+    return convert(packed & MASK128, int256) - HALF_OFFSET

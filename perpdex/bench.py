@@ -72,13 +72,18 @@ def measure(network: str = "ethereum:local:foundry") -> dict[str, int]:
         tick()
         gas["modify"] = d.exchange.trade(0, 0, WAD // 2, 2**256 - 1, sender=trader).gas_used
         tick()
+        gas["close"] = d.exchange.trade(0, 0, -(WAD + WAD // 2), 0, sender=trader).gas_used
+        tick()
+        # cross margin: a second position makes every trade value both markets
+        d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=trader)
+        tick()
         gas["open_second_market"] = d.exchange.trade(0, 1, 10 * WAD, 2**256 - 1, sender=trader).gas_used
         tick()
         gas["withdraw_with_positions"] = d.vault.withdraw(0, 1_000 * 10**6, sender=trader).gas_used
         tick()
         gas["flip"] = d.exchange.trade(0, 1, -20 * WAD, 0, sender=trader).gas_used
         tick()
-        gas["close"] = d.exchange.trade(0, 0, -(WAD + WAD // 2), 0, sender=trader).gas_used
+        gas["close_with_other_position"] = d.exchange.trade(0, 0, -WAD, 0, sender=trader).gas_used
         tick()
         gas["lp_deposit"] = d.liquidity_vault.deposit(1_000_000 * 10**6, lp, sender=lp).gas_used
         tick()

@@ -52,7 +52,13 @@ class Round:
     answered_in_round: int
 
     def as_tuple(self) -> tuple[int, int, int, int, int]:
-        return (self.round_id, self.answer, self.started_at, self.updated_at, self.answered_in_round)
+        return (
+            self.round_id,
+            self.answer,
+            self.started_at,
+            self.updated_at,
+            self.answered_in_round,
+        )
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,9 @@ def _write_round(
     updated_at: uint256,
     answered_in_round: uint80,
 ):
-    assert started_at <= TIMESTAMP_MASK and updated_at <= TIMESTAMP_MASK, "aggregator: timestamp too large"
+    assert (
+        started_at <= TIMESTAMP_MASK and updated_at <= TIMESTAMP_MASK
+    ), "aggregator: timestamp too large"
     packed: uint256 = (
         convert(round_id, uint256)
         | (convert(answered_in_round, uint256) << ANSWERED_SHIFT)
