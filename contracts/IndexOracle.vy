@@ -235,9 +235,9 @@ def index_price(market_id: uint256) -> uint256:
 
     low: uint256 = prices[0]
     high: uint256 = prices[count - 1]
-    max_deviation: uint256 = self._market_config[market_id] >> DEVIATION_SHIFT
+    deviation: uint256 = self._market_config[market_id] >> DEVIATION_SHIFT
     # no overflow: both prices are <= MAX_PRICE = 1e36 and max_deviation <= WAD
-    assert (high - low) * WAD <= max_deviation * low, "oracle: feeds disagree"
+    assert (high - low) * WAD <= deviation * low, "oracle: feeds disagree"
 
     middle: uint256 = count // 2
     if count % 2 == 1:
