@@ -39,7 +39,7 @@ compile: $(BUILD)
 demo: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.demo
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m pytest tests -q
 
 bench: $(STAMP) $(NODE_STAMP) $(BUILD)

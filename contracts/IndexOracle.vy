@@ -242,6 +242,7 @@ def index_price(market_id: uint256) -> uint256:
     middle: uint256 = count // 2
     if count % 2 == 1:
         return prices[middle]
+    # even count: the mean of the two middle prices, rounded down
     return (prices[middle - 1] + prices[middle]) // 2
 
 
@@ -380,6 +381,6 @@ def _feed_price(config: uint256) -> uint256:
         assert value <= MAX_PRICE // scale, "oracle: price out of range"
         price = unsafe_mul(value, scale)
     else:
-        price = value // 10 ** (decimals - 18)
+        price = value // 10 ** (decimals - 18)  # rounds down
         assert price != 0 and price <= MAX_PRICE, "oracle: price out of range"
     return price

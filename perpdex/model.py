@@ -114,8 +114,8 @@ def funding_rate(skew: int, params: MarketParams) -> int:
 
 
 def mark_price(index: int, skew: int, skew_scale: int) -> int:
-    """index x (1 + skew / skew_scale), floored."""
-    return index + mul_div_down(index, skew, skew_scale)
+    """index x (1 + skew / skew_scale), floored, and never below zero."""
+    return max(index + mul_div_down(index, skew, skew_scale), 0)
 
 
 def fill_price(index: int, skew: int, skew_scale: int, size_delta: int) -> int:

@@ -34,8 +34,12 @@ def _funding_rate(skew: int256, skew_scale: uint256, max_funding_rate: uint256) 
 @internal
 @pure
 def _mark_price(index: uint256, skew: int256, skew_scale: uint256) -> uint256:
+    """
+    @notice index x (1 + skew / skew_scale), floored at zero (a skew below -skew_scale is
+            reachable by sells; the mark is informational and funding uses the clamped rate).
+    """
     i: int256 = convert(index, int256)
-    return convert(i + fp._floor_div(i * skew, convert(skew_scale, int256)), uint256)
+    return convert(max(i + fp._floor_div(i * skew, convert(skew_scale, int256)), 0), uint256)
 
 
 @internal
