@@ -357,8 +357,8 @@ class ExchangeModel:
         return self._transaction(self._trade, account, market_id, size_delta, acceptable_price)
 
     def _trade(self, account: Account, market_id: int, size_delta: int, acceptable_price: int) -> TradeResult:
-        require(market_id in self.params, "exchange: unknown market")
         require(size_delta != 0, "exchange: zero size")
+        require(market_id in self.params, "exchange: unknown market")
         params, market = self.params[market_id], self.markets[market_id]
         index = self.index[market_id]
 

@@ -208,12 +208,9 @@ def test_premium_and_funding_rate_match_model(pricing, skew, skew_scale, cap):
 @given(index=prices, skew=sizes, skew_scale=skew_scales)
 @example(index=40_000 * WAD, skew=12_500 * WAD // 1_000, skew_scale=1_000 * WAD)  # mark 40,500
 @example(index=3, skew=-1, skew_scale=2)  # 3 - 1.5: floors to 1
+@example(index=40_000 * WAD, skew=-1_500 * WAD, skew_scale=1_000 * WAD)  # below -skew_scale
 def test_mark_price_matches_model(pricing, index, skew, skew_scale):
-    expected = model.mark_price(index, skew, skew_scale)
-    if expected < 0:
-        # below -skew_scale the formula is negative; see test_mark_price_below_minus_skew_scale
-        return
-    assert pricing.mark_price(index, skew, skew_scale) == expected
+    assert pricing.mark_price(index, skew, skew_scale) == model.mark_price(index, skew, skew_scale)
 
 
 def test_seed_example_mark_and_rate(pricing):
@@ -226,17 +223,15 @@ def test_seed_example_mark_and_rate(pricing):
     assert pricing.funding_rate(-500 * WAD, 1_000 * WAD, MAX_FUNDING_RATE) == -MAX_FUNDING_RATE
 
 
-def test_mark_price_below_minus_skew_scale(pricing):
-    """BUG (contract/model disagreement): with skew < -skew_scale the model's mark price is
-    negative while the contract's `_mark_price` reverts in `convert(..., uint256)` without a
-    reason (so `Exchange.mark_price` reverts for such a market). Such a skew is reachable: a
-    sell from skew 0 only needs size < 2 x skew_scale for a positive fill price. Model and
-    contract should agree (e.g. both revert with one reason, or both floor at a minimum)."""
-    index, skew, skew_scale = 40_000 * WAD, -1_500 * WAD, 1_000 * WAD
-    with boa.reverts():
-        pricing.mark_price(index, skew, skew_scale)
-    with pytest.raises(ModelRevert):
-        model.mark_price(index, skew, skew_scale)
+def test_mark_price_below_minus_skew_scale_floors_at_zero(pricing):
+    """A skew below -skew_scale is reachable (a sell from skew 0 only needs size < 2 x
+    skew_scale for a positive fill); the formula is then negative and the mark floors at 0 on
+    both sides (it used to revert in the contract while the model returned a negative number)."""
+    index, skew_scale = 40_000 * WAD, 1_000 * WAD
+    assert pricing.mark_price(index, -1_500 * WAD, skew_scale) == 0
+    assert model.mark_price(index, -1_500 * WAD, skew_scale) == 0
+    assert pricing.mark_price(index, -skew_scale, skew_scale) == 0
+    assert pricing.mark_price(index, -skew_scale + WAD, skew_scale) == 40 * WAD
 
 
 @FUZZ

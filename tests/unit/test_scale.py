@@ -1,0 +1,93 @@
+"""DESIGN.md invariant 6, cost independent of scale: opening a position, depositing and
+withdrawing cost the same gas whether 10 or 1,000 other accounts hold positions.
+
+The two worlds differ only in how many accounts hold positions: the extra 990 are half long,
+half short, so the market's skew (hence fill price and funding) is the same in both, and every
+storage slot the measured transactions touch is non-zero in both (same SSTORE pricing). Each
+measurement runs in a snapshot that is rolled back, with the same new trader, after the same
+time has passed.
+"""
+
+import boa
+import pytest
+
+from system import System
+
+BTC, ETH = 0, 1
+WAD = 10**18
+USDC = 10**6
+MAX_UINT = 2**256 - 1
+SIZE = WAD // 10
+
+# the test isolates itself with explicit anchors (see test_trading.py on the boa plugin)
+pytestmark = pytest.mark.ignore_isolation
+
+
+def _open_positions(s: System, longs: int, shorts: int) -> tuple[int, int]:
+    """`longs` + `shorts` new wallets, each depositing and opening 0.1 BTC; every tenth also
+    1 ETH on the same side (cross margin). Returns the ETH (long, short) sizes opened."""
+    eth = [0, 0]
+    for i in range(longs + shorts):
+        who = boa.env.generate_address()
+        size = SIZE if i < longs else -SIZE
+        with boa.env.prank(who):
+            s.usdc.faucet(10_000 * USDC)
+            s.usdc.approve(s.vault.address, MAX_UINT)
+            s.vault.deposit(0, 10_000 * USDC)
+            s.exchange.trade(0, BTC, size, MAX_UINT if size > 0 else 0)
+            if i % 10 == 0:  # some accounts are cross-margined in two markets
+                s.exchange.trade(0, ETH, WAD if size > 0 else -WAD, MAX_UINT if size > 0 else 0)
+                eth[size < 0] += WAD
+    return eth[0], eth[1]
+
+
+def _gas(contract) -> int:
+    return contract._computation.get_gas_used()
+
+
+def _measure(s: System, trader) -> dict[str, int]:
+    """Gas of a new trader's deposit, first trade and withdrawal, in a rolled-back snapshot."""
+    with boa.env.anchor():
+        boa.env.time_travel(seconds=60)  # a new block: funding accrues in the trade
+        with boa.env.prank(s.owner):
+            for market_id, agg in s.aggregators.items():
+                agg.update_answer(agg.latestAnswer())
+        with boa.env.prank(trader):
+            s.usdc.faucet(10_000 * USDC)
+            s.usdc.approve(s.vault.address, MAX_UINT)
+            s.vault.deposit(0, 10_000 * USDC)
+            gas = {"deposit": _gas(s.vault)}
+            fill = s.exchange.trade(0, BTC, SIZE, MAX_UINT)
+            gas["trade"] = _gas(s.exchange)
+            s.vault.withdraw(0, 1_000 * USDC)
+            gas["withdraw"] = _gas(s.vault)
+        # the measured calls did what they should
+        assert s.exchange.position_state(trader, 0, BTC)[0] == SIZE
+        assert s.usdc.balanceOf(trader) == 1_000 * USDC
+        gas["fill"] = fill
+    return gas
+
+
+def test_gas_is_independent_of_the_number_of_accounts(trader):
+    eoa = boa.env.eoa
+    with boa.env.anchor():
+        s = System()
+        s.list_market(BTC, "BTC-USD", 40_000)
+        s.list_market(ETH, "ETH-USD", 2_000)
+
+        eth = _open_positions(s, longs=6, shorts=4)  # skew +0.2 BTC, so funding accrues
+        assert tuple(s.exchange.open_interest(BTC)) == (6 * SIZE, 4 * SIZE)
+        assert tuple(s.exchange.open_interest(ETH)) == eth
+        small = _measure(s, trader)
+
+        more = _open_positions(s, longs=495, shorts=495)  # 990 more: 1,000 accounts with positions
+        assert tuple(s.exchange.open_interest(BTC)) == (501 * SIZE, 499 * SIZE)
+        assert tuple(s.exchange.open_interest(ETH)) == (eth[0] + more[0], eth[1] + more[1])
+        large = _measure(s, trader)
+    boa.env.eoa = eoa
+
+    print(f"gas with 10 / 1,000 accounts: {small} / {large}")
+    assert small["fill"] == large["fill"]  # same skew: same market conditions
+    for op in ("deposit", "trade", "withdraw"):
+        assert small[op] > 0
+        assert abs(large[op] - small[op]) <= small[op] // 100, (op, small[op], large[op])
