@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from system import System  # noqa: E402
+from system import System, fresh  # noqa: E402
 
 BTC, ETH = 0, 1
 
@@ -44,13 +44,22 @@ def attacker():
     return boa.env.generate_address("attacker")
 
 
-@pytest.fixture
-def system(request):
-    """BTC-USD at 40,000 and ETH-USD at 2,000; invariants and model parity asserted on teardown."""
+@pytest.fixture(scope="session")
+def world():
+    """One deployment for the session: BTC-USD at 40,000 and ETH-USD at 2,000."""
+    eoa = boa.env.eoa
     with boa.env.anchor():
         s = System()
         s.list_market(BTC, "BTC-USD", 40_000)
         s.list_market(ETH, "ETH-USD", 2_000)
+        yield s
+    boa.env.eoa = eoa
+
+
+@pytest.fixture
+def system(world, request):
+    """A fresh copy of `world` per test; invariants and model parity asserted on teardown."""
+    with fresh(world) as s:
         yield s
         if not getattr(request.node, "rep_call_failed", False):
             s.check_invariants(gifts=getattr(s, "gifts", 0))

@@ -7,6 +7,8 @@ asserts DESIGN.md's invariants 1-3 from on-chain state.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 from dataclasses import dataclass, field
 
 import boa
@@ -240,3 +242,16 @@ class System:
             unsettled += -self.exchange.skew(market_id) * (fpu - stored)
         dust = self.vault.funding_pool_cash() * WAD + unsettled
         assert 0 <= dust <= self.model.funding_settlements * WAD, (dust, self.model.funding_settlements)
+
+
+@contextlib.contextmanager
+def fresh(base: System):
+    """A copy of `base` (EVM snapshot + model copy) that vanishes on exit: deploying costs
+    seconds, a snapshot nothing."""
+    with boa.env.anchor():
+        s = copy.copy(base)
+        s.model = copy.deepcopy(base.model)
+        s.accounts = set(base.accounts)
+        s.aggregators = dict(base.aggregators)
+        boa.env.eoa = s.owner
+        yield s

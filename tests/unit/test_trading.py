@@ -18,8 +18,6 @@ and isolates each test itself with `fresh`, so the teardown checks see what the 
 
 from __future__ import annotations
 
-import contextlib
-import copy
 from dataclasses import replace
 from decimal import Decimal
 
@@ -32,7 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from perpdex.fixed_point import ceil_div, floor_div
 from perpdex.fixed_point import sign as fp_sign
 from perpdex.model import ModelRevert
-from system import FEED_DECIMALS, HEARTBEAT, System, default_params, params_tuple
+from system import FEED_DECIMALS, HEARTBEAT, System, default_params, fresh, params_tuple
 
 BTC, ETH = 0, 1
 WAD = 10**18
@@ -65,18 +63,6 @@ def world():
         s.lp_deposit(boa.env.generate_address("lp"), 1_000_000)  # the market maker's capital
         yield s
     boa.env.eoa = eoa
-
-
-@contextlib.contextmanager
-def fresh(base: System):
-    """A copy of `base` (EVM snapshot + model copy) that vanishes on exit."""
-    with boa.env.anchor():
-        s = copy.copy(base)
-        s.model = copy.deepcopy(base.model)
-        s.accounts = set(base.accounts)
-        s.aggregators = dict(base.aggregators)
-        boa.env.eoa = s.owner
-        yield s
 
 
 @pytest.fixture
