@@ -26,13 +26,15 @@ BUDGETS = {
     "modify": 140_000,
     "close": 120_000,
 }
-console = Console()
+console = Console(width=120)
 
 
 def measure(network: str = "ethereum:local:foundry") -> dict[str, int]:
     warnings.filterwarnings("ignore")
-    logging.getLogger("ape").setLevel(logging.WARNING)
     from ape import accounts, chain, networks
+    from ape.logging import logger
+
+    logger.set_level(logging.WARNING)
 
     from perpdex.deploy import FEED_DECIMALS, deploy_local
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from perpdex.fixed_point import WAD
 
-console = Console()
+console = Console(width=120)
 DAY = 24 * 3600
 
 
@@ -25,8 +25,10 @@ def usd(wad: int) -> str:
 
 def run() -> None:
     warnings.filterwarnings("ignore")
-    logging.getLogger("ape").setLevel(logging.WARNING)
     from ape import accounts, chain, networks
+    from ape.logging import logger
+
+    logger.set_level(logging.WARNING)
 
     from perpdex.deploy import FEED_DECIMALS, deploy_local
 
@@ -96,7 +98,7 @@ def run() -> None:
             f"funding paid {usd(event.funding_paid)}, fee {usd(event.fee)}, "
             f"cash {usd(cash_before)} -> {usd(d.vault.cash(long_trader, 0))}"
         )
-        console.print(f"liquidity vault received {usd(-0 + lv_funding)} USD of funding on its -skew position")
+        console.print(f"liquidity vault received {usd(lv_funding)} USD of funding on its -skew position")
         console.print(
             f"insurance fund {usd(d.vault.insurance_cash())}, LP share value "
             f"{d.liquidity_vault.totalAssets() / 1e6:,.2f} USDC"
