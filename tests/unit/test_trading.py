@@ -2,18 +2,10 @@
 caps, pause, admin and the vault's ledger.
 
 Almost every action goes through `System` (tests/system.py), which runs it on the contracts and
-on the reference model and compares the two to the wei; the `system` fixture below asserts
-DESIGN.md's invariants 1-3 and full model parity on teardown, like the conftest fixture.
-
-Speed: deploying a `System` costs ~3 s of compilation-cache work, so this module deploys it
-once (`world`) and gives every test (and every hypothesis example) a fresh copy of it: an EVM
-snapshot (`boa.env.anchor()`) plus a deep copy of the model. That is the conftest `system`
-fixture, made cheap; it shadows it for this module only.
-
-Isolation: titanoboa's pytest plugin wraps every test call (and fixture setup) in an EVM
-anchor, so by fixture-teardown time the test's transactions are already rolled back while the
-model still holds them. This module opts out of the plugin's isolation (`ignore_isolation`)
-and isolates each test itself with `fresh`, so the teardown checks see what the test left.
+on the reference model and compares the two to the wei; the conftest `system` fixture gives each
+test a fresh snapshot of `world` and asserts DESIGN.md's invariants 1-3 and full model parity on
+teardown. This module's `world` adds the liquidity vault's capital; hypothesis examples take
+their own `fresh` copy of it.
 """
 
 from __future__ import annotations
@@ -63,15 +55,6 @@ def world():
         s.lp_deposit(boa.env.generate_address("lp"), 1_000_000)  # the market maker's capital
         yield s
     boa.env.eoa = eoa
-
-
-@pytest.fixture
-def system(world, request):
-    with fresh(world) as s:
-        yield s
-        if not getattr(request.node, "rep_call_failed", False):
-            s.check_invariants(gifts=getattr(s, "gifts", 0))
-            s.assert_system_matches()
 
 
 def events(logs, name: str) -> list:
