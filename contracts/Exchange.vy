@@ -52,6 +52,21 @@ MASK64: constant(uint256) = 2**64 - 1
 # STRUCTS AND EVENTS
 # ============================================================================================
 
+MODE_TRADE: constant(uint256) = 0
+MODE_LIQUIDATION: constant(uint256) = 1  # forced close at the fill price, no fee
+MODE_ADL: constant(uint256) = 2  # forced close at the index, no fee
+
+struct Fill:
+    price: uint256
+    index: uint256
+    fee: uint256
+    realized_pnl: int256
+    funding_paid: int256
+    new_size: int256
+    risk_up: bool
+    cash: int256  # the account's cash after the fill
+    mask: uint256  # the account's open-markets mask after the fill
+
 struct MarketParams:
     skew_scale: uint256  # base units (WAD); premium = skew / skew_scale
     max_funding_rate: uint256  # WAD per 8 hours
@@ -81,6 +96,9 @@ event GlobalParamsSet:
 
 event GuardianSet:
     guardian: address
+
+event LiquidatorSet:
+    liquidator: address
 
 event PauseSet:
     paused: bool
@@ -138,6 +156,7 @@ _globals: uint256
 keeper_min_reward: public(uint256)
 
 guardian: public(address)
+liquidator: public(address)
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -171,106 +190,30 @@ def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptab
     @param acceptable_price Worst fill price accepted: a maximum for buys, a minimum for sells.
     @return The fill price (WAD).
     """
-    assert size_delta != 0, "exchange: zero size"
-    p0: uint256 = self._params[market_id][0]
-    skew_scale: uint256 = p0 >> 128
-    assert skew_scale != 0, "exchange: unknown market"
-    p1: uint256 = self._params[market_id][1]
-    index: uint256 = staticcall ORACLE.index_price(market_id)
-
-    long_oi: uint256 = 0
-    short_oi: uint256 = 0
-    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
-    skew: int256 = convert(long_oi, int256) - convert(short_oi, int256)
-    funding_per_unit: int256 = 0
-    lv_funding: int256 = 0
-    funding_per_unit, lv_funding = self._accrue(market_id, skew, skew_scale, (p1 >> 64) & MASK64, index)
-
-    old_size: int256 = 0
-    snapshot: int256 = 0
-    old_size, snapshot = self._unpack_position(self._position[msg.sender][sub_account][market_id])
-    funding_paid: int256 = 0
-    if old_size != 0:
-        funding_paid = pricing._funding_charge(old_size, funding_per_unit, snapshot)
-    old_basis: int256 = self._open_notional[msg.sender][sub_account][market_id]
-
-    price: uint256 = pricing._fill_price(index, skew, skew_scale, size_delta)
-    if size_delta > 0:
-        assert price <= acceptable_price, "exchange: price beyond acceptable"
-    else:
-        assert price >= acceptable_price, "exchange: price beyond acceptable"
-    fee: uint256 = pricing._trade_fee(skew, size_delta, price, p1 >> 192, (p1 >> 128) & MASK64)
-    new_size: int256 = 0
-    new_basis: int256 = 0
-    realized: int256 = 0
-    new_size, new_basis, realized = self._apply_fill(old_size, old_basis, size_delta, price)
-
-    globals_: uint256 = self._globals
-    risk_up: bool = self._increases_risk(old_size, new_size)
-    if risk_up:
-        assert globals_ & MASK64 == 0, "exchange: paused, reduce-only"
-        assert fp._abs(new_size) <= self._params[market_id][3] >> 128, "exchange: position above max size"
-
-    new_long: uint256 = long_oi + self._long_part(new_size) - self._long_part(old_size)
-    new_short: uint256 = short_oi + self._long_part(-new_size) - self._long_part(-old_size)
-    if new_long > long_oi or new_short > short_oi:
-        caps: uint256 = self._params[market_id][2]
-        if new_long > long_oi:
-            assert new_long <= caps >> 128, "exchange: long open interest cap"
-        if new_short > short_oi:
-            assert new_short <= caps & MASK128, "exchange: short open interest cap"
-
-    # effects
-    self._oi[market_id] = (new_long << 128) | new_short
-    if new_size == 0:
-        # clear both slots: the refund makes closing cheaper
-        self._position[msg.sender][sub_account][market_id] = 0
-    else:
-        self._position[msg.sender][sub_account][market_id] = self._pack_position(new_size, funding_per_unit)
-    self._open_notional[msg.sender][sub_account][market_id] = new_basis
-    self.open_notional_sum[market_id] += new_basis - old_basis
-    toggled: uint256 = 0
-    if (old_size == 0) != (new_size == 0):
-        toggled = 1 << market_id
-
-    to_insurance: uint256 = fp._ceil_div_u(fee * (globals_ >> 192), WAD)
-    to_protocol: uint256 = fee * ((globals_ >> 128) & MASK64) // WAD
-    to_lv: uint256 = fee - to_insurance - to_protocol
-    new_cash: int256 = 0
-    mask: uint256 = 0
-    new_cash, mask = extcall VAULT.settle(
-        msg.sender,
-        sub_account,
-        realized - convert(fee, int256) - funding_paid,
-        convert(to_lv, int256) - realized - lv_funding,
-        convert(to_insurance, int256),
-        convert(to_protocol, int256),
-        funding_paid + lv_funding,
-        toggled,
-    )
-
+    fill: Fill = self._execute(msg.sender, sub_account, market_id, size_delta, acceptable_price, MODE_TRADE)
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(msg.sender, sub_account, new_cash, mask, market_id, index)
-    if risk_up:
+    equity, initial, maintenance = self._account_state(msg.sender, sub_account, fill.cash, fill.mask, market_id, fill.index)
+    if fill.risk_up:
         assert equity >= convert(max(initial, maintenance), int256), "exchange: insufficient margin"
     else:
         assert equity >= 0, "exchange: trade would leave account bankrupt"
+    return fill.price
 
-    log Trade(
-        owner=msg.sender,
-        sub_account=sub_account,
-        market_id=market_id,
-        size_delta=size_delta,
-        fill_price=price,
-        fee=fee,
-        realized_pnl=realized,
-        funding_paid=funding_paid,
-        new_size=new_size,
-        new_open_notional=new_basis,
-    )
-    return price
+
+@external
+def close_for(owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, at_index: bool) -> Fill:
+    """
+    @notice Reduce a position on behalf of the liquidator: at the fill price and without fee
+            for a liquidation, at the index for auto-deleveraging. Liquidator only.
+    @dev No margin check: the liquidator decides and settles penalties itself.
+    """
+    assert msg.sender == self.liquidator, "exchange: caller is not the liquidator"
+    mode: uint256 = MODE_LIQUIDATION
+    if at_index:
+        mode = MODE_ADL
+    return self._execute(owner, sub_account, market_id, size_delta, 0, mode)
 
 
 @external
@@ -640,6 +583,18 @@ def set_global_params(
 
 
 @external
+def set_liquidator(liquidator: address):
+    """
+    @notice Wire the liquidator (liquidation and auto-deleveraging), once. Owner.
+    """
+    ownable._check_owner()
+    assert self.liquidator == empty(address), "exchange: liquidator already set"
+    assert liquidator != empty(address), "exchange: zero address"
+    self.liquidator = liquidator
+    log LiquidatorSet(liquidator=liquidator)
+
+
+@external
 def set_guardian(guardian: address):
     """
     @notice The guardian can pause new risk (reduce-only mode); it can never move funds. Owner.
@@ -659,6 +614,128 @@ def set_paused(paused: bool):
     g: uint256 = self._globals
     self._globals = self._pack_globals(g >> 192, (g >> 128) & MASK64, (g >> 64) & MASK64, paused)
     log PauseSet(paused=paused, by=msg.sender)
+
+# ============================================================================================
+# INTERNAL: EXECUTION
+# ============================================================================================
+
+@internal
+def _execute(
+    owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, acceptable_price: uint256, mode: uint256
+) -> Fill:
+    """
+    @dev One code path for every position change: accrue the market, settle the position's
+         funding, fill against the liquidity vault, update open interest, settle cash in one
+         balanced vault call. Trades pay fees and face slippage, caps and pause; forced closes
+         (liquidation at the fill price, ADL at the index) may only reduce and pay no fee.
+    """
+    assert size_delta != 0, "exchange: zero size"
+    p0: uint256 = self._params[market_id][0]
+    skew_scale: uint256 = p0 >> 128
+    assert skew_scale != 0, "exchange: unknown market"
+    p1: uint256 = self._params[market_id][1]
+    index: uint256 = staticcall ORACLE.index_price(market_id)
+
+    long_oi: uint256 = 0
+    short_oi: uint256 = 0
+    long_oi, short_oi = self._unpack_oi(self._oi[market_id])
+    skew: int256 = convert(long_oi, int256) - convert(short_oi, int256)
+    funding_per_unit: int256 = 0
+    lv_funding: int256 = 0
+    funding_per_unit, lv_funding = self._accrue(market_id, skew, skew_scale, (p1 >> 64) & MASK64, index)
+
+    old_size: int256 = 0
+    snapshot: int256 = 0
+    old_size, snapshot = self._unpack_position(self._position[owner][sub_account][market_id])
+    funding_paid: int256 = 0
+    if old_size != 0:
+        funding_paid = pricing._funding_charge(old_size, funding_per_unit, snapshot)
+    old_basis: int256 = self._open_notional[owner][sub_account][market_id]
+
+    price: uint256 = index
+    fee: uint256 = 0
+    if mode == MODE_TRADE:
+        price = pricing._fill_price(index, skew, skew_scale, size_delta)
+        if size_delta > 0:
+            assert price <= acceptable_price, "exchange: price beyond acceptable"
+        else:
+            assert price >= acceptable_price, "exchange: price beyond acceptable"
+        fee = pricing._trade_fee(skew, size_delta, price, p1 >> 192, (p1 >> 128) & MASK64)
+    else:
+        assert fp._sign(size_delta) == -fp._sign(old_size) and fp._abs(size_delta) <= fp._abs(old_size), "exchange: not a reduction"
+        if mode == MODE_LIQUIDATION:
+            price = pricing._fill_price(index, skew, skew_scale, size_delta)
+    new_size: int256 = 0
+    new_basis: int256 = 0
+    realized: int256 = 0
+    new_size, new_basis, realized = self._apply_fill(old_size, old_basis, size_delta, price)
+
+    globals_: uint256 = self._globals
+    risk_up: bool = self._increases_risk(old_size, new_size)
+    if risk_up:
+        assert globals_ & MASK64 == 0, "exchange: paused, reduce-only"
+        assert fp._abs(new_size) <= self._params[market_id][3] >> 128, "exchange: position above max size"
+
+    new_long: uint256 = long_oi + self._long_part(new_size) - self._long_part(old_size)
+    new_short: uint256 = short_oi + self._long_part(-new_size) - self._long_part(-old_size)
+    if new_long > long_oi or new_short > short_oi:
+        caps: uint256 = self._params[market_id][2]
+        if new_long > long_oi:
+            assert new_long <= caps >> 128, "exchange: long open interest cap"
+        if new_short > short_oi:
+            assert new_short <= caps & MASK128, "exchange: short open interest cap"
+
+    # effects
+    self._oi[market_id] = (new_long << 128) | new_short
+    if new_size == 0:
+        # clear both slots: the refund makes closing cheaper
+        self._position[owner][sub_account][market_id] = 0
+    else:
+        self._position[owner][sub_account][market_id] = self._pack_position(new_size, funding_per_unit)
+    self._open_notional[owner][sub_account][market_id] = new_basis
+    self.open_notional_sum[market_id] += new_basis - old_basis
+    toggled: uint256 = 0
+    if (old_size == 0) != (new_size == 0):
+        toggled = 1 << market_id
+
+    to_insurance: uint256 = fp._ceil_div_u(fee * (globals_ >> 192), WAD)
+    to_protocol: uint256 = fee * ((globals_ >> 128) & MASK64) // WAD
+    to_lv: uint256 = fee - to_insurance - to_protocol
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = extcall VAULT.settle(
+        owner,
+        sub_account,
+        realized - convert(fee, int256) - funding_paid,
+        convert(to_lv, int256) - realized - lv_funding,
+        convert(to_insurance, int256),
+        convert(to_protocol, int256),
+        funding_paid + lv_funding,
+        toggled,
+    )
+    log Trade(
+        owner=owner,
+        sub_account=sub_account,
+        market_id=market_id,
+        size_delta=size_delta,
+        fill_price=price,
+        fee=fee,
+        realized_pnl=realized,
+        funding_paid=funding_paid,
+        new_size=new_size,
+        new_open_notional=new_basis,
+    )
+    return Fill(
+        price=price,
+        index=index,
+        fee=fee,
+        realized_pnl=realized,
+        funding_paid=funding_paid,
+        new_size=new_size,
+        risk_up=risk_up,
+        cash=cash,
+        mask=mask,
+    )
 
 # ============================================================================================
 # INTERNAL: FUNDING
