@@ -75,6 +75,30 @@ event Settled:
 event ExchangeSet:
     exchange: address
 
+event LiquidatorSet:
+    liquidator: address
+
+event InsuranceFundSet:
+    insurance_fund: address
+
+event InsuranceDeposited:
+    amount: uint256
+    credited: uint256
+
+event InsuranceWithdrawn:
+    receiver: indexed(address)
+    amount: uint256
+    debited: uint256
+
+event PairSettled:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    counterparty: indexed(address)
+    counterparty_sub_account: uint256
+    delta: int256
+    counterparty_delta: int256
+    insurance: int256
+
 event LiquidityVaultSet:
     liquidity_vault: address
 
@@ -96,6 +120,8 @@ MASK128: constant(uint256) = 2**128 - 1
 
 exchange: public(address)
 liquidity_vault: public(address)
+liquidator: public(address)
+insurance_fund: public(address)
 fee_receiver: public(address)
 
 # owner -> sub-account -> (cash + OFFSET) << 64 | bitmask of markets with an open position.
@@ -299,9 +325,87 @@ def settle(
     )
     return cash, mask
 
+@external
+def settle_pair(
+    owner: address,
+    sub_account: uint256,
+    counterparty: address,
+    counterparty_sub_account: uint256,
+    delta: int256,
+    counterparty_delta: int256,
+    insurance: int256,
+) -> int256:
+    """
+    @notice Move cash between two trader accounts and the insurance fund: liquidation
+            penalties (trader -> keeper, insurance fund), bankruptcy cover (insurance fund ->
+            trader), ADL haircuts (profitable trader -> bankrupt trader). Liquidator only.
+    @dev The deltas must sum to exactly zero.
+    @return The first account's new cash.
+    """
+    assert msg.sender == self.liquidator, "vault: caller is not the liquidator"
+    assert delta + counterparty_delta + insurance == 0, "vault: unbalanced settlement"
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(owner, sub_account)
+    cash += delta
+    if delta != 0:
+        self._store(owner, sub_account, cash, mask)
+    if counterparty_delta != 0:
+        other_cash: int256 = 0
+        other_mask: uint256 = 0
+        other_cash, other_mask = self._load(counterparty, counterparty_sub_account)
+        self._store(counterparty, counterparty_sub_account, other_cash + counterparty_delta, other_mask)
+    if insurance != 0:
+        self._system_a = self._pack_pair(
+            self._unpack_high(self._system_a), self._unpack_low(self._system_a) + insurance
+        )
+    log PairSettled(
+        owner=owner,
+        sub_account=sub_account,
+        counterparty=counterparty,
+        counterparty_sub_account=counterparty_sub_account,
+        delta=delta,
+        counterparty_delta=counterparty_delta,
+        insurance=insurance,
+    )
+    return cash
+
 # ============================================================================================
-# LIQUIDITY VAULT AND FEE RECEIVER
+# LIQUIDITY VAULT, INSURANCE FUND AND FEE RECEIVER
 # ============================================================================================
+
+@external
+def deposit_insurance(amount: uint256) -> uint256:
+    """
+    @notice Pull `amount` tokens from the insurance fund contract into its cash (donations).
+            Insurance fund only.
+    @return Token units actually received.
+    """
+    assert msg.sender == self.insurance_fund, "vault: caller is not the insurance fund"
+    received: uint256 = self._pull(msg.sender, amount)
+    credited: uint256 = received * SCALE
+    self._system_a = self._pack_pair(
+        self._unpack_high(self._system_a), self._unpack_low(self._system_a) + convert(credited, int256)
+    )
+    log InsuranceDeposited(amount=received, credited=credited)
+    return received
+
+
+@external
+def withdraw_insurance(receiver: address, amount: uint256) -> uint256:
+    """
+    @notice Pay `amount` tokens of the insurance fund's cash to `receiver`. Insurance fund only
+            (which lets its owner take only the surplus above its target).
+    @return The WAD debited.
+    """
+    assert msg.sender == self.insurance_fund, "vault: caller is not the insurance fund"
+    debited: uint256 = amount * SCALE
+    insurance: int256 = self._unpack_low(self._system_a)
+    assert convert(debited, int256) <= insurance, "vault: insufficient insurance cash"
+    self._system_a = self._pack_pair(self._unpack_high(self._system_a), insurance - convert(debited, int256))
+    self._push(receiver, amount)
+    log InsuranceWithdrawn(receiver=receiver, amount=amount, debited=debited)
+    return debited
 
 @external
 def deposit_liquidity(amount: uint256) -> uint256:
@@ -375,6 +479,30 @@ def set_liquidity_vault(liquidity_vault: address):
     assert liquidity_vault != empty(address), "vault: zero address"
     self.liquidity_vault = liquidity_vault
     log LiquidityVaultSet(liquidity_vault=liquidity_vault)
+
+
+@external
+def set_liquidator(liquidator: address):
+    """
+    @notice Wire the liquidator, once: it moves cash for penalties, bad debt and ADL.
+    """
+    ownable._check_owner()
+    assert self.liquidator == empty(address), "vault: liquidator already set"
+    assert liquidator != empty(address), "vault: zero address"
+    self.liquidator = liquidator
+    log LiquidatorSet(liquidator=liquidator)
+
+
+@external
+def set_insurance_fund(insurance_fund: address):
+    """
+    @notice Wire the insurance fund contract, once.
+    """
+    ownable._check_owner()
+    assert self.insurance_fund == empty(address), "vault: insurance fund already set"
+    assert insurance_fund != empty(address), "vault: zero address"
+    self.insurance_fund = insurance_fund
+    log InsuranceFundSet(insurance_fund=insurance_fund)
 
 
 @external

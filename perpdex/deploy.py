@@ -22,6 +22,8 @@ class Deployment:
     vault: object
     exchange: object
     liquidity_vault: object
+    liquidator: object
+    insurance_fund: object
     markets: list[MarketConfig]
     aggregators: dict[int, list] = field(default_factory=dict)
 
@@ -32,6 +34,8 @@ class Deployment:
             "exchange": self.exchange,
             "oracle": self.oracle,
             "liquidity_vault": self.liquidity_vault,
+            "liquidator": self.liquidator,
+            "insurance_fund": self.insurance_fund,
             "collateral": self.collateral,
         }
 
@@ -63,9 +67,15 @@ def deploy_core(deployer, collateral, markets: list[MarketConfig], globals_: Glo
     liquidity_vault = project.LiquidityVault.deploy(
         vault.address, exchange.address, "perpdex LP", "pLP", sender=deployer
     )
+    liquidator = project.Liquidator.deploy(exchange.address, vault.address, sender=deployer)
+    insurance_fund = project.InsuranceFund.deploy(vault.address, 0, sender=deployer)
     oracle.set_configurator(exchange.address, sender=deployer)
     vault.set_exchange(exchange.address, sender=deployer)
     vault.set_liquidity_vault(liquidity_vault.address, sender=deployer)
+    vault.set_liquidator(liquidator.address, sender=deployer)
+    vault.set_insurance_fund(insurance_fund.address, sender=deployer)
+    exchange.set_liquidator(liquidator.address, sender=deployer)
+    liquidator.set_adl_keeper(deployer.address, True, sender=deployer)
     exchange.set_global_params(
         globals_.insurance_fee_share,
         globals_.protocol_fee_share,
@@ -76,4 +86,6 @@ def deploy_core(deployer, collateral, markets: list[MarketConfig], globals_: Glo
     for m in markets:
         feeds = [(agg.address, m.heartbeat) for agg in aggregators[m.id]]
         exchange.list_market(m.id, m.symbol, feeds, m.max_deviation, params_tuple(m.params), sender=deployer)
-    return Deployment(collateral, oracle, vault, exchange, liquidity_vault, markets, aggregators)
+    return Deployment(
+        collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, markets, aggregators
+    )

@@ -81,6 +81,11 @@ class System:
             f"{CONTRACTS}/LiquidityVault.vy", self.vault.address, self.exchange.address, "perpdex LP", "pLP"
         )
         self.vault.set_liquidity_vault(self.liquidity_vault.address)
+        self.liquidator = boa.load(f"{CONTRACTS}/Liquidator.vy", self.exchange.address, self.vault.address)
+        self.exchange.set_liquidator(self.liquidator.address)
+        self.vault.set_liquidator(self.liquidator.address)
+        self.insurance_fund = boa.load(f"{CONTRACTS}/InsuranceFund.vy", self.vault.address, 0)
+        self.vault.set_insurance_fund(self.insurance_fund.address)
         self.aggregators: dict[int, object] = {}
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
@@ -106,6 +111,26 @@ class System:
         self.model.list_market(market_id, params)
         self.model.index[market_id] = answer * 10 ** (18 - FEED_DECIMALS)
         return agg
+
+    def set_globals(self, **changes) -> None:
+        """Exchange.set_global_params on both sides (keeper floor, fee shares...)."""
+        from dataclasses import replace
+
+        g = replace(self.model.globals, **changes)
+        with boa.env.prank(self.owner):
+            self.exchange.set_global_params(
+                g.insurance_fee_share, g.protocol_fee_share, g.keeper_min_reward, g.keeper_reward_share
+            )
+        self.model.globals = g
+
+    def set_market_params(self, market_id: int, **changes) -> None:
+        from dataclasses import replace
+
+        params = replace(self.model.params[market_id], **changes)
+        with boa.env.prank(self.owner):
+            self.exchange.set_market_params(market_id, params_tuple(params))
+        self.model._accrue(market_id)
+        self.model.params[market_id] = params
 
     def set_price(self, market_id: int, price_usd: float | int) -> None:
         answer = int(round(price_usd * 10**FEED_DECIMALS))
@@ -154,6 +179,63 @@ class System:
             assets = self.liquidity_vault.redeem(shares, who, who)
         assert assets == expected
         return assets
+
+    def donate(self, who: str, usd: float | int) -> int:
+        """A donation to the insurance fund, on both sides."""
+        amount = self.fund(who, usd)
+        with boa.env.prank(who):
+            self.usdc.approve(self.insurance_fund.address, 2**256 - 1)
+            received = self.insurance_fund.donate(amount)
+        self.model.token_balance += received
+        self.model._credit(INSURANCE_FUND, received * 10 ** (18 - self.token_decimals))
+        return received
+
+    def liquidate(self, keeper: str, who: str, sub_account: int = 0):
+        """Liquidate on both sides; compare the account, the keeper and the insurance fund."""
+        self.accounts.add((keeper, 0))
+        try:
+            expected = self.model.liquidate((who, sub_account), keeper)
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(keeper):
+                self.liquidator.liquidate(who, sub_account)
+            raise
+        with boa.env.prank(keeper):
+            self.liquidator.liquidate(who, sub_account)
+        self.last_logs = self.liquidator.get_logs()
+        self.assert_account_matches(who, sub_account)
+        self.assert_account_matches(keeper, 0)
+        assert self.vault.insurance_cash() == self.model.cash_of(INSURANCE_FUND)
+        return expected
+
+    def liquidate_many(self, keeper: str, accounts: list[tuple[str, int]]) -> int:
+        self.accounts.add((keeper, 0))
+        expected = self.model.liquidate_many(accounts, keeper)
+        with boa.env.prank(keeper):
+            count = self.liquidator.liquidate_many(accounts)
+        self.last_logs = self.liquidator.get_logs()
+        assert count == expected
+        for who, sub in accounts:
+            self.assert_account_matches(who, sub)
+        return count
+
+    def auto_deleverage(self, adl_keeper: str, market_id: int, targets, bankrupt=(None, 0)):
+        """targets: [((owner, sub), size)]; ADL on both sides, compared."""
+        bankrupt_owner = bankrupt[0] or "0x0000000000000000000000000000000000000000"
+        bankrupt_account = (bankrupt_owner, bankrupt[1])
+        onchain_targets = [(a[0], a[1], size) for a, size in targets]
+        try:
+            expected = self.model.auto_deleverage(market_id, targets, bankrupt_account)
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(adl_keeper):
+                self.liquidator.auto_deleverage(market_id, onchain_targets, bankrupt_owner, bankrupt[1])
+            raise
+        with boa.env.prank(adl_keeper):
+            self.liquidator.auto_deleverage(market_id, onchain_targets, bankrupt_owner, bankrupt[1])
+        self.last_logs = self.liquidator.get_logs()
+        for account, _ in targets:
+            self.assert_account_matches(*account)
+        assert self.liquidator.uncovered_deficit(market_id) == self.model.uncovered_deficit.get(market_id, 0)
+        return expected
 
     def withdraw(self, who: str, amount: int, sub_account: int = 0) -> None:
         with boa.env.prank(who):
@@ -207,6 +289,8 @@ class System:
         assert self.liquidity_vault.totalAssets() == self.model.lv_total_assets()
         assert self.liquidity_vault.totalSupply() == self.model.lv_supply
         assert self.exchange.open_interest_notional() == self.model.open_interest_notional()
+        for market_id in self.model.params:
+            assert self.liquidator.uncovered_deficit(market_id) == self.model.uncovered_deficit.get(market_id, 0)
         for who, sub in self.accounts:
             self.assert_account_matches(who, sub)
 
