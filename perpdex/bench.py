@@ -25,6 +25,9 @@ BUDGETS = {
     "open": 180_000,
     "modify": 140_000,
     "close": 120_000,
+    "liquidate": 200_000,
+    "liquidate_many_per_account": 150_000,
+    "adl_per_target": 150_000,
 }
 console = Console(width=120)
 
@@ -91,6 +94,64 @@ def measure(network: str = "ethereum:local:foundry") -> dict[str, int]:
         tick()
         shares = d.liquidity_vault.balanceOf(lp) // 10
         gas["lp_redeem"] = d.liquidity_vault.redeem(shares, lp, lp, sender=lp).gas_used
+        gas.update(measure_liquidation(d, owner, fund, tick))
+    return gas
+
+
+def measure_liquidation(d, owner, fund, tick) -> dict[str, int]:
+    """Liquidations (one account, batches of 1 and 5) and ADL (1 and 3 targets) on BTC."""
+    from ape import accounts
+
+    from perpdex.deploy import FEED_DECIMALS
+
+    gas: dict[str, int] = {}
+    keeper = accounts.test_accounts[4]
+    btc = d.aggregators[0][0]
+    wallets = [accounts.test_accounts.generate_test_account() for _ in range(9)]
+    for w in wallets:
+        owner.transfer(w, 10**18)
+
+    def open_at_risk(who) -> None:  # ~19x long
+        d.vault.deposit(0, fund(who, 2_200), sender=who)
+        d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=who)
+
+    def set_btc(price: int) -> None:
+        btc.update_answer(price * 10**FEED_DECIMALS, sender=owner)
+
+    for w in wallets[:7]:
+        open_at_risk(w)
+    set_btc(38_500)  # 2 % maintenance in config/markets.json: these ~19x longs are now unhealthy
+    gas["liquidate"] = d.liquidator.liquidate(wallets[0], 0, sender=keeper).gas_used
+    one = d.liquidator.liquidate_many([(wallets[1], 0)], sender=keeper).gas_used
+    five = d.liquidator.liquidate_many([(w, 0) for w in wallets[2:7]], sender=keeper).gas_used
+    gas["liquidate_many_1"] = one
+    gas["liquidate_many_5"] = five
+    gas["liquidate_many_per_account"] = (five - one) // 4
+    set_btc(40_000)
+    tick()
+
+    # ADL: profitable shorts, an empty insurance fund, a long gapping through bankruptcy
+    shorts = wallets[7:9] + [accounts.test_accounts[5]]
+    for w in shorts:
+        d.vault.deposit(0, fund(w, 20_000), sender=w)
+        d.exchange.trade(0, 0, -WAD, 0, sender=w)
+    surplus = d.insurance_fund.surplus()
+    if surplus:
+        d.insurance_fund.withdraw_surplus(owner, surplus, sender=owner)
+    victim = accounts.test_accounts[6]
+    d.vault.deposit(0, fund(victim, 2_200), sender=victim)
+    d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=victim)
+    set_btc(36_000)
+    d.liquidator.liquidate(victim, 0, sender=keeper)
+    def ranked() -> list:  # the contract checks this order; scores move as positions shrink
+        return sorted(shorts, key=lambda w: d.liquidator.adl_score(w, 0, 0), reverse=True)
+
+    tenth = WAD // 10
+    one = d.liquidator.auto_deleverage(0, [(ranked()[0], 0, tenth)], victim, 0, sender=owner).gas_used
+    three = d.liquidator.auto_deleverage(0, [(w, 0, tenth) for w in ranked()], victim, 0, sender=owner).gas_used
+    gas["adl_1_target"] = one
+    gas["adl_3_targets"] = three
+    gas["adl_per_target"] = (three - one) // 2
     return gas
 
 
