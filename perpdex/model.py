@@ -256,8 +256,185 @@ class TradeResult:
     position: Position
 
 
+# ---------------------------------------------------------------------------------------------
+# Liquidation, insurance fund, auto-deleveraging (contracts/Liquidator.vy)
+# ---------------------------------------------------------------------------------------------
+
+TRIGGER_DEFICIT, TRIGGER_PNL_FACTOR = 1, 2
+INT256_MAX = 2**255 - 1
+
+
 @dataclass
-class ExchangeModel:
+class LiquidationResult:
+    closed_notional: int
+    penalty: int
+    keeper_reward: int
+    to_insurance: int
+    equity_after: int
+    fully_closed: bool
+    covered_by_insurance: int = 0
+    uncovered: int = 0
+
+
+class LiquidationMixin:
+    """contracts/Liquidator.vy: liquidation, bankruptcy cover, ADL; mixed into ExchangeModel."""
+
+
+    def is_liquidatable(self, account: Account) -> bool:
+        view = self.account_view(account)
+        return view.maintenance != 0 and view.equity < view.maintenance
+
+    def liquidate(self, account: Account, keeper) -> LiquidationResult:
+        result = self._transaction(self._liquidate, account, keeper)
+        require(result is not None, "liquidator: account healthy")
+        return result
+
+    def liquidate_many(self, accounts: list[Account], keeper) -> int:
+        return sum(1 for a in accounts if self._transaction(self._liquidate, a, keeper) is not None)
+
+    def _liquidate(self, account: Account, keeper) -> LiquidationResult | None:
+        if not self.is_liquidatable(account):
+            return None
+        markets = self.open_markets(account)
+        penalty = closed_notional = total_loss = 0
+        losses: dict[int, int] = {}
+        sides: dict[int, int] = {}
+        for market_id in markets:
+            size = self.position(account, market_id).size
+            params = self.params[market_id]
+            amount = min(abs(size), params.max_liquidation_size)
+            fill, _ = self._execute(account, market_id, -sign(size) * amount, 0, MODE_LIQUIDATION)
+            notional = ceil_div(amount * fill.fill_price, WAD)
+            closed_notional += notional
+            penalty += ceil_div(notional * params.liquidation_penalty_ratio, WAD)
+            loss = fill.funding_paid - fill.realized_pnl
+            if loss > 0:
+                losses[market_id] = loss
+                total_loss += loss
+            sides[market_id] = sign(size)
+        view = self.account_view(account)
+        available = max(view.equity, 0)
+        penalty = min(penalty, available)
+        keeper_reward = min(
+            penalty * self.globals.keeper_reward_share // WAD + self.globals.keeper_min_reward, available
+        )
+        charged = max(penalty, keeper_reward)
+        to_insurance = charged - keeper_reward
+        self._credit(account, -charged)
+        self._credit((keeper, 0), keeper_reward)
+        self._credit(INSURANCE_FUND, to_insurance)
+        fully_closed = not self.open_markets(account)
+        result = LiquidationResult(
+            closed_notional, penalty, keeper_reward, to_insurance, view.equity - charged, fully_closed
+        )
+        cash = self.cash_of(account)
+        if fully_closed and cash < 0:
+            self._cover_bankruptcy(account, cash, markets, losses, sides, total_loss, result)
+        return result
+
+    def _cover_bankruptcy(self, account, cash, markets, losses, sides, total_loss, result) -> None:
+        deficit = -cash
+        cover = min(deficit, max(self.cash_of(INSURANCE_FUND), 0))
+        self._credit(account, cover)
+        self._credit(INSURANCE_FUND, -cover)
+        uncovered = deficit - cover
+        result.covered_by_insurance, result.uncovered = cover, uncovered
+        if uncovered == 0:
+            return
+        eligible = [m for m in markets if total_loss == 0 or losses.get(m, 0) > 0]
+        remaining = uncovered
+        for market_id in eligible:
+            share = remaining if market_id == eligible[-1] else uncovered * losses[market_id] // total_loss
+            remaining -= share
+            if share > 0:
+                self.uncovered_deficit[market_id] = self.uncovered_deficit.get(market_id, 0) + share
+                self.deficit_side[market_id] = sides[market_id]
+
+    def adl_score(self, account: Account, market_id: int) -> tuple[int, int]:
+        """(score, unrealized PnL): PnL % x effective leverage, WAD."""
+        size, _, pnl, _ = self.position_view(account, market_id)
+        if size == 0:
+            return 0, 0
+        basis = self.position(account, market_id).open_notional
+        pnl_ratio = floor_div(pnl * WAD, abs(basis))
+        equity = self.account_view(account).equity
+        if equity <= 0:
+            return (INT256_MAX if pnl_ratio > 0 else pnl_ratio), pnl
+        notional = abs(size) * self.index[market_id] // WAD
+        leverage = notional * WAD // equity
+        return floor_div(pnl_ratio * leverage, WAD), pnl
+
+    def pnl_factor(self, market_id: int) -> int:
+        market = self.markets[market_id]
+        if market.skew == 0:
+            return 0
+        traders_pnl = floor_div(market.skew * self.index[market_id], WAD) - market.open_notional_sum
+        if traders_pnl <= 0:
+            return 0
+        value = self.liquidity_vault_value()
+        if value <= 0:
+            return 2**256 - 1
+        return traders_pnl * WAD // value
+
+    def auto_deleverage(self, market_id: int, targets: list[tuple[Account, int]], bankrupt: Account) -> list:
+        return self._transaction(self._auto_deleverage, market_id, targets, bankrupt)
+
+    def _auto_deleverage(self, market_id, targets, bankrupt) -> list:
+        """targets: [(account, size to close)]; returns [(score, fill, haircut)] per target."""
+        deficit = self.uncovered_deficit.get(market_id, 0)
+        if deficit > 0:
+            trigger, side = TRIGGER_DEFICIT, -self.deficit_side[market_id]
+            require(self.cash_of(bankrupt) < 0, "liquidator: account not bankrupt")
+        else:
+            require(self.pnl_factor(market_id) > self.max_pnl_factor, "liquidator: no ADL trigger")
+            trigger, side = TRIGGER_PNL_FACTOR, sign(self.markets[market_id].skew)
+        previous, out = INT256_MAX, []
+        for account, amount in targets:
+            if trigger == TRIGGER_DEFICIT:
+                require(deficit > 0 and self.cash_of(bankrupt) < 0, "liquidator: deficit already covered")
+            else:
+                require(self.pnl_factor(market_id) > self.target_pnl_factor, "liquidator: PnL factor under target")
+            size = self.position(account, market_id).size
+            require(size != 0 and sign(size) == side, "liquidator: target on the wrong side")
+            score, pnl = self.adl_score(account, market_id)
+            require(pnl > 0, "liquidator: target not profitable")
+            require(score <= previous, "liquidator: targets out of order")
+            previous = score
+            require(0 < amount <= abs(size), "liquidator: bad ADL size")
+            fill, _ = self._execute(account, market_id, -side * amount, 0, MODE_ADL)
+            haircut = 0
+            if trigger == TRIGGER_DEFICIT and fill.realized_pnl > 0:
+                haircut = min(deficit, fill.realized_pnl, -self.cash_of(bankrupt))
+                self._credit(account, -haircut)
+                self._credit(bankrupt, haircut)
+                deficit -= haircut
+            out.append((score, fill, haircut))
+        if trigger == TRIGGER_DEFICIT:
+            self.uncovered_deficit[market_id] = deficit
+        return out
+
+    def liquidation_price(self, account: Account, market_id: int) -> int:
+        p = self.position(account, market_id)
+        if p.size == 0:
+            return 0
+        view, index, params = self.account_view(account), self.index[market_id], self.params[market_id]
+        abs_size = abs(p.size)
+        own = maintenance_requirement(p.size, index, params)
+        rest = view.equity - floor_div(p.size * index, WAD)
+        other = view.maintenance - own
+        c = params.maintenance_margin_ratio + params.liquidation_penalty_ratio + abs_size * WAD // (2 * params.skew_scale)
+        denominator = p.size * WAD - abs_size * c
+        numerator = (other - rest) * WAD * WAD
+        if denominator == 0:
+            return 0
+        if denominator < 0:
+            numerator, denominator = -numerator, -denominator
+        price = floor_div(numerator, denominator)
+        return max(price, 0)
+
+
+@dataclass
+class ExchangeModel(LiquidationMixin):
     """The contracts' state and transitions, in Python. Prices come from `index` (market -> WAD)."""
 
     token_decimals: int = 6
@@ -532,187 +709,3 @@ class ExchangeModel:
             fpu = accrued_funding_per_unit(m, self.params[market_id], self.index[market_id], self.now)
             total += -m.skew * (fpu - m.funding_per_unit)
         return total  # in WAD * WAD units
-
-
-# ---------------------------------------------------------------------------------------------
-# Liquidation, insurance fund, auto-deleveraging (contracts/Liquidator.vy)
-# ---------------------------------------------------------------------------------------------
-
-TRIGGER_DEFICIT, TRIGGER_PNL_FACTOR = 1, 2
-INT256_MAX = 2**255 - 1
-
-
-@dataclass
-class LiquidationResult:
-    closed_notional: int
-    penalty: int
-    keeper_reward: int
-    to_insurance: int
-    equity_after: int
-    fully_closed: bool
-    covered_by_insurance: int = 0
-    uncovered: int = 0
-
-
-def _liquidator(cls):
-    """Attach the Liquidator's transitions to ExchangeModel (kept apart for reading)."""
-
-    def is_liquidatable(self, account: Account) -> bool:
-        view = self.account_view(account)
-        return view.maintenance != 0 and view.equity < view.maintenance
-
-    def liquidate(self, account: Account, keeper) -> LiquidationResult:
-        result = self._transaction(self._liquidate, account, keeper)
-        require(result is not None, "liquidator: account healthy")
-        return result
-
-    def liquidate_many(self, accounts: list[Account], keeper) -> int:
-        return sum(1 for a in accounts if self._transaction(self._liquidate, a, keeper) is not None)
-
-    def _liquidate(self, account: Account, keeper) -> LiquidationResult | None:
-        if not self.is_liquidatable(account):
-            return None
-        markets = self.open_markets(account)
-        penalty = closed_notional = total_loss = 0
-        losses: dict[int, int] = {}
-        sides: dict[int, int] = {}
-        for market_id in markets:
-            size = self.position(account, market_id).size
-            params = self.params[market_id]
-            amount = min(abs(size), params.max_liquidation_size)
-            fill, _ = self._execute(account, market_id, -sign(size) * amount, 0, MODE_LIQUIDATION)
-            notional = ceil_div(amount * fill.fill_price, WAD)
-            closed_notional += notional
-            penalty += ceil_div(notional * params.liquidation_penalty_ratio, WAD)
-            loss = fill.funding_paid - fill.realized_pnl
-            if loss > 0:
-                losses[market_id] = loss
-                total_loss += loss
-            sides[market_id] = sign(size)
-        view = self.account_view(account)
-        available = max(view.equity, 0)
-        penalty = min(penalty, available)
-        keeper_reward = min(
-            penalty * self.globals.keeper_reward_share // WAD + self.globals.keeper_min_reward, available
-        )
-        charged = max(penalty, keeper_reward)
-        to_insurance = charged - keeper_reward
-        self._credit(account, -charged)
-        self._credit((keeper, 0), keeper_reward)
-        self._credit(INSURANCE_FUND, to_insurance)
-        fully_closed = not self.open_markets(account)
-        result = LiquidationResult(
-            closed_notional, penalty, keeper_reward, to_insurance, view.equity - charged, fully_closed
-        )
-        cash = self.cash_of(account)
-        if fully_closed and cash < 0:
-            self._cover_bankruptcy(account, cash, markets, losses, sides, total_loss, result)
-        return result
-
-    def _cover_bankruptcy(self, account, cash, markets, losses, sides, total_loss, result) -> None:
-        deficit = -cash
-        cover = min(deficit, max(self.cash_of(INSURANCE_FUND), 0))
-        self._credit(account, cover)
-        self._credit(INSURANCE_FUND, -cover)
-        uncovered = deficit - cover
-        result.covered_by_insurance, result.uncovered = cover, uncovered
-        if uncovered == 0:
-            return
-        eligible = [m for m in markets if total_loss == 0 or losses.get(m, 0) > 0]
-        remaining = uncovered
-        for market_id in eligible:
-            share = remaining if market_id == eligible[-1] else uncovered * losses[market_id] // total_loss
-            remaining -= share
-            if share > 0:
-                self.uncovered_deficit[market_id] = self.uncovered_deficit.get(market_id, 0) + share
-                self.deficit_side[market_id] = sides[market_id]
-
-    def adl_score(self, account: Account, market_id: int) -> tuple[int, int]:
-        """(score, unrealized PnL): PnL % x effective leverage, WAD."""
-        size, _, pnl, _ = self.position_view(account, market_id)
-        if size == 0:
-            return 0, 0
-        basis = self.position(account, market_id).open_notional
-        pnl_ratio = floor_div(pnl * WAD, abs(basis))
-        equity = self.account_view(account).equity
-        if equity <= 0:
-            return (INT256_MAX if pnl_ratio > 0 else pnl_ratio), pnl
-        notional = abs(size) * self.index[market_id] // WAD
-        leverage = notional * WAD // equity
-        return floor_div(pnl_ratio * leverage, WAD), pnl
-
-    def pnl_factor(self, market_id: int) -> int:
-        market = self.markets[market_id]
-        if market.skew == 0:
-            return 0
-        traders_pnl = floor_div(market.skew * self.index[market_id], WAD) - market.open_notional_sum
-        if traders_pnl <= 0:
-            return 0
-        value = self.liquidity_vault_value()
-        if value <= 0:
-            return 2**256 - 1
-        return traders_pnl * WAD // value
-
-    def auto_deleverage(self, market_id: int, targets: list[tuple[Account, int]], bankrupt: Account) -> list:
-        return self._transaction(self._auto_deleverage, market_id, targets, bankrupt)
-
-    def _auto_deleverage(self, market_id, targets, bankrupt) -> list:
-        """targets: [(account, size to close)]; returns [(score, fill, haircut)] per target."""
-        deficit = self.uncovered_deficit.get(market_id, 0)
-        if deficit > 0:
-            trigger, side = TRIGGER_DEFICIT, -self.deficit_side[market_id]
-            require(self.cash_of(bankrupt) < 0, "liquidator: account not bankrupt")
-        else:
-            require(self.pnl_factor(market_id) > self.max_pnl_factor, "liquidator: no ADL trigger")
-            trigger, side = TRIGGER_PNL_FACTOR, sign(self.markets[market_id].skew)
-        previous, out = INT256_MAX, []
-        for account, amount in targets:
-            if trigger == TRIGGER_DEFICIT:
-                require(deficit > 0 and self.cash_of(bankrupt) < 0, "liquidator: deficit already covered")
-            else:
-                require(self.pnl_factor(market_id) > self.target_pnl_factor, "liquidator: PnL factor under target")
-            size = self.position(account, market_id).size
-            require(size != 0 and sign(size) == side, "liquidator: target on the wrong side")
-            score, pnl = self.adl_score(account, market_id)
-            require(pnl > 0, "liquidator: target not profitable")
-            require(score <= previous, "liquidator: targets out of order")
-            previous = score
-            require(0 < amount <= abs(size), "liquidator: bad ADL size")
-            fill, _ = self._execute(account, market_id, -side * amount, 0, MODE_ADL)
-            haircut = 0
-            if trigger == TRIGGER_DEFICIT and fill.realized_pnl > 0:
-                haircut = min(deficit, fill.realized_pnl, -self.cash_of(bankrupt))
-                self._credit(account, -haircut)
-                self._credit(bankrupt, haircut)
-                deficit -= haircut
-            out.append((score, fill, haircut))
-        if trigger == TRIGGER_DEFICIT:
-            self.uncovered_deficit[market_id] = deficit
-        return out
-
-    def liquidation_price(self, account: Account, market_id: int) -> int:
-        p = self.position(account, market_id)
-        if p.size == 0:
-            return 0
-        view, index, params = self.account_view(account), self.index[market_id], self.params[market_id]
-        abs_size = abs(p.size)
-        own = maintenance_requirement(p.size, index, params)
-        rest = view.equity - floor_div(p.size * index, WAD)
-        other = view.maintenance - own
-        c = params.maintenance_margin_ratio + params.liquidation_penalty_ratio + abs_size * WAD // (2 * params.skew_scale)
-        denominator = p.size * WAD - abs_size * c
-        numerator = (other - rest) * WAD * WAD
-        if denominator == 0:
-            return 0
-        if denominator < 0:
-            numerator, denominator = -numerator, -denominator
-        price = floor_div(numerator, denominator)
-        return max(price, 0)
-
-    for fn in (is_liquidatable, liquidate, liquidate_many, _liquidate, _cover_bankruptcy, adl_score, pnl_factor,
-               auto_deleverage, _auto_deleverage, liquidation_price):
-        setattr(cls, fn.__name__, fn)
-    return cls
-
-
-_liquidator(ExchangeModel)

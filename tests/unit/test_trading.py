@@ -46,15 +46,11 @@ def usd(amount) -> int:
 
 
 @pytest.fixture(scope="module")
-def world():
-    eoa = boa.env.eoa
-    with boa.env.anchor():
-        s = System()
-        s.list_market(BTC, "BTC-USD", 40_000)
-        s.list_market(ETH, "ETH-USD", 2_000)
+def world(world):
+    """The session's deployment plus the liquidity vault's capital, for this module."""
+    with fresh(world) as s:
         s.lp_deposit(boa.env.generate_address("lp"), 1_000_000)  # the market maker's capital
         yield s
-    boa.env.eoa = eoa
 
 
 def events(logs, name: str) -> list:
