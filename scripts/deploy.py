@@ -1,17 +1,27 @@
-"""`ape run deploy --network ethereum:local:test`: deploy perpdex with mocks on a local chain."""
+"""`ape run deploy --network <network> --account <alias>`: deploy or complete perpdex.
+
+Idempotent: re-running against an existing deployment (found in deployments/<chain_id>.json
+and verified on chain) does nothing twice."""
+
+from pathlib import Path
 
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from perpdex.config import DEFAULT_MARKETS_FILE
-from perpdex.deploy import deploy_local
+from perpdex.deploy import DEPLOYMENTS_DIR, Deployer
 
 
 @click.command(cls=ConnectedProviderCommand)
 @account_option()
 @click.option("--markets", default=str(DEFAULT_MARKETS_FILE), show_default=True, help="markets config file")
-def cli(account, markets):
-    """Deploy the contracts, the mock USDC and mock feeds, and list the configured markets."""
-    d = deploy_local(account, markets)
+@click.option("--out", default=str(DEPLOYMENTS_DIR), show_default=True, help="where deployments/<chain_id>.json goes")
+def cli(account, markets, out):
+    """Deploy the contracts (and mocks on local networks), wire them, list the markets."""
+    deployer = Deployer(account, markets, manifest_dir=Path(out))
+    d = deployer.run()
+    for action in deployer.actions or ["nothing to do: the deployment is complete"]:
+        click.echo(action)
     for name, contract in d.contracts.items():
         click.echo(f"{name:16} {contract.address}")
+    click.echo(f"manifest: {deployer.path}")
