@@ -25,7 +25,7 @@ from perpdex.model import GlobalParams
 
 FEED_DECIMALS = 8
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
-CORE_CONTRACTS = ("collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund")
+CORE_CONTRACTS = ("collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "lens")
 log = logging.getLogger("perpdex.deploy")
 
 
@@ -38,6 +38,7 @@ class Deployment:
     liquidity_vault: object
     liquidator: object
     insurance_fund: object
+    lens: object
     markets: list[MarketConfig]
     aggregators: dict[int, list] = field(default_factory=dict)
 
@@ -128,6 +129,7 @@ class Deployer:
         )
         liquidator = self._contract("liquidator", "Liquidator", exchange.address, vault.address)
         insurance_fund = self._contract("insurance_fund", "InsuranceFund", vault.address, 0)
+        lens = self._contract("lens", "Lens", exchange.address, vault.address)
 
         self._step(oracle.configurator() == exchange.address, "oracle configurator", oracle.set_configurator, exchange.address)
         self._wire(vault.exchange(), exchange.address, "vault exchange", vault.set_exchange)
@@ -157,7 +159,8 @@ class Deployer:
         ]
         self._save()
         return Deployment(
-            collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, self.markets, aggregators
+            collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, lens, self.markets,
+            aggregators,
         )
 
     def _collateral(self):

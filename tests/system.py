@@ -86,6 +86,7 @@ class System:
         self.vault.set_liquidator(self.liquidator.address)
         self.insurance_fund = boa.load(f"{CONTRACTS}/InsuranceFund.vy", self.vault.address, 0)
         self.vault.set_insurance_fund(self.insurance_fund.address)
+        self.lens = boa.load(f"{CONTRACTS}/Lens.vy", self.exchange.address, self.vault.address)
         self.aggregators: dict[int, object] = {}
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
