@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all demo test test-fast bench fuzz devnet venv node clean compile
+.PHONY: all demo test bench fuzz devnet venv node clean compile
 
 all: test
 
@@ -44,6 +44,12 @@ test: $(STAMP) $(NODE_STAMP) $(BUILD)
 
 bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.bench
+
+fuzz: $(STAMP) $(NODE_STAMP) $(BUILD)
+	PERPDEX_FUZZ_PROFILE=long $(BIN)/python tests/fuzz/run_long.py
+
+devnet: $(STAMP) $(NODE_STAMP) $(BUILD)
+	bash scripts/devnet.sh
 
 clean:
 	rm -rf .build .pytest_cache .hypothesis

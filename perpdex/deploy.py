@@ -54,7 +54,13 @@ def manifest_path(chain_id: int, directory: Path = DEPLOYMENTS_DIR) -> Path:
 class Deployer:
     """Deploys what is missing, configures what is not configured, records everything."""
 
-    def __init__(self, account, markets_file: Path | str = DEFAULT_MARKETS_FILE, manifest_dir: Path | None = None):
+    def __init__(
+        self,
+        account,
+        markets_file: Path | str = DEFAULT_MARKETS_FILE,
+        manifest_dir: Path | None = None,
+        adl_keepers: tuple[str, ...] = (),
+    ):
         from ape import chain, project
 
         self.account = account
@@ -66,6 +72,7 @@ class Deployer:
         self.path = manifest_path(chain.chain_id, manifest_dir) if manifest_dir else None
         self.manifest = self._load_manifest()
         self.actions: list[str] = []  # what this run did (empty on a re-run)
+        self.adl_keepers = (account.address, *adl_keepers)
 
     # -- manifest ------------------------------------------------------------------------------
 
@@ -137,9 +144,8 @@ class Deployer:
         self._wire(vault.liquidator(), liquidator.address, "vault liquidator", vault.set_liquidator)
         self._wire(vault.insurance_fund(), insurance_fund.address, "vault insurance fund", vault.set_insurance_fund)
         self._wire(exchange.liquidator(), liquidator.address, "exchange liquidator", exchange.set_liquidator)
-        self._step(
-            liquidator.adl_keeper(self.account.address), "ADL keeper role", liquidator.set_adl_keeper, self.account.address, True
-        )
+        for keeper in self.adl_keepers:
+            self._step(liquidator.adl_keeper(keeper), f"ADL keeper role for {keeper}", liquidator.set_adl_keeper, keeper, True)
         g = self.globals
         current = (
             exchange.insurance_fee_share(), exchange.protocol_fee_share(),

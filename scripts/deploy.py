@@ -16,9 +16,10 @@ from perpdex.deploy import DEPLOYMENTS_DIR, Deployer
 @account_option()
 @click.option("--markets", default=str(DEFAULT_MARKETS_FILE), show_default=True, help="markets config file")
 @click.option("--out", default=str(DEPLOYMENTS_DIR), show_default=True, help="where deployments/<chain_id>.json goes")
-def cli(account, markets, out):
+@click.option("--adl-keeper", "adl_keepers", multiple=True, help="also grant the ADL keeper role to this address")
+def cli(account, markets, out, adl_keepers):
     """Deploy the contracts (and mocks on local networks), wire them, list the markets."""
-    deployer = Deployer(account, markets, manifest_dir=Path(out))
+    deployer = Deployer(account, markets, manifest_dir=Path(out), adl_keepers=tuple(adl_keepers))
     d = deployer.run()
     for action in deployer.actions or ["nothing to do: the deployment is complete"]:
         click.echo(action)

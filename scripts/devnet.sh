@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make devnet`: a local perpdex devnet. Starts anvil, deploys (idempotently), then runs the
+# liquidation/ADL keeper and the oracle price pusher as separate processes. Ctrl-C stops all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${PERPDEX_DEVNET_PORT:-8545}"
+NETWORK="ethereum:local:foundry"
+LOGS=devnet-logs
+mkdir -p "$LOGS"
+pids=()
+cleanup() {
+  echo "stopping devnet"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+anvil --port "$PORT" --silent > "$LOGS/anvil.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+  (echo > /dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
+  sleep 0.2
+done
+KEEPER=0x70997970C51812dc3A010C7d01b50e0d17dc79C8  # anvil test account 1
+ape run deploy --network "$NETWORK" --account TEST::0 --adl-keeper "$KEEPER"
+ape run keeper --network "$NETWORK" --account TEST::1 > "$LOGS/keeper.log" 2>&1 &
+pids+=($!)
+ape run pusher --network "$NETWORK" --account TEST::0 --random-walk --seed 7 --interval 60 --speed 12 > "$LOGS/pusher.log" 2>&1 &
+pids+=($!)
+echo "devnet up on http://127.0.0.1:$PORT (chain 31337); manifest deployments/31337.json"
+echo "logs in $LOGS/ ; trade with: ape run trade --network $NETWORK --account TEST::2 deposit 10000"
+wait
