@@ -1,0 +1,55 @@
+"""`ape run keeper --network <network> --account <alias>`: the liquidation and ADL keeper.
+
+Loads the deployment from deployments/<chain_id>.json, resumes from its checkpoint
+(deployments/keeper-<chain_id>.json by default) and runs passes until SIGINT/SIGTERM, or one
+pass with `--once` (for cron; exit code 1 when the pass could not complete). The logic is
+perpdex.keeper."""
+
+from pathlib import Path
+
+import click
+from ape.cli import ConnectedProviderCommand, account_option
+
+from perpdex.deploy import DEPLOYMENTS_DIR, manifest_path
+from perpdex.keeper import (
+    MAX_BATCH,
+    Keeper,
+    configure_logging,
+    default_checkpoint_path,
+    deployment_from_manifest,
+    install_signal_handlers,
+)
+
+
+@click.command(cls=ConnectedProviderCommand)
+@account_option()
+@click.option("--once", is_flag=True, help="run one pass and exit (cron)")
+@click.option("--interval", default=2.0, show_default=True, type=float, help="seconds between passes")
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="default: <deployments>/keeper-<chain_id>.json"
+)
+@click.option(
+    "--batch-size", default=20, show_default=True, type=click.IntRange(1, MAX_BATCH), help="accounts per liquidate_many"
+)
+@click.option("--json-logs", is_flag=True, help="one JSON object per log line")
+@click.option("--deployments", default=str(DEPLOYMENTS_DIR), show_default=True, help="directory of the manifests")
+def cli(account, once, interval, checkpoint, batch_size, json_logs, deployments):
+    """Liquidate unhealthy sub-accounts and auto-deleverage when a trigger holds."""
+    import threading
+
+    from ape import chain
+
+    configure_logging(json_logs)
+    deployment = deployment_from_manifest(manifest_path(chain.chain_id, Path(deployments)))
+    keeper = Keeper(
+        deployment,
+        account,
+        checkpoint_path=checkpoint or default_checkpoint_path(chain.chain_id, deployments),
+        batch_size=batch_size,
+    )
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    if once:
+        report = keeper.run_with_retry(stop=stop)
+        raise SystemExit(0 if report is not None else 1)
+    keeper.run_forever(interval=interval, stop=stop)
