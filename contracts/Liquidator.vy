@@ -502,6 +502,9 @@ def _adl_score(owner: address, sub_account: uint256, market_id: uint256) -> (int
     basis: int256 = 0
     snapshot: int256 = 0
     size, basis, snapshot = staticcall EXCHANGE.position_state(owner, sub_account, market_id)
+    if basis == 0:
+        # a dust position whose cost basis rounded to zero: it can never be profitable
+        return 0, pnl
     pnl_ratio: int256 = fp._floor_div(pnl * IWAD, convert(fp._abs(basis), int256))
     cash: int256 = 0
     equity: int256 = 0

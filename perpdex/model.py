@@ -356,6 +356,8 @@ class LiquidationMixin:
         if size == 0:
             return 0, 0
         basis = self.position(account, market_id).open_notional
+        if basis == 0:  # a dust position whose cost basis rounded to zero
+            return 0, pnl
         pnl_ratio = floor_div(pnl * WAD, abs(basis))
         equity = self.account_view(account).equity
         if equity <= 0:
