@@ -35,6 +35,8 @@ LEVERAGES = (2, 3, 5, 8, 10, 12, 15, 20, 25)
 TRADERS = 24
 COLLATERAL_USD = 10_000
 LP_USD = 3_000_000
+WHALE_USD = 60_000  # a 25x whale long, opened just before the steepest hour of the window
+WHALE_TIME = int(datetime(2020, 3, 12, 9, tzinfo=timezone.utc).timestamp())  # then -18 % in one hour
 console = Console(width=120)
 
 
@@ -115,7 +117,7 @@ def run(steps: int | None = None) -> dict:
             trader = accounts.test_accounts.generate_test_account()
             owner.transfer(trader, 10**18)
             leverage = LEVERAGES[i % len(LEVERAGES)]
-            side = -1 if i % 4 == 3 else 1  # three longs for every short: a long-skewed market
+            side = -1 if i % 3 == 2 else 1  # two longs for every short, in both markets: a long skew
             market, price = (0, btc0) if i % 2 == 0 else (1, eth0)
             d.vault.deposit(0, fund(trader, COLLATERAL_USD, d.vault), sender=trader)
             size = largest_size(d, (trader.address, 0), market, COLLATERAL_USD * leverage / price * side, chain)
@@ -149,6 +151,14 @@ def run(steps: int | None = None) -> dict:
                 if step:
                     chain.pending_timestamp += HOUR
                     publish(btc, eth)
+                if timestamp == WHALE_TIME:
+                    whale = accounts.test_accounts.generate_test_account()
+                    owner.transfer(whale, 10**18)
+                    d.vault.deposit(0, fund(whale, WHALE_USD, d.vault), sender=whale)
+                    size = largest_size(d, (whale.address, 0), 0, WHALE_USD * 25 / btc, chain)
+                    d.exchange.trade(0, 0, size, 2**256 - 1, sender=whale)
+                    traders.append((whale.address, 0))
+                    known.append((whale.address, 0))
                 before = load_model(d, known, chain.blocks.head.timestamp, globals_)  # eth_call's clock
                 at_risk = {a for a in traders if before.is_liquidatable(a)}
                 report = keeper.run_once()
