@@ -124,6 +124,11 @@ def convertToAssets(shares: uint256) -> uint256:
 @external
 @view
 def maxDeposit(receiver: address) -> uint256:
+    """
+    @notice Unlimited, except 0 while the vault is insolvent (shares outstanding, no value).
+    """
+    if self._insolvent(self._total_assets()):
+        return 0
     return max_value(uint256)
 
 
@@ -136,6 +141,8 @@ def previewDeposit(assets: uint256) -> uint256:
 @external
 @view
 def maxMint(receiver: address) -> uint256:
+    if self._insolvent(self._total_assets()):
+        return 0
     return max_value(uint256)
 
 
@@ -183,6 +190,7 @@ def deposit(assets: uint256, receiver: address) -> uint256:
     """
     assert assets > 0, "liquidity vault: zero amount"
     total: uint256 = self._total_assets()
+    assert not self._insolvent(total), "liquidity vault: insolvent, deposits refused"
     received: uint256 = self._pull(assets)
     shares: uint256 = self._to_shares(received, total, False)
     assert shares > 0, "liquidity vault: zero shares"
@@ -198,7 +206,9 @@ def mint(shares: uint256, receiver: address) -> uint256:
     @return Assets paid.
     """
     assert shares > 0, "liquidity vault: zero amount"
-    assets: uint256 = self._to_assets(shares, self._total_assets(), True)
+    total: uint256 = self._total_assets()
+    assert not self._insolvent(total), "liquidity vault: insolvent, deposits refused"
+    assets: uint256 = self._to_assets(shares, total, True)
     received: uint256 = self._pull(assets)
     assert received == assets, "liquidity vault: token took a transfer fee"
     erc20._mint(receiver, shares)
@@ -258,6 +268,16 @@ def _total_assets() -> uint256:
     if value <= 0:
         return 0
     return convert(value, uint256) // SCALE
+
+
+@internal
+@view
+def _insolvent(total: uint256) -> bool:
+    """
+    @dev Shares are outstanding but worth nothing: a deposit now would buy the existing LPs'
+         claim on any recovery for nothing (and the share price math would explode).
+    """
+    return total == 0 and erc20.totalSupply > 0
 
 
 @internal

@@ -668,7 +668,9 @@ class ExchangeModel(LiquidationMixin):
 
     def lp_deposit(self, lp, assets: int) -> int:
         require(assets > 0, "liquidity vault: zero amount")
-        shares = self.lv_to_shares(assets, self.lv_total_assets())
+        total = self.lv_total_assets()
+        require(not (total == 0 and self.lv_supply > 0), "liquidity vault: insolvent, deposits refused")
+        shares = self.lv_to_shares(assets, total)
         require(shares > 0, "liquidity vault: zero shares")
         self.token_balance += assets
         self._credit(LIQUIDITY_VAULT, assets * self.scale)

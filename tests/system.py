@@ -164,8 +164,15 @@ class System:
         amount = self.fund(who, usd)
         with boa.env.prank(who):
             self.usdc.approve(self.liquidity_vault.address, 2**256 - 1)
+        try:
+            expected = self.model._transaction(self.model.lp_deposit, who, amount)
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(who):
+                self.liquidity_vault.deposit(amount, who)
+            raise
+        with boa.env.prank(who):
             shares = self.liquidity_vault.deposit(amount, who)
-        assert shares == self.model.lp_deposit(who, amount)
+        assert shares == expected
         assert self.liquidity_vault.balanceOf(who) == self.model.lv_shares[who]
         return shares
 

@@ -1,0 +1,1011 @@
+"""Stateful invariant fuzzing of the compiled contracts against the reference model.
+
+Three hypothesis state machines drive one boa deployment (tests/system.py) through random
+sequences of user, keeper and admin actions:
+
+1. `TradingMachine`: deposits, withdrawals (too large ones included), trades of random size and
+   side on BTC and ETH by 3 traders x 2 sub-accounts, oracle moves with +-30 % gaps, stale
+   oracle periods, time and funding, gifts to the vault, pause by the guardian.
+2. `LiquidationMachine`: leveraged trading plus price gaps, liquidations (single and batched),
+   donations to the insurance fund, auto-deleveraging on both triggers, surplus withdrawals,
+   and a keeper round after which DESIGN.md invariant 4 (solvency) is checked.
+3. `LiquidityVaultMachine`: LP deposits and redemptions (the open-interest cap included),
+   trading against the vault, price moves, the OI ratio.
+
+Every action runs on the contracts and on `perpdex.model` and is compared to the wei (that is
+what `System` does); a reverting action must revert with the model's reason. After every step
+the `@invariant` checks DESIGN.md invariants 1-3 (`System.check_invariants`) and full
+contract/model parity (`System.assert_system_matches`).
+
+The system is deployed once per module; each example works on a `fresh` snapshot of it (an EVM
+anchor plus a model copy) that is rolled back in `teardown`. Profiles and step counts: see
+tests/fuzz/conftest.py; `tests/fuzz/run_long.py` runs the long profile.
+
+Known defects the fuzzers found are reproduced in tests/fuzz/test_found_bugs.py; where a
+machine has to steer around one to keep exploring, the precondition says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+from collections import Counter
+
+import boa
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from perpdex.fixed_point import WAD, mul_div_up, sign
+from perpdex.model import INSURANCE_FUND, LIQUIDITY_VAULT, ModelRevert
+from system import FEED_DECIMALS, HEARTBEAT, System, fresh
+
+pytestmark = pytest.mark.ignore_isolation
+
+BTC, ETH = 0, 1
+MARKETS = (BTC, ETH)
+INITIAL_PRICE = {BTC: 40_000, ETH: 2_000}
+FEED_TO_WAD = 10 ** (18 - FEED_DECIMALS)
+TOKEN = 10**6  # one USDC in token units
+SCALE = 10**12  # token units -> WAD
+MAX_UINT = 2**256 - 1
+INT256_MAX = 2**255 - 1
+SIZE_LIMIT = {BTC: 5 * WAD, ETH: 100 * WAD}  # scale of random trade sizes
+
+STALE = "oracle: stale price"
+MARGIN_REASONS = ("exchange: insufficient margin", "exchange: trade would leave account bankrupt")
+ADL_ENOUGH = ("liquidator: deficit already covered", "liquidator: PnL factor under target")
+
+# ============================================================================================
+# the deployment, built once per module
+# ============================================================================================
+
+_BASE: System | None = None
+
+
+def base_system() -> System:
+    """BTC-USD at 40,000 and ETH-USD at 2,000 with the default parameters, plus the fuzzers'
+    actors (approvals given once). Nothing else: each machine sets itself up per example."""
+    global _BASE
+    if _BASE is None:
+        eoa = boa.env.eoa
+        s = System()
+        for market_id in MARKETS:
+            s.list_market(market_id, ("BTC-USD", "ETH-USD")[market_id], INITIAL_PRICE[market_id])
+        s.traders = [boa.env.generate_address(f"fuzz_trader{i}") for i in range(3)]
+        s.lps = [boa.env.generate_address(f"fuzz_lp{i}") for i in range(2)]
+        s.keeper = boa.env.generate_address("fuzz_keeper")
+        s.adl_keeper = boa.env.generate_address("fuzz_adl_keeper")
+        s.attacker = boa.env.generate_address("fuzz_attacker")
+        s.donor = boa.env.generate_address("fuzz_donor")
+        for who in [*s.traders, *s.lps, s.donor, s.attacker]:
+            with boa.env.prank(who):
+                s.usdc.approve(s.vault.address, MAX_UINT)
+                s.usdc.approve(s.liquidity_vault.address, MAX_UINT)
+                s.usdc.approve(s.insurance_fund.address, MAX_UINT)
+        with boa.env.prank(s.owner):
+            s.liquidator.set_adl_keeper(s.adl_keeper, True)
+        boa.env.eoa = eoa
+        _BASE = s
+    return _BASE
+
+
+# ============================================================================================
+# actions on contracts and model that System does not provide (token-unit amounts, reverts)
+# ============================================================================================
+
+
+def mint(s: System, who, amount: int) -> None:
+    if amount > 0:
+        with boa.env.prank(s.owner):
+            s.usdc.mint(who, amount)
+
+
+def publish(s: System, market_id: int, index: int) -> None:
+    """A new oracle round at `index` (WAD, a multiple of 1e10), on the feed and the model."""
+    with boa.env.prank(s.owner):
+        s.aggregators[market_id].update_answer(index // FEED_TO_WAD)
+    s.model.index[market_id] = index
+
+
+def deposit(s: System, who, sub: int, amount: int) -> None:
+    """Vault.deposit of `amount` token units; a zero amount must revert as in the model."""
+    mint(s, who, amount)
+    try:
+        expected = s.model.deposit((who, sub), amount)
+    except ModelRevert as revert:
+        with boa.reverts(revert.reason), boa.env.prank(who):
+            s.vault.deposit(sub, amount)
+        raise
+    with boa.env.prank(who):
+        credited = s.vault.deposit(sub, amount)
+    assert credited == expected == amount * SCALE
+    s.accounts.add((who, sub))
+
+
+def lp_deposit(s: System, lp, amount: int) -> int:
+    """LiquidityVault.deposit of `amount` token units; shares == previewDeposit == the model's."""
+    mint(s, lp, amount)
+    try:
+        expected = s.model._transaction(s.model.lp_deposit, lp, amount)
+    except ModelRevert as revert:
+        with boa.reverts(revert.reason), boa.env.prank(lp):
+            s.liquidity_vault.deposit(amount, lp)
+        raise
+    preview = s.liquidity_vault.previewDeposit(amount)
+    with boa.env.prank(lp):
+        shares = s.liquidity_vault.deposit(amount, lp)
+    assert shares == expected == preview
+    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp]
+    return shares
+
+
+def lp_redeem(s: System, lp, shares: int) -> int:
+    """System.lp_redeem plus ERC-4626: what redeem pays is what previewRedeem quoted."""
+    preview = s.liquidity_vault.previewRedeem(shares)
+    before = s.usdc.balanceOf(lp)
+    assets = s.lp_redeem(lp, shares)  # ModelRevert: the contract reverted with the same reason
+    assert assets == preview
+    assert s.usdc.balanceOf(lp) == before + assets
+    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp]
+    return assets
+
+
+def expected_max_redeem(s: System, lp) -> int:
+    """ERC-4626 maxRedeem from the model's state: the LP's shares, capped by the vault's cash
+    and by what keeps open interest within max_oi_ratio x the remaining value."""
+    m = s.model
+    total = m.lv_total_assets()
+    cash = m.cash_of(LIQUIDITY_VAULT)
+    free = 0
+    if cash > 0:
+        locked = mul_div_up(m.open_interest_notional(), WAD, m.max_oi_ratio * m.scale)
+        free = 0 if locked >= total else min(cash // m.scale, total - locked)
+    return min(m.lv_shares.get(lp, 0), m.lv_to_shares(free, total))
+
+
+def refusal(action, *args) -> str:
+    """Run a System action that must be refused; its reason (System has checked that the
+    contract reverted with the model's reason)."""
+    try:
+        action(*args)
+    except ModelRevert as revert:
+        return revert.reason
+    raise AssertionError(f"{action.__name__}{args} was not refused")
+
+
+def size_of(market_id: int, per_mille: int, dust: int) -> int:
+    """A trade size up to SIZE_LIMIT with wei-level dust, so that every rounding path runs."""
+    size = per_mille * SIZE_LIMIT[market_id] // 1_000
+    size = size + dust if size >= 0 else size - dust
+    return size or 1
+
+
+# ============================================================================================
+# the machines
+# ============================================================================================
+
+
+def counted(fn):
+    """Count every executed rule as one step of its machine (for steps per second)."""
+
+    @functools.wraps(fn)
+    def wrapper(self, **kwargs):
+        self.steps += 1
+        self.rule_counts[fn.__name__] += 1
+        self.keepers_just_ran = False
+        return fn(self, **kwargs)
+
+    return wrapper
+
+
+def step(**strategies):
+    """@rule that counts its executions."""
+    return lambda fn: rule(**strategies)(counted(fn))
+
+
+def first_step(**strategies):
+    """@initialize that counts its executions."""
+    return lambda fn: initialize(**strategies)(counted(fn))
+
+
+ACCOUNT = st.integers(0, 5)  # 3 traders x 2 sub-accounts (fewer in LiquidityVaultMachine)
+MARKET = st.sampled_from(MARKETS)
+PER_MILLE = st.integers(-1_000, 1_000)
+DUST = st.integers(0, 10**6)
+# mostly small moves, often gaps of up to +-30 %
+MOVE_BPS = st.one_of(
+    st.integers(-300, 300), st.sampled_from([-3_000, -2_000, -1_000, 1_000, 2_000, 3_000]), st.integers(-3_000, 3_000)
+)
+COLLATERAL = st.one_of(st.integers(1, 100 * TOKEN), st.integers(100 * TOKEN, 50_000 * TOKEN))
+
+
+class PerpdexMachine(RuleBasedStateMachine):
+    """Shared actions (deposit, withdraw, trade, prices, time, pause) and the per-step checks.
+
+    Oracle freshness is tracked here (the model has no notion of it): a market's feed is stale
+    once HEARTBEAT has passed since its last round, and every action that needs that price must
+    then revert with "oracle: stale price" while the model stays put. Only TradingMachine lets
+    time pass without republishing.
+    """
+
+    N_TRADERS = 3
+    SUBS = (0, 1)
+    stats: dict = {}
+
+    def __init__(self):
+        super().__init__()
+        self.started = time.perf_counter()
+        self.steps = 0
+        self.events = Counter()
+        self.rule_counts = Counter()
+        self._eoa = boa.env.eoa
+        self._fresh = fresh(base_system())
+        self.s = self._fresh.__enter__()
+        self.accounts = [(who, sub) for who in self.s.traders[: self.N_TRADERS] for sub in self.SUBS]
+        self.gifts = 0  # token units sent straight to the vault
+        self.keepers_just_ran = False
+        self.updated_at = {m: self.s.aggregators[m].latestRoundData()[3] for m in MARKETS}
+
+    def teardown(self):
+        try:
+            empty = {"steps": 0, "examples": 0, "seconds": 0.0, "events": {}}
+            stats = self.stats.setdefault(type(self).__name__, empty)
+            stats["steps"] += self.steps
+            stats["examples"] += 1
+            stats["seconds"] += time.perf_counter() - self.started
+            for name, count in self.events.items():
+                stats["events"][name] = stats["events"].get(name, 0) + count
+            rules = stats.setdefault("rules", {})
+            for name, count in self.rule_counts.items():
+                rules[name] = rules.get(name, 0) + count
+        finally:
+            self._fresh.__exit__(None, None, None)
+            boa.env.eoa = self._eoa
+
+    # -- the checks after every step ----------------------------------------------------------
+
+    @invariant()
+    def contracts_match_model_and_invariants_hold(self):
+        """DESIGN.md invariants 1-3 from on-chain state and contract/model parity to the wei.
+        While a feed is stale the views that need its price revert, so the check then runs on
+        a throwaway snapshot in which the same prices are republished (state unchanged)."""
+        stale = [m for m in MARKETS if self.is_stale(m)]
+        if not stale:
+            self.s.check_invariants(gifts=self.gifts)
+            self.s.assert_system_matches()
+            return
+        with boa.env.anchor():
+            for m in stale:
+                publish(self.s, m, self.s.model.index[m])
+            self.s.check_invariants(gifts=self.gifts)
+            self.s.assert_system_matches()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def is_stale(self, market_id: int) -> bool:
+        return self.s.now - self.updated_at[market_id] > HEARTBEAT
+
+    def account(self, i: int):
+        return self.accounts[i % len(self.accounts)]
+
+    def publish(self, market_id: int, index: int) -> None:
+        low, high = INITIAL_PRICE[market_id] * WAD // 100, INITIAL_PRICE[market_id] * WAD * 100
+        index = min(max(index, low), high)
+        publish(self.s, market_id, index - index % FEED_TO_WAD)
+        self.updated_at[market_id] = self.s.now
+
+    def refresh_prices(self) -> None:
+        for m in MARKETS:
+            self.publish(m, self.s.model.index[m])
+
+    def trade(self, who, sub: int, market_id: int, size: int, acceptable: int | None = None):
+        """A trade on both sides; a revert must carry the model's reason (System checks it) or,
+        when a price it needs is stale, "oracle: stale price". Returns the fill or None."""
+        s, account = self.s, (who, sub)
+        if acceptable is None:
+            acceptable = MAX_UINT if size > 0 else 0
+        stale_others = [m for m in s.model.open_markets(account) if m != market_id and self.is_stale(m)]
+        if size != 0 and (self.is_stale(market_id) or stale_others):
+            reason = STALE
+            if not self.is_stale(market_id):
+                # the traded market's price is fine: the execution checks come first, the
+                # account's valuation (which reads the stale feeds) after
+                try:
+                    copy.deepcopy(s.model).trade(account, market_id, size, acceptable)
+                except ModelRevert as revert:
+                    if revert.reason not in MARGIN_REASONS:
+                        reason = revert.reason
+            s.accounts.add(account)
+            with boa.reverts(reason), boa.env.prank(who):
+                s.exchange.trade(sub, market_id, size, acceptable)
+            self.events[f"trade refused: {reason}"] += 1
+            return None
+        try:
+            fill = s.trade(who, market_id, size, acceptable, sub_account=sub)
+        except ModelRevert as revert:
+            self.events[f"trade refused: {revert.reason}"] += 1
+            return None
+        self.events["trade"] += 1
+        return fill
+
+    def withdraw(self, who, sub: int, amount: int) -> bool:
+        """Vault.withdraw of `amount` token units on both sides; a refused withdrawal reverts
+        with the model's reason (or the stale-price one) and changes nothing."""
+        s, account = self.s, (who, sub)
+        open_markets = s.model.open_markets(account)
+        if amount > 0 and any(self.is_stale(m) for m in open_markets):
+            with boa.reverts(STALE), boa.env.prank(who):
+                s.vault.withdraw(sub, amount)
+            self.events["withdraw refused: stale price"] += 1
+            return False
+        try:
+            s.model.withdraw(account, amount)  # checks before it changes anything
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(who):
+                s.vault.withdraw(sub, amount)
+            self.events[f"withdraw refused: {revert.reason}"] += 1
+            return False
+        before = s.usdc.balanceOf(who)
+        with boa.env.prank(who):
+            debited = s.vault.withdraw(sub, amount)
+        assert debited == amount * SCALE
+        assert s.usdc.balanceOf(who) == before + amount
+        if open_markets:
+            # DESIGN.md invariant 5: nobody withdraws below the initial requirement
+            _, equity, initial, _ = s.exchange.account_state(who, sub)
+            assert equity >= initial, (equity, initial)
+        self.events["withdraw"] += 1
+        return True
+
+    def levered_size(self, account, market_id: int, side: int, percent: int) -> int:
+        """The size that uses `percent` % of the account's free margin at the initial margin
+        ratio: around 100 % it lands on both sides of "insufficient margin"."""
+        view = self.s.model.account_view(account)
+        free = view.equity - max(view.initial, view.maintenance)
+        if free <= 0:
+            return side * SIZE_LIMIT[market_id] // 100
+        notional = free * WAD // self.s.model.params[market_id].initial_margin_ratio
+        return side * max(notional * WAD // self.s.model.index[market_id] * percent // 100, 1)
+
+    # -- rules --------------------------------------------------------------------------------
+
+    @first_step(amounts=st.lists(st.integers(0, 50_000), min_size=6, max_size=6))
+    def traders_fund_accounts(self, amounts):
+        for (who, sub), usd in zip(self.accounts, amounts):
+            if usd:
+                self.s.deposit(who, usd, sub)
+
+    @step(i=ACCOUNT, amount=st.one_of(st.just(0), COLLATERAL))
+    def deposit(self, i, amount):
+        who, sub = self.account(i)
+        try:
+            deposit(self.s, who, sub, amount)
+        except ModelRevert as revert:
+            assert amount == 0 and revert.reason == "vault: zero amount"
+
+    @step(
+        i=ACCOUNT,
+        mode=st.sampled_from(["percent", "all", "one more", "any", "zero"]),
+        percent=st.integers(1, 100),
+        any_amount=st.integers(1, 10**12),
+    )
+    def withdraw_collateral(self, i, mode, percent, any_amount):
+        who, sub = self.account(i)
+        free = self.s.model.account_view((who, sub)).withdrawable // SCALE  # token units
+        amount = {
+            "percent": free * percent // 100,
+            "all": free,
+            "one more": free + 1,  # always above the free collateral: must be refused
+            "any": any_amount,
+            "zero": 0,
+        }[mode]
+        done = self.withdraw(who, sub, amount)
+        if mode in ("one more", "zero"):
+            assert not done
+
+    @step(i=ACCOUNT, market_id=MARKET, per_mille=PER_MILLE, dust=DUST)
+    def trade_random(self, i, market_id, per_mille, dust):
+        who, sub = self.account(i)
+        self.trade(who, sub, market_id, size_of(market_id, per_mille, dust))
+
+    @step(i=ACCOUNT, market_id=MARKET, side=st.sampled_from([1, -1]), percent=st.integers(30, 130))
+    def trade_levered(self, i, market_id, side, percent):
+        """Open or add up to (and past) the initial margin limit."""
+        account = self.account(i)
+        self.trade(*account, market_id, self.levered_size(account, market_id, side, percent))
+
+    @step(i=ACCOUNT, market_id=MARKET, per_mille=PER_MILLE, dust=DUST, slack=st.integers(-2, 2))
+    def trade_with_slippage_bound(self, i, market_id, per_mille, dust, slack):
+        """acceptable_price a few wei around the quoted fill: the bound is exact."""
+        who, sub = self.account(i)
+        s = self.s
+        size = size_of(market_id, per_mille, dust)
+        try:
+            quote = s.model.fill_price(market_id, size)
+        except ModelRevert:
+            quote = s.model.index[market_id]
+        else:
+            if not self.is_stale(market_id):
+                assert s.exchange.fill_price(market_id, size) == quote  # the quoting view
+        acceptable = max(quote + slack if size > 0 else quote - slack, 0)
+        fill = self.trade(who, sub, market_id, size, acceptable)
+        if fill is not None:
+            assert fill.fill_price == quote
+            assert slack >= 0
+
+    @step(i=ACCOUNT, market_id=MARKET, extra=st.integers(0, 1_000))
+    def close_or_flip(self, i, market_id, extra):
+        """Close a position exactly or flip it to the other side (open one if there is none)."""
+        who, sub = self.account(i)
+        size = self.s.model.position((who, sub), market_id).size
+        flip = sign(size) * extra * SIZE_LIMIT[market_id] // 1_000
+        if size:
+            fill = self.trade(who, sub, market_id, -size - flip)
+            if fill is not None:
+                assert self.s.exchange.position_state(who, sub, market_id)[0] == -flip
+        else:
+            self.trade(who, sub, market_id, flip or SIZE_LIMIT[market_id] // 10)
+
+    @step(market_id=MARKET, bps=MOVE_BPS)
+    def move_price(self, market_id, bps):
+        self.publish(market_id, self.s.model.index[market_id] * (10_000 + bps) // 10_000)
+
+    @step(paused=st.sampled_from([False, False, True]))
+    def guardian_pauses(self, paused):
+        """The guardian switches reduce-only mode; nobody else can."""
+        s = self.s
+        with boa.reverts("exchange: caller is not the guardian"), boa.env.prank(s.attacker):
+            s.exchange.set_paused(not paused)
+        with boa.env.prank(s.owner):  # System.owner is the guardian
+            s.exchange.set_paused(paused)
+        s.model.paused = paused
+        assert s.exchange.paused() == paused
+
+
+class TradingMachine(PerpdexMachine):
+    """Trading and funding with oracle faults: prices move and gap, time passes (funding
+    accrues), feeds go stale, the guardian pauses; anyone may gift tokens to the vault."""
+
+    @first_step(lp=st.integers(100_000, 2_000_000))
+    def lp_capital(self, lp):
+        self.s.lp_deposit(self.s.lps[0], lp)
+
+    @step(seconds=st.integers(1, HEARTBEAT - 1), republish=st.booleans())
+    def time_passes(self, seconds, republish):
+        """Funding accrues; without a new round the feeds eventually go stale."""
+        self.s.warp(seconds)
+        if republish:
+            self.refresh_prices()
+
+    @step(market_id=st.one_of(MARKET, st.none()))
+    def keeper_publishes(self, market_id):
+        """The price pusher republishes the current price of one market or of all."""
+        for m in MARKETS if market_id is None else (market_id,):
+            self.publish(m, self.s.model.index[m])
+
+    @step(seconds=st.integers(HEARTBEAT + 1, 4 * HEARTBEAT), i=ACCOUNT, market_id=MARKET, per_mille=PER_MILLE)
+    def stale_period(self, seconds, i, market_id, per_mille):
+        """Time passes the heartbeat with no new round: every price-dependent action reverts
+        with the oracle's reason (until a new round, the other rules check the same of trades
+        and withdrawals, and that deposits and position-free withdrawals keep working)."""
+        s = self.s
+        s.warp(seconds)
+        for m in MARKETS:
+            with boa.reverts(STALE):
+                s.exchange.index_price(m)
+            with boa.reverts(STALE):
+                s.exchange.touch_market(m)
+        who, sub = self.account(i)
+        self.trade(who, sub, market_id, size_of(market_id, per_mille, 0))  # reverts: stale
+
+    @step(market_id=MARKET)
+    def touch_market(self, market_id):
+        """Anyone accrues a market's funding (settling the liquidity vault's share)."""
+        s = self.s
+        if self.is_stale(market_id):
+            with boa.reverts(STALE), boa.env.prank(s.attacker):
+                s.exchange.touch_market(market_id)
+            return
+        with boa.env.prank(s.attacker):
+            s.exchange.touch_market(market_id)
+        s.model._accrue(market_id)
+
+    @step(amount=st.integers(1, 10_000 * TOKEN))
+    def gift_to_vault(self, amount):
+        """A plain token transfer to the vault credits nobody (invariant 1 allows the surplus)."""
+        s = self.s
+        mint(s, s.donor, amount)
+        with boa.env.prank(s.donor):
+            s.usdc.transfer(s.vault.address, amount)
+        self.gifts += amount
+
+
+class LiquidationMachine(PerpdexMachine):
+    """Liquidation, the insurance fund and ADL: leveraged traders, price gaps, keepers that
+    liquidate (and must be refused for healthy accounts), ADL on both triggers with correctly
+    ranked targets (and every wrong call refused), donations and surplus withdrawals.
+
+    Feeds never go stale here: time passing republishes the prices."""
+
+    @first_step(
+        lp=st.integers(20_000, 500_000),
+        insurance=st.one_of(st.just(0), st.integers(0, 30_000)),
+        keeper_floor=st.integers(0, 20),
+        btc_slice=st.integers(1, 4),
+    )
+    def setup(self, lp, insurance, keeper_floor, btc_slice):
+        """The liquidity vault's capital, the insurance fund, the keeper reward floor and the
+        BTC liquidation slice (ETH closes in one piece)."""
+        s = self.s
+        s.lp_deposit(s.lps[0], lp)
+        if insurance:
+            s.donate(s.donor, insurance)
+        s.set_globals(keeper_min_reward=keeper_floor * WAD)
+        s.set_market_params(BTC, max_liquidation_size=btc_slice * WAD)
+
+    @step(seconds=st.integers(1, 12 * HEARTBEAT))
+    def time_passes(self, seconds):
+        self.s.warp(seconds)
+        self.refresh_prices()
+
+    @step(
+        i=ACCOUNT,
+        market_id=MARKET,
+        side=st.sampled_from([1, -1]),
+        percent=st.integers(50, 100),
+        gap_bps=st.integers(300, 3_000),
+        against=st.booleans(),
+    )
+    def levered_trader_hit_by_gap(self, i, market_id, side, percent, gap_bps, against):
+        """A trader goes close to 20x, then the market gaps (against the position, or in its
+        favour, which pushes the opposite side and the liquidity vault into loss)."""
+        account = self.account(i)
+        self.trade(*account, market_id, self.levered_size(account, market_id, side, percent))
+        move = -side * gap_bps if against else side * gap_bps
+        self.publish(market_id, self.s.model.index[market_id] * (10_000 + move) // 10_000)
+
+    # -- liquidation --------------------------------------------------------------------------
+
+    def liquidate(self, who, sub: int) -> bool:
+        """Keeper liquidation of one account: refused ("account healthy") exactly when the
+        account is healthy; never refused otherwise."""
+        s = self.s
+        liquidatable = s.liquidator.is_liquidatable(who, sub)
+        assert liquidatable == s.model.is_liquidatable((who, sub))
+        _, equity, _, maintenance = s.exchange.account_state(who, sub)
+        skews = {m: s.model.markets[m].skew for m in MARKETS}
+        sizes = {m: s.model.position((who, sub), m).size for m in MARKETS}
+        try:
+            result = s.liquidate(s.keeper, who, sub)
+        except ModelRevert as revert:
+            assert not liquidatable, f"liquidation of an unhealthy account refused: {revert.reason}"
+            assert revert.reason == "liquidator: account healthy"
+            self.events["liquidation refused: healthy"] += 1
+            return False
+        assert liquidatable  # no wrongful action: a healthy account is never liquidated
+        (event,) = [e for e in s.last_logs if type(e).__name__ == "Liquidation"]
+        assert event.keeper_reward == result.keeper_reward and event.penalty == result.penalty
+        self.events["liquidation" if result.fully_closed else "liquidation slice"] += 1
+        if result.uncovered:
+            self.events["bankruptcy, uncovered"] += 1
+        elif result.covered_by_insurance:
+            self.events["bankruptcy, covered by insurance"] += 1
+        if not result.fully_closed and event.keeper_reward <= event.penalty:
+            # "each slice leaves the account healthier" (docs/DECISIONS.md: tested, not
+            # asserted on-chain). It holds when every close moved its market's skew towards
+            # zero (the fill is then no worse than the closing impact the maintenance
+            # requirement reserves) and the keeper floor did not raise the charge above the
+            # penalty.
+            if all(sizes[m] == 0 or sign(skews[m]) == sign(sizes[m]) for m in MARKETS):
+                _, equity_after, _, maintenance_after = s.exchange.account_state(who, sub)
+                assert equity_after - maintenance_after > equity - maintenance
+        return True
+
+    @step(i=ACCOUNT)
+    def keeper_liquidates(self, i):
+        self.liquidate(*self.account(i))
+
+    @step(picks=st.lists(ACCOUNT, max_size=8))
+    def keeper_liquidates_batch(self, picks):
+        """liquidate_many over any accounts (healthy ones, repeats and an empty account
+        included): only the unhealthy are touched."""
+        s = self.s
+        batch = [self.account(i) for i in picks] + [(s.attacker, 7)]
+
+        def positions(a):
+            return [tuple(s.exchange.position_state(*a, m)) for m in MARKETS]
+
+        before = {a: (s.liquidator.is_liquidatable(*a), s.vault.cash(*a), positions(a)) for a in batch}
+        count = s.liquidate_many(s.keeper, batch)
+        (event,) = [e for e in s.last_logs if type(e).__name__ == "LiquidationBatch"]
+        assert (event.checked, event.liquidated) == (len(batch), count)
+        unhealthy = {a for a, (liquidatable, _, _) in before.items() if liquidatable}
+        assert count >= len(unhealthy)
+        for a, (liquidatable, cash, held) in before.items():
+            if not liquidatable:
+                assert s.vault.cash(*a) == cash
+                assert positions(a) == held
+        self.events["liquidate_many"] += 1
+        self.events["liquidate_many: liquidated"] += count
+
+    # -- insurance fund -----------------------------------------------------------------------
+
+    @step(amount=st.integers(1, 20_000))
+    def donate(self, amount):
+        before = self.s.vault.insurance_cash()
+        assert self.s.donate(self.s.donor, amount) == amount * TOKEN
+        assert self.s.vault.insurance_cash() == before + amount * TOKEN * SCALE
+
+    @step(
+        target_usd=st.integers(0, 50_000),
+        mode=st.sampled_from(["percent", "all", "one more", "zero"]),
+        percent=st.integers(1, 100),
+    )
+    def owner_withdraws_surplus(self, target_usd, mode, percent):
+        """Only the owner, and only the surplus above the target."""
+        s, fund = self.s, self.s.insurance_fund
+        with boa.env.prank(s.owner):
+            fund.set_target(target_usd * WAD)
+        cash = s.model.cash_of(INSURANCE_FUND)
+        surplus = max(cash - target_usd * WAD, 0) // SCALE
+        assert fund.surplus() == surplus
+        amount = {"percent": surplus * percent // 100, "all": surplus, "one more": surplus + 1, "zero": 0}[mode]
+        with boa.reverts("ownable: caller is not the owner"), boa.env.prank(s.attacker):
+            fund.withdraw_surplus(s.attacker, max(amount, 1))
+        if amount == 0:
+            with boa.reverts("insurance fund: zero amount"), boa.env.prank(s.owner):
+                fund.withdraw_surplus(s.owner, amount)
+            return
+        if amount > surplus:
+            with boa.reverts("insurance fund: below target"), boa.env.prank(s.owner):
+                fund.withdraw_surplus(s.owner, amount)
+            return
+        before = s.usdc.balanceOf(s.owner)
+        with boa.env.prank(s.owner):
+            fund.withdraw_surplus(s.owner, amount)
+        s.model.token_balance -= amount
+        s.model._credit(INSURANCE_FUND, -amount * SCALE)
+        assert s.usdc.balanceOf(s.owner) == before + amount
+        assert s.vault.insurance_cash() >= target_usd * WAD
+        self.events["insurance surplus withdrawn"] += 1
+
+    # -- auto-deleveraging --------------------------------------------------------------------
+
+    def adl_trigger(self, market_id: int) -> tuple[int, int]:
+        """(trigger, side of the targets): 1 = uncovered deficit, 2 = PnL factor, 0 = none."""
+        m = self.s.model
+        if m.uncovered_deficit.get(market_id, 0) > 0:
+            return 1, -m.deficit_side[market_id]
+        if m.pnl_factor(market_id) > m.max_pnl_factor:
+            return 2, sign(m.markets[market_id].skew)
+        return 0, 0
+
+    def bankrupt_account(self):
+        """A known account that went bankrupt: no position and negative cash."""
+        s = self.s
+        owing = [a for a in sorted(s.accounts) if s.model.cash_of(a) < 0 and not s.model.open_markets(a)]
+        return min(owing, key=s.model.cash_of) if owing else None
+
+    def ranked(self, market_id: int, side: int) -> list[tuple[int, tuple, int]]:
+        """Profitable positions on `side`, by `liquidator.adl_score` descending:
+        [(score, account, size)]. The on-chain score must equal the model's."""
+        s, out = self.s, []
+        for account in self.accounts:
+            size = s.model.position(account, market_id).size
+            if size == 0 or sign(size) != side:
+                continue
+            score = s.liquidator.adl_score(*account, market_id)
+            model_score, pnl = s.model.adl_score(account, market_id)
+            assert score == model_score
+            if pnl > 0:
+                out.append((score, account, size))
+        out.sort(key=lambda t: -t[0])
+        return out
+
+    def feasible_prefix(self, market_id: int, targets: list, bankrupt) -> list:
+        """The longest prefix of correctly ranked targets that does not run past the goal (the
+        deficit covered, or the PnL factor under target): what a careful ADL keeper sends.
+        The model must accept every such prefix."""
+        chosen = []
+        for target in targets:
+            trial = copy.deepcopy(self.s.model)
+            try:
+                trial.auto_deleverage(market_id, chosen + [target], bankrupt or (None, 0))
+            except ModelRevert as revert:
+                assert revert.reason in ADL_ENOUGH, f"a correctly ranked ADL call refused: {revert.reason}"
+                break
+            chosen.append(target)
+        return chosen
+
+    def execute_adl(self, market_id: int, targets: list, bankrupt, trigger: int, side: int) -> None:
+        """Run a correctly ranked ADL (it must be accepted) and audit its events."""
+        s = self.s
+        index = s.exchange.index_price(market_id)
+        s.auto_deleverage(s.adl_keeper, market_id, targets, bankrupt or (None, 0))
+        events = [e for e in s.last_logs if type(e).__name__ == "AutoDeleveraged"]
+        assert len(events) == len(targets)
+        previous = INT256_MAX
+        for e, ((owner, sub), amount) in zip(events, targets):
+            assert (e.owner, e.sub_account, e.market_id, e.trigger) == (owner, sub, market_id, trigger)
+            assert e.size_closed == -side * amount and e.price == index  # at the index
+            assert e.score <= previous  # non-increasing ranking
+            previous = e.score
+            assert e.haircut <= max(e.realized_pnl, 0)  # never more than the profit
+            if trigger == 2:
+                assert e.haircut == 0
+        if trigger == 1:
+            assert s.vault.cash(*bankrupt) <= 0  # made whole at most, never paid a profit
+        self.events[f"ADL trigger {trigger}"] += 1
+
+    @precondition(lambda self: any(self.adl_trigger(m)[0] for m in MARKETS))
+    @step(market_pick=st.integers(0, 1), percents=st.lists(st.integers(1, 100), min_size=6, max_size=6))
+    def adl_keeper_deleverages(self, market_pick, percents):
+        """An ADL keeper closes the top-ranked profitable positions (random parts of each) of a
+        market where a trigger holds; the contract must accept the correctly ranked call."""
+        markets = [m for m in MARKETS if self.adl_trigger(m)[0]]
+        market_id = markets[market_pick % len(markets)]
+        trigger, side = self.adl_trigger(market_id)
+        bankrupt = self.bankrupt_account() if trigger == 1 else None
+        ranked = self.ranked(market_id, side)
+        if trigger == 1 and bankrupt is None:
+            # the deficit's debtor repaid it: nobody can be credited, every call is refused
+            if ranked:
+                s = self.s
+                reason = refusal(s.auto_deleverage, s.adl_keeper, market_id, [(ranked[0][1], 1)], (s.attacker, 0))
+                assert reason == "liquidator: account not bankrupt"
+            self.events["ADL impossible: no bankrupt account"] += 1
+            return
+        targets = [(a, max(abs(size) * p // 100, 1)) for (_, a, size), p in zip(ranked, percents)]
+        chosen = self.feasible_prefix(market_id, targets, bankrupt)
+        if not chosen:
+            self.events["ADL impossible: no profitable target"] += 1
+            return
+        self.execute_adl(market_id, chosen, bankrupt, trigger, side)
+
+    @step(market_id=MARKET, kind=st.integers(0, 10**6), i=ACCOUNT)
+    def adl_refused(self, market_id, kind, i):
+        """Every wrong ADL call is refused with its reason: no trigger, not an ADL keeper, a
+        solvent 'bankrupt' account, the wrong side, a losing position, targets out of order, a
+        bad size."""
+        s = self.s
+        trigger, side = self.adl_trigger(market_id)
+        account = self.account(i)
+        size = s.model.position(account, market_id).size
+        cases = [("liquidator: caller is not an ADL keeper", None)]
+        if trigger == 0:
+            cases.append(("liquidator: no ADL trigger", [(account, max(abs(size), 1))]))
+        else:
+            bankrupt = self.bankrupt_account() if trigger == 1 else None
+            ranked = self.ranked(market_id, side)
+            if trigger == 1:
+                solvent = next((a for a in self.accounts if s.model.cash_of(a) >= 0), None)
+                if solvent is not None:
+                    cases.append(("liquidator: account not bankrupt", [(account, 1)], solvent))
+            if trigger == 2 or bankrupt is not None:
+                if size == 0 or sign(size) != side:
+                    cases.append(("liquidator: target on the wrong side", [(account, max(abs(size), 1))], bankrupt))
+                elif s.model.adl_score(account, market_id)[1] <= 0:
+                    cases.append(("liquidator: target not profitable", [(account, abs(size))], bankrupt))
+                else:
+                    cases.append(("liquidator: bad ADL size", [(account, abs(size) + 1)], bankrupt))
+                distinct = [r for r in ranked if r[0] < ranked[0][0]] if ranked else []
+                if distinct:
+                    # the lower-ranked one first, closing 1 wei so that the goal is not met
+                    low, high = distinct[0][1], ranked[0][1]
+                    cases.append(("liquidator: targets out of order", [(low, 1), (high, 1)], bankrupt))
+        reason, targets, *rest = cases[kind % len(cases)]
+        if targets is None:
+            with boa.reverts(reason), boa.env.prank(s.attacker):
+                s.liquidator.auto_deleverage(market_id, [(account[0], account[1], 1)], account[0], account[1])
+        else:
+            bankrupt = (rest[0] if rest else None) or (None, 0)
+            assert refusal(s.auto_deleverage, s.adl_keeper, market_id, targets, bankrupt) == reason
+        self.events["ADL refused"] += 1
+
+    # -- keepers and solvency -----------------------------------------------------------------
+
+    @step()
+    def keepers_run(self):
+        """Liquidate every liquidatable account (slices included), then ADL while a trigger
+        holds and a correctly ranked call can make progress; repeat until nothing moves."""
+        s = self.s
+        for _ in range(100):
+            progress = False
+            while True:
+                due = [a for a in self.accounts if s.liquidator.is_liquidatable(*a)]
+                assert due == [a for a in self.accounts if s.model.is_liquidatable(a)]
+                if not due:
+                    break
+                assert s.liquidate_many(s.keeper, due) == len(due)
+                self.events["keepers: liquidated"] += len(due)
+                progress = True
+            for market_id in MARKETS:
+                for _ in range(10):
+                    trigger, side = self.adl_trigger(market_id)
+                    bankrupt = self.bankrupt_account() if trigger == 1 else None
+                    if trigger == 0 or (trigger == 1 and bankrupt is None):
+                        break
+                    targets = [(a, abs(size)) for _, a, size in self.ranked(market_id, side)]
+                    chosen = self.feasible_prefix(market_id, targets, bankrupt)
+                    if not chosen:
+                        break
+                    self.execute_adl(market_id, chosen, bankrupt, trigger, side)
+                    progress = True
+            if not progress:
+                break
+        else:
+            raise AssertionError("keepers did not converge")
+        self.keepers_just_ran = True
+
+    @precondition(lambda self: self.keepers_just_ran)
+    @invariant()
+    def solvent_after_keepers(self) -> None:
+        """DESIGN.md invariant 4, once the keepers have acted: no known account is left with
+        negative equity except bankrupt ones (no position, the debt is their cash) whose debt is
+        recorded as uncovered deficit, and every positive claim (the traders' equity, the
+        liquidity vault's value, the insurance fund and the fee receiver) is covered by the
+        vault's token balance, save the recorded deficit and a loss of the liquidity vault
+        beyond its capital (counted as an event; see the report on LV insolvency).
+
+        Claims are valued as equity, not cash: a trader's negative cash can be backed by its
+        unrealized profit, and the funding pool's cash by funding that payers have not settled
+        yet. Rounding (PnL floored, funding charged up) only makes the claims smaller."""
+        s = self.s
+        uncovered = sum(s.liquidator.uncovered_deficit(m) for m in MARKETS)
+        bankrupt_debt = claims = 0
+        for who, sub in sorted(s.accounts):
+            cash, equity, _, maintenance = s.exchange.account_state(who, sub)
+            positions = s.exchange.open_markets(who, sub)
+            assert not (positions and equity < maintenance), f"{(who, sub)} still liquidatable"
+            if equity < 0:
+                assert positions == 0 and cash == equity, f"{(who, sub)} has negative equity"
+                bankrupt_debt += -cash
+            claims += max(equity, 0)
+        assert bankrupt_debt <= uncovered, (bankrupt_debt, uncovered)
+        lv_value = s.exchange.liquidity_vault_value()
+        insurance, fees = s.vault.insurance_cash(), s.vault.fee_cash()
+        assert insurance >= 0 and fees >= 0
+        claims += max(lv_value, 0) + insurance + fees
+        lv_shortfall = max(-lv_value, 0)
+        balance = s.usdc.balanceOf(s.vault.address) * SCALE
+        assert claims <= balance + uncovered + lv_shortfall, (claims, balance, uncovered, lv_shortfall)
+        if uncovered:
+            self.events["keepers: deficit left uncovered"] += 1
+        if lv_shortfall:
+            self.events["keepers: liquidity vault value negative"] += 1
+
+
+class LiquidityVaultMachine(PerpdexMachine):
+    """The liquidity vault: LPs deposit and redeem (refused when the open-interest cap or the
+    vault's cash does not allow it), traders trade against it, prices move, funding accrues,
+    the owner changes the open-interest ratio."""
+
+    N_TRADERS = 2
+    LP = st.integers(0, 1)
+    LP_AMOUNT = st.one_of(st.integers(0, 1_000), st.integers(1_000 * TOKEN, 500_000 * TOKEN))
+
+    @first_step(amount=st.integers(10_000 * TOKEN, 500_000 * TOKEN))
+    def first_lp(self, amount):
+        lp_deposit(self.s, self.s.lps[0], amount)
+
+    @step(seconds=st.integers(1, 12 * HEARTBEAT))
+    def time_passes(self, seconds):
+        self.s.warp(seconds)
+        self.refresh_prices()
+
+    def deposits_are_sound(self) -> bool:
+        """KNOWN BUGS (tests/fuzz/test_found_bugs.py): while totalAssets() is 0 with shares
+        outstanding (the vault's value is not positive), a deposit mints about
+        assets x totalSupply shares - it takes over the vault, and after a few such deposits
+        the contract overflows where the model does not. The LP-deposit rules stay out of that
+        state until it is fixed; drop this precondition then."""
+        m = self.s.model
+        return m.lv_supply == 0 or m.lv_total_assets() > 0
+
+    @precondition(deposits_are_sound)
+    @step(j=LP, amount=LP_AMOUNT)
+    def lp_deposits(self, j, amount):
+        """An LP deposit; the other LP's shares lose no value by it (no dilution)."""
+        s, lp, other = self.s, self.s.lps[j], self.s.lps[1 - j]
+        other_value = s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(other))
+        try:
+            lp_deposit(s, lp, amount)
+        except ModelRevert as revert:
+            assert amount == 0 or revert.reason == "liquidity vault: zero shares", revert.reason
+            self.events[f"LP deposit refused: {revert.reason}"] += 1
+            return
+        assert s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(other)) >= other_value
+        self.events["LP deposit"] += 1
+
+    @step(j=LP, mode=st.sampled_from(["percent", "all", "max", "one more"]), percent=st.integers(1, 100))
+    def lp_redeems(self, j, mode, percent):
+        """Redeem part, all, exactly maxRedeem, or more than held. maxRedeem (ERC-4626) matches
+        the model and is always redeemable."""
+        s, lp = self.s, self.s.lps[j]
+        held = s.model.lv_shares.get(lp, 0)
+        max_redeem = s.liquidity_vault.maxRedeem(lp)
+        assert max_redeem == expected_max_redeem(s, lp)
+        shares = {"percent": held * percent // 100, "all": held, "max": max_redeem, "one more": held + 1}[mode]
+        try:
+            lp_redeem(s, lp, shares)
+        except ModelRevert as revert:
+            self.events[f"LP redeem refused: {revert.reason}"] += 1
+            if mode == "max" and shares and s.liquidity_vault.previewRedeem(shares):
+                raise AssertionError(f"redeeming maxRedeem refused: {revert.reason}") from None
+            if mode == "one more":
+                assert revert.reason in ("erc20: burn amount exceeds balance", "liquidity vault: zero assets")
+            return
+        assert mode != "one more"
+        self.events["LP redeem"] += 1
+
+    @precondition(deposits_are_sound)
+    @step(j=LP, amount=st.integers(1, 200_000 * TOKEN))
+    def lp_round_trip(self, j, amount):
+        """Deposit and redeem the same shares at once: never get back more than was paid."""
+        s, lp = self.s, self.s.lps[j]
+        try:
+            shares = lp_deposit(s, lp, amount)
+        except ModelRevert:
+            self.events["LP round trip: deposit refused"] += 1
+            return
+        try:
+            assets = lp_redeem(s, lp, shares)
+        except ModelRevert as revert:
+            self.events[f"LP round trip: redeem refused: {revert.reason}"] += 1
+            return
+        assert assets <= amount
+        self.events["LP round trip"] += 1
+
+    @step(ratio_bps=st.one_of(st.integers(1_000, 1_000_000), st.sampled_from([999, 1_000_001])))
+    def owner_sets_oi_ratio(self, ratio_bps):
+        """max_oi_ratio within [0.1x, 100x]; outside the bounds refused."""
+        s = self.s
+        ratio = ratio_bps * WAD // 10_000
+        with boa.reverts("ownable: caller is not the owner"), boa.env.prank(s.attacker):
+            s.liquidity_vault.set_max_oi_ratio(ratio)
+        if not WAD // 10 <= ratio <= 100 * WAD:
+            with boa.reverts("liquidity vault: ratio out of bounds"), boa.env.prank(s.owner):
+                s.liquidity_vault.set_max_oi_ratio(ratio)
+            return
+        with boa.env.prank(s.owner):
+            s.liquidity_vault.set_max_oi_ratio(ratio)
+        s.model.max_oi_ratio = ratio
+        assert s.liquidity_vault.max_oi_ratio() == ratio
+
+
+# ============================================================================================
+# the tests
+# ============================================================================================
+
+
+def run_machine(machine: type[PerpdexMachine], fuzz_settings, fuzz_stats) -> None:
+    machine.stats = fuzz_stats
+    base_system()  # deploy once, outside the timed run
+    started = time.perf_counter()
+    try:
+        run_state_machine_as_test(machine, settings=fuzz_settings)
+    finally:
+        stats = fuzz_stats.get(machine.__name__)
+        if stats is not None:
+            stats["wall_seconds"] = stats.get("wall_seconds", 0.0) + time.perf_counter() - started
+
+
+def test_trading_and_funding(fuzz_settings, fuzz_stats):
+    run_machine(TradingMachine, fuzz_settings, fuzz_stats)
+
+
+def test_liquidation_insurance_and_adl(fuzz_settings, fuzz_stats):
+    run_machine(LiquidationMachine, fuzz_settings, fuzz_stats)
+
+
+def test_liquidity_vault(fuzz_settings, fuzz_stats):
+    run_machine(LiquidityVaultMachine, fuzz_settings, fuzz_stats)
