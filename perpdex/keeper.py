@@ -41,12 +41,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from perpdex.deploy import Deployment
+from perpdex.snapshot import market_params
 from perpdex.fixed_point import WAD, ceil_div, sign
 from perpdex.model import (
     LIQUIDITY_VAULT,
     ExchangeModel,
     GlobalParams,
-    MarketParams,
     MarketState,
     ModelRevert,
     Position,
@@ -216,10 +216,6 @@ class Snapshot:
         with a skew."""
         return all(m in self.model.index for m, s in self.model.markets.items() if s.skew != 0)
 
-
-def market_params(raw) -> MarketParams:
-    """The on-chain MarketParams struct as the model's dataclass."""
-    return MarketParams(**{name: int(getattr(raw, name)) for name in MarketParams.__dataclass_fields__})
 
 
 def states_from_model(model: ExchangeModel) -> dict[AccountKey, AccountState]:
