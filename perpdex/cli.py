@@ -1,7 +1,8 @@
 """The wallet behind `ape run trade`: deposits, trades, positions, LP shares, market reports.
 
 `scripts/trade.py` parses the command line and calls the functions here, which take a
-`Deployment` (see `load_deployment`) and an ape account, and work without the command line.
+`Deployment` (from a manifest by `perpdex.deploy.load_deployment`) and an ape account, and work
+without the command line.
 Amounts a person types are USD or base units in decimal notation; they are converted exactly
 (never through floats) to token units or WAD, and refused when they carry more decimals than
 the chain can represent. Reverts surface as `CliError` with the contract's reason in plain words,
@@ -10,13 +11,11 @@ e.g. "Rejected by the exchange: insufficient margin".
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import click
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perpdex.config import MarketConfig
-from perpdex.deploy import CORE_CONTRACTS, DEPLOYMENTS_DIR, Deployment, manifest_path
+from perpdex.deploy import Deployment
 from perpdex.fixed_point import WAD
 from perpdex.model import FUNDING_PERIOD, MarketParams
 
@@ -35,9 +34,6 @@ if TYPE_CHECKING:
 YEAR = 365 * 24 * 3600
 FUNDING_PERIODS_PER_YEAR = YEAR // FUNDING_PERIOD  # 1,095 periods of 8 h
 DEFAULT_SLIPPAGE = Decimal("0.5")  # percent
-# contract types whose name is not the CamelCase of the manifest key
-CONTRACT_TYPES = {"collateral": "MockUSDC", "oracle": "IndexOracle"}
-REQUIRED_CONTRACTS = ("collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund")
 # reason-string namespace ("exchange: ...") -> who rejected it, in words
 REJECTERS = {
     "liquidity vault": "the liquidity vault",
@@ -177,101 +173,8 @@ def contract_errors() -> Iterator[None]:
 
 
 # =============================================================================================
-# DEPLOYMENT
+# MARKETS
 # =============================================================================================
-
-
-def contract_type_name(key: str) -> str:
-    """Manifest key -> contract type: 'liquidity_vault' -> 'LiquidityVault'."""
-    if key in CONTRACT_TYPES:
-        return CONTRACT_TYPES[key]
-    if key.startswith("aggregator_"):
-        return "MockAggregator"
-    return "".join(part.capitalize() for part in key.split("_"))
-
-
-def default_manifest() -> Path:
-    """deployments/<chain_id>.json of the connected chain."""
-    from ape import chain
-
-    return manifest_path(chain.chain_id, DEPLOYMENTS_DIR)
-
-
-def _at(contract_type: str, address: str) -> ContractInstance:
-    from ape import chain, project
-
-    if len(chain.provider.get_code(address)) == 0:
-        raise CliError(
-            f"no {contract_type} at {address} on chain {chain.chain_id}: the manifest is stale "
-            "(a restarted devnet?); deploy again with `ape run deploy`"
-        )
-    return getattr(project, contract_type).at(address)
-
-
-def _feed_answer(aggregator: ContractInstance | None) -> Decimal:
-    """An aggregator's latest answer in USD (0 without aggregator or round)."""
-    if aggregator is None:
-        return Decimal(0)
-    return Decimal(int(aggregator.latestRoundData()[1])).scaleb(-int(aggregator.decimals()))
-
-
-def _market_config(
-    exchange: ContractInstance, oracle: ContractInstance, entry: dict, aggregator: ContractInstance | None
-) -> MarketConfig:
-    """A listed market as configured on chain (the manifest only records id and symbol).
-
-    The manifest does not record the price that seeded the feeds: `initial_price` is the
-    first feed's answer when the deployment is loaded.
-    """
-    market_id = int(entry["id"])
-    onchain = exchange.market_params(market_id)
-    params = MarketParams(**{name: int(getattr(onchain, name)) for name in MarketParams.__dataclass_fields__})
-    feeds = oracle.feeds(market_id)
-    return MarketConfig(
-        id=market_id,
-        symbol=entry["symbol"],
-        initial_price=_feed_answer(aggregator),
-        heartbeat=int(feeds[0].heartbeat) if feeds else 0,
-        max_deviation=int(oracle.max_deviation(market_id)),
-        params=params,
-    )
-
-
-def load_deployment(path: Path | str | None = None) -> Deployment:
-    """Handles to a deployed perpdex from its manifest (deployments/<chain_id>.json by default).
-
-    Needs a connected provider on the manifest's chain; every address is checked for code.
-    """
-    from ape import chain
-
-    path = Path(path) if path else default_manifest()
-    if not path.exists():
-        raise CliError(f"no deployment manifest at {path}: deploy first with `ape run deploy`")
-    manifest = json.loads(path.read_text())
-    if int(manifest.get("chain_id", -1)) != chain.chain_id:
-        raise CliError(f"{path} is for chain {manifest.get('chain_id')}, connected to chain {chain.chain_id}")
-    recorded = manifest.get("contracts", {})
-    missing = [name for name in REQUIRED_CONTRACTS if name not in recorded]
-    if missing:
-        raise CliError(f"{path} is incomplete (missing {', '.join(missing)}): run `ape run deploy` again")
-    contracts = {
-        name: _at(contract_type_name(name), recorded[name]["address"]) if name in recorded else None
-        for name in CORE_CONTRACTS
-    }
-    aggregators = {
-        int(m["id"]): [_at("MockAggregator", address) for address in m.get("aggregators", [])]
-        for m in manifest.get("markets", [])
-    }
-    markets = [
-        _market_config(contracts["exchange"], contracts["oracle"], m, (aggregators[int(m["id"])] or [None])[0])
-        for m in manifest.get("markets", [])
-    ]
-    wanted = {f.name for f in fields(Deployment)}
-    return Deployment(
-        **{name: contract for name, contract in contracts.items() if name in wanted},
-        markets=markets,
-        aggregators=aggregators,
-    )
 
 
 def resolve_market(deployment: Deployment, text: str) -> MarketConfig:

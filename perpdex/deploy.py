@@ -11,6 +11,10 @@ contract, in a format any client can use without this repository:
 On local networks (ape's embedded chain, anvil) the mock USDC and one mock Chainlink
 aggregator per market are deployed too; elsewhere the collateral and the aggregators come from
 the markets config (`"collateral"` and each market's `"aggregators"`).
+
+`load_deployment` is the one way back from a manifest to contract handles (the wallet CLI, the
+keeper and the pusher all use it): it checks the chain id, that every recorded address has
+code, and carries the deployment block (where the keeper starts indexing events).
 """
 
 from __future__ import annotations
@@ -18,14 +22,26 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+
+import click
 
 from perpdex.config import DEFAULT_MARKETS_FILE, MarketConfig, load_markets, params_tuple
 from perpdex.model import GlobalParams
+from perpdex.node import follow_interval_mining
+from perpdex.snapshot import market_params
 
 FEED_DECIMALS = 8
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
 CORE_CONTRACTS = ("collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "lens")
+OPTIONAL_CONTRACTS = ("lens",)  # manifests written before the Lens existed still load; the keeper reads without it
+# manifest name -> project contract type, where it is not the name in CamelCase
+CONTRACT_TYPES = {
+    "collateral": "MockUSDC",  # any ERC-20 ABI does for the calls the tools make
+    "oracle": "IndexOracle",
+    "aggregator": "MockAggregator",  # AggregatorV3Interface
+}
 log = logging.getLogger("perpdex.deploy")
 
 
@@ -41,6 +57,7 @@ class Deployment:
     lens: object
     markets: list[MarketConfig]
     aggregators: dict[int, list] = field(default_factory=dict)
+    block: int | None = None  # the block of the first deployment transaction
 
     @property
     def contracts(self) -> dict[str, object]:
@@ -69,6 +86,7 @@ class Deployer:
         self.markets, self.globals = load_markets(markets_file)
         self.raw_config = json.loads(Path(markets_file).read_text())
         self.local = chain.provider.network.name == "local"
+        follow_interval_mining(chain.provider)
         self.path = manifest_path(chain.chain_id, manifest_dir) if manifest_dir else None
         self.manifest = self._load_manifest()
         self.actions: list[str] = []  # what this run did (empty on a re-run)
@@ -166,7 +184,7 @@ class Deployer:
         self._save()
         return Deployment(
             collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, lens, self.markets,
-            aggregators,
+            aggregators, self.manifest["block"],
         )
 
     def _collateral(self):
@@ -204,3 +222,91 @@ def deploy(account, markets_file: Path | str = DEFAULT_MARKETS_FILE, manifest_di
 def deploy_local(deployer, markets_file: Path | str = DEFAULT_MARKETS_FILE) -> Deployment:
     """A fresh deployment with mocks, nothing written to disk (demo, tests, benchmarks)."""
     return Deployer(deployer, markets_file, manifest_dir=None).run()
+
+
+# =============================================================================================
+# From a manifest back to contract handles
+# =============================================================================================
+
+
+class ManifestError(click.ClickException):
+    """A manifest that cannot be used on the connected chain; printed without a traceback."""
+
+    def show(self, file=None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+def default_manifest_path() -> Path:
+    """deployments/<chain_id>.json of the connected chain."""
+    from ape import chain
+
+    return manifest_path(chain.chain_id)
+
+
+def contract_type_name(key: str) -> str:
+    """Manifest key -> project contract type: 'liquidity_vault' -> 'LiquidityVault'."""
+    if key.startswith("aggregator"):
+        return CONTRACT_TYPES["aggregator"]
+    return CONTRACT_TYPES.get(key) or "".join(part.capitalize() for part in key.split("_"))
+
+
+def _contract_at(key: str, address: str, abi: list | None = None):
+    """A handle through the project's contract type (the manifest's ABI for a type the project
+    does not have); refuses an address without code (a manifest of a restarted devnet)."""
+    from ape import Contract, chain, project
+
+    if len(chain.provider.get_code(address)) == 0:
+        raise ManifestError(
+            f"no {key} contract at {address} on chain {chain.chain_id}: the manifest is stale "
+            "(a restarted devnet?); deploy again with `ape run deploy`"
+        )
+    container = getattr(project, contract_type_name(key), None)
+    if container is not None:
+        return container.at(address)
+    return Contract(address, abi=abi)
+
+
+def _listed_market(exchange, oracle, entry: dict) -> MarketConfig:
+    """A listed market as configured on chain (the manifest records only its id and symbol).
+    `initial_price` only seeds the mock feeds of a new deployment: 0 here."""
+    market_id = int(entry["id"])
+    feeds = oracle.feeds(market_id)
+    return MarketConfig(
+        id=market_id,
+        symbol=entry["symbol"],
+        initial_price=Decimal(0),
+        heartbeat=min((int(f.heartbeat) for f in feeds), default=0),
+        max_deviation=int(oracle.max_deviation(market_id)),
+        params=market_params(exchange.market_params(market_id)),
+    )
+
+
+def load_deployment(path: Path | str | None = None) -> Deployment:
+    """Handles to a deployed perpdex from its manifest (deployments/<chain_id>.json of the
+    connected chain by default), with the deployment block.
+
+    Needs a connected provider on the manifest's chain; raises ManifestError for a missing or
+    incomplete manifest, another chain, or an address without code. Also makes ape wait for
+    receipts on a node that mines on an interval (perpdex.node)."""
+    from ape import chain
+
+    follow_interval_mining(chain.provider)
+    path = Path(path) if path else default_manifest_path()
+    if not path.exists():
+        raise ManifestError(f"no deployment manifest at {path}: deploy first with `ape run deploy`")
+    manifest = json.loads(path.read_text())
+    if int(manifest.get("chain_id", -1)) != chain.chain_id:
+        raise ManifestError(f"{path} is for chain {manifest.get('chain_id')}, connected to chain {chain.chain_id}")
+    recorded = manifest.get("contracts", {})
+    missing = [name for name in CORE_CONTRACTS if name not in recorded and name not in OPTIONAL_CONTRACTS]
+    if missing:
+        raise ManifestError(f"{path} is incomplete (missing {', '.join(missing)}): run `ape run deploy` again")
+    contracts = {
+        name: _contract_at(name, recorded[name]["address"], recorded[name].get("abi")) if name in recorded else None
+        for name in CORE_CONTRACTS
+    }
+    entries = manifest.get("markets", [])
+    aggregators = {int(m["id"]): [_contract_at("aggregator", a) for a in m.get("aggregators", [])] for m in entries}
+    markets = [_listed_market(contracts["exchange"], contracts["oracle"], m) for m in entries]
+    block = manifest.get("block")
+    return Deployment(**contracts, markets=markets, aggregators=aggregators, block=None if block is None else int(block))

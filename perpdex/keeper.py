@@ -35,12 +35,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from dataclasses import fields as dataclass_fields
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from perpdex.deploy import Deployment
 from perpdex.snapshot import market_params
 from perpdex.fixed_point import WAD, ceil_div, sign
 from perpdex.model import (
@@ -70,12 +67,6 @@ ADL_RACE_REASONS = (
 )
 NONCE_ERRORS = ("nonce too low", "replacement transaction underpriced", "already known", "invalid nonce", "nonce too high")
 INDEXED_EVENTS = (("vault", "Deposit"), ("vault", "Withdraw"), ("vault", "PairSettled"), ("exchange", "Trade"))
-# manifest name -> project contract type, where it is not the name in CamelCase
-CONTRACT_TYPES = {
-    "collateral": "MockUSDC",  # any ERC-20 ABI does for the calls a keeper makes
-    "oracle": "IndexOracle",
-    "aggregator": "MockAggregator",  # AggregatorV3Interface
-}
 
 
 # =============================================================================================
@@ -987,64 +978,6 @@ def install_signal_handlers(stop: threading.Event, logger: logging.Logger | None
         stop.set()
 
     return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
-# =============================================================================================
-# Deployment from the manifest
-# =============================================================================================
-
-
-@dataclass
-class ManifestDeployment(Deployment):
-    """A Deployment loaded from a manifest, with the block where the deployment started (the
-    keeper indexes events from there)."""
-
-    block: int | None = None
-
-
-def deployment_from_manifest(path: Path | str) -> ManifestDeployment:
-    """A perpdex.deploy.Deployment from deployments/<chain_id>.json: contract handles through
-    the project's contract types (`project.<Type>.at(address)`; the manifest's ABI for a type
-    the project does not have), market configs read from the chain."""
-    from ape import chain
-
-    manifest = json.loads(Path(path).read_text())
-    if manifest.get("chain_id") != chain.chain_id:
-        raise SystemExit(f"{path} is for chain {manifest.get('chain_id')}, connected to {chain.chain_id}")
-    names = [f.name for f in dataclass_fields(Deployment) if f.name not in ("markets", "aggregators")]
-    missing = [name for name in names if name not in manifest["contracts"]]
-    if missing:
-        raise SystemExit(f"{path} lacks {', '.join(missing)}: run `ape run deploy` first")
-    contracts = {name: _contract_at(name, manifest["contracts"][name]) for name in names}
-    markets, aggregators = [], {}
-    for m in manifest["markets"]:
-        markets.append(_market_config(contracts["exchange"], contracts["oracle"], int(m["id"]), m["symbol"]))
-        aggregators[int(m["id"])] = [_contract_at("aggregator", {"address": a}) for a in m.get("aggregators", [])]
-    return ManifestDeployment(**contracts, markets=markets, aggregators=aggregators, block=manifest.get("block"))
-
-
-def _contract_at(name: str, entry: dict):
-    from ape import Contract, project
-
-    type_name = CONTRACT_TYPES.get(name) or "".join(part.capitalize() for part in name.split("_"))
-    container = getattr(project, type_name, None)
-    if container is not None:
-        return container.at(entry["address"])
-    return Contract(entry["address"], abi=entry["abi"])
-
-
-def _market_config(exchange, oracle, market_id: int, symbol: str):
-    from perpdex.config import MarketConfig
-
-    feeds = oracle.feeds(market_id)
-    return MarketConfig(
-        id=market_id,
-        symbol=symbol,
-        initial_price=Decimal(0),  # seeds mock feeds at deployment only
-        heartbeat=min((int(f.heartbeat) for f in feeds), default=0),
-        max_deviation=oracle.max_deviation(market_id),
-        params=market_params(exchange.market_params(market_id)),
-    )
 
 
 def default_checkpoint_path(chain_id: int, directory: Path | str) -> Path:

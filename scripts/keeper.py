@@ -10,15 +10,8 @@ from pathlib import Path
 import click
 from ape.cli import ConnectedProviderCommand, account_option
 
-from perpdex.deploy import DEPLOYMENTS_DIR, manifest_path
-from perpdex.keeper import (
-    MAX_BATCH,
-    Keeper,
-    configure_logging,
-    default_checkpoint_path,
-    deployment_from_manifest,
-    install_signal_handlers,
-)
+from perpdex.deploy import DEPLOYMENTS_DIR, load_deployment, manifest_path
+from perpdex.keeper import MAX_BATCH, Keeper, configure_logging, default_checkpoint_path, install_signal_handlers
 
 
 @click.command(cls=ConnectedProviderCommand)
@@ -40,7 +33,7 @@ def cli(account, once, interval, checkpoint, batch_size, json_logs, deployments)
     from ape import chain
 
     configure_logging(json_logs)
-    deployment = deployment_from_manifest(manifest_path(chain.chain_id, Path(deployments)))
+    deployment = load_deployment(manifest_path(chain.chain_id, Path(deployments)))
     keeper = Keeper(
         deployment,
         account,

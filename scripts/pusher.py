@@ -12,7 +12,7 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from perpdex import pusher
-from perpdex.cli import load_deployment
+from perpdex.deploy import load_deployment
 
 
 @click.command(cls=ConnectedProviderCommand)

@@ -15,6 +15,7 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from perpdex import cli as wallet
+from perpdex.deploy import load_deployment
 
 deployment_option = click.option(
     "--deployment", type=click.Path(dir_okay=False), default=None,
@@ -40,7 +41,7 @@ def cli():
 @click.argument("amount")
 def deposit(account, deployment, sub_account, amount):
     """Deposit AMOUNT USD of collateral (approves the vault when needed)."""
-    d = wallet.load_deployment(deployment)
+    d = load_deployment(deployment)
     wallet.show(wallet.deposit(d, account, amount, sub_account).summary("deposited"))
 
 
@@ -51,7 +52,7 @@ def deposit(account, deployment, sub_account, amount):
 @click.argument("amount")
 def withdraw(account, deployment, sub_account, amount):
     """Withdraw AMOUNT USD of free collateral to the wallet."""
-    d = wallet.load_deployment(deployment)
+    d = load_deployment(deployment)
     wallet.show(wallet.withdraw(d, account, amount, sub_account).summary("withdrew"))
 
 
@@ -64,7 +65,7 @@ def withdraw(account, deployment, sub_account, amount):
 @click.argument("size")
 def open_(account, deployment, sub_account, slippage, market, size):
     """Trade SIZE base units of MARKET (symbol or id): positive buys, negative (-0.5) sells."""
-    d = wallet.load_deployment(deployment)
+    d = load_deployment(deployment)
     wallet.show(wallet.open_position(d, account, market, size, sub_account, slippage).summary())
 
 
@@ -76,7 +77,7 @@ def open_(account, deployment, sub_account, slippage, market, size):
 @click.argument("market")
 def close(account, deployment, sub_account, slippage, market):
     """Close the whole position in MARKET."""
-    d = wallet.load_deployment(deployment)
+    d = load_deployment(deployment)
     wallet.show(wallet.close_position(d, account, market, sub_account, slippage).summary())
 
 
@@ -89,7 +90,7 @@ def positions(account, deployment, sub_account, owner):
     """Positions with PnL, funding and liquidation prices, and the account's margin."""
     if owner is None and account is None:
         raise wallet.CliError("give --account or --owner")
-    wallet.show(*wallet.positions_report(wallet.load_deployment(deployment), owner or account.address, sub_account))
+    wallet.show(*wallet.positions_report(load_deployment(deployment), owner or account.address, sub_account))
 
 
 @cli.group()
@@ -103,7 +104,7 @@ def lp():
 @click.argument("amount")
 def lp_deposit(account, deployment, amount):
     """Deposit AMOUNT USD into the liquidity vault for shares."""
-    d = wallet.load_deployment(deployment)
+    d = load_deployment(deployment)
     wallet.show(wallet.lp_deposit(d, account, amount).summary("deposited"))
 
 
@@ -116,7 +117,7 @@ def lp_redeem(account, deployment, shares, redeem_all):
     """Redeem SHARES liquidity vault shares (or --all) for collateral."""
     if (shares is None) == (not redeem_all):
         raise wallet.CliError("give either SHARES or --all")
-    d = wallet.load_deployment(deployment)
+    d = load_deployment(deployment)
     wallet.show(wallet.lp_redeem(d, account, None if redeem_all else shares).summary("redeemed"))
 
 
@@ -125,7 +126,7 @@ def lp_redeem(account, deployment, shares, redeem_all):
 @deployment_option
 def insurance(account, deployment):
     """The insurance fund: balance, target, surplus and uncovered deficits per market."""
-    wallet.show(*wallet.insurance_report(wallet.load_deployment(deployment)))
+    wallet.show(*wallet.insurance_report(load_deployment(deployment)))
 
 
 @cli.command(cls=ConnectedProviderCommand)
@@ -133,4 +134,4 @@ def insurance(account, deployment):
 @deployment_option
 def markets(account, deployment):
     """Per market: index, mark, skew, open interest, funding rate, PnL factor and parameters."""
-    wallet.show(*wallet.markets_report(wallet.load_deployment(deployment)))
+    wallet.show(*wallet.markets_report(load_deployment(deployment)))

@@ -37,7 +37,7 @@ def manifest(accounts, chain, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def d(manifest):
-    from perpdex.cli import load_deployment
+    from perpdex.deploy import load_deployment
 
     return load_deployment(manifest)
 
