@@ -3,12 +3,23 @@
 Every operation goes to both the contracts and `perpdex.model`, and the results are compared
 to the wei, so every test that uses `System` is a differential test. `check_invariants`
 asserts DESIGN.md's invariants 1-3 from on-chain state.
+
+Two depths of comparison:
+- `assert_state_matches` compares everything the contracts store (cash, open-market masks,
+  positions, open interest, funding accumulators, system balances, deficits, LP shares) with
+  the model, read straight from storage (tests/raw_state.py): cheap enough for every step of
+  a fuzz run. `check_invariants` reads storage the same way.
+- `assert_system_matches` also runs every view (equity, margin requirements, withdrawable,
+  liquidity vault value, ERC-4626 totals...) and compares it with the model.
+After each action, an account is compared through its views, unless `compare_views` is False
+(the fuzzers' setting: they run the views every few steps instead).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass, field
 
 import boa
@@ -24,6 +35,7 @@ from perpdex.model import (
     ModelRevert,
     Position,
 )
+from raw_state import RawState
 
 CONTRACTS = "contracts"
 FEED_DECIMALS = 8
@@ -91,6 +103,14 @@ class System:
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
         self.accounts: set[tuple[str, int]] = set()
+
+    # compare accounts through their views after each action (a class attribute, not a field)
+    compare_views = True
+
+    @functools.cached_property
+    def raw(self) -> RawState:
+        """Storage readers over this deployment's contracts."""
+        return RawState(self)
 
     # -- environment ---------------------------------------------------------------------------
 
@@ -270,6 +290,9 @@ class System:
     # -- comparisons -----------------------------------------------------------------------------
 
     def assert_account_matches(self, who: str, sub_account: int = 0) -> None:
+        if not self.compare_views:
+            self.assert_account_state_matches(who, sub_account)
+            return
         account = (who, sub_account)
         for market_id in self.model.params:
             p: Position = self.model.position(account, market_id)
@@ -284,7 +307,48 @@ class System:
         assert (cash, equity, initial, maintenance) == (view.cash, view.equity, view.initial, view.maintenance)
         assert self.exchange.withdrawable(who, sub_account) == view.withdrawable
 
+    def assert_account_state_matches(self, who: str, sub_account: int = 0) -> None:
+        """The sub-account's stored cash, open-market mask and positions equal the model's."""
+        account = (who, sub_account)
+        mask = sum(1 << m for m in self.model.open_markets(account))
+        assert self.raw.account(who, sub_account) == (self.model.cash_of(account), mask), f"cash/mask of {account}"
+        for market_id in self.model.params:
+            p: Position = self.model.position(account, market_id)
+            expected = (p.size, p.open_notional, p.funding_snapshot if p.size else 0)
+            assert self.raw.position(who, sub_account, market_id) == expected, f"{account} in market {market_id}"
+
+    def known_accounts(self) -> set[tuple[str, int]]:
+        """Every sub-account the tests touched or the model holds cash or a position for."""
+        accounts = set(self.accounts)
+        accounts.update(a for a in self.model.cash if isinstance(a, tuple))
+        accounts.update(a for a, _ in self.model.positions)
+        return accounts
+
+    def assert_state_matches(self) -> None:
+        """Everything the contracts store equals the model, to the wei (storage reads only)."""
+        raw, model = self.raw, self.model
+        for market_id, m in model.markets.items():
+            assert raw.open_interest(market_id) == (m.long_oi, m.short_oi), f"open interest of {market_id}"
+            assert raw.funding(market_id) == (m.funding_per_unit, m.last_funding_time), f"funding of {market_id}"
+            assert raw.open_notional_sum(market_id) == m.open_notional_sum, f"open notional of {market_id}"
+            assert raw.uncovered_deficit(market_id) == model.uncovered_deficit.get(market_id, 0)
+            if model.uncovered_deficit.get(market_id, 0):
+                assert raw.deficit_side(market_id) == model.deficit_side[market_id]
+        assert raw.system_cash() == (
+            model.cash_of(LIQUIDITY_VAULT),
+            model.cash_of(INSURANCE_FUND),
+            model.cash_of(FEE_RECEIVER),
+            model.cash_of(FUNDING_POOL),
+        ), "system cash (liquidity vault, insurance fund, fees, funding pool)"
+        assert raw.lv_supply() == model.lv_supply
+        for lp, shares in model.lv_shares.items():
+            assert raw.lv_shares(lp) == shares, f"liquidity vault shares of {lp}"
+        for who, sub in self.known_accounts():
+            self.assert_account_state_matches(who, sub)
+
     def assert_system_matches(self) -> None:
+        """The stored state and every view equal the model."""
+        self.assert_state_matches()
         for market_id, m in self.model.markets.items():
             assert tuple(self.exchange.open_interest(market_id)) == (m.long_oi, m.short_oi)
             assert tuple(self.exchange.funding_state(market_id)) == (m.funding_per_unit, m.last_funding_time)
@@ -299,40 +363,46 @@ class System:
         assert self.exchange.open_interest_notional() == self.model.open_interest_notional()
         for market_id in self.model.params:
             assert self.liquidator.uncovered_deficit(market_id) == self.model.uncovered_deficit.get(market_id, 0)
-        for who, sub in self.accounts:
-            self.assert_account_matches(who, sub)
+        compare_views, self.compare_views = self.compare_views, True
+        try:
+            for who, sub in self.accounts:
+                self.assert_account_matches(who, sub)
+        finally:
+            self.compare_views = compare_views
 
-    # -- invariants (DESIGN.md 1-3), from on-chain state -------------------------------------------
+    # -- invariants (DESIGN.md 1-3), from on-chain state (storage) ----------------------------------
 
     def ledger_total(self) -> int:
-        total = sum(self.vault.cash(who, sub) for who, sub in self.accounts)
-        total += self.vault.liquidity_cash() + self.vault.insurance_cash()
-        total += self.vault.fee_cash() + self.vault.funding_pool_cash()
-        return total
+        total = sum(self.raw.account(who, sub)[0] for who, sub in self.known_accounts())
+        return total + sum(self.raw.system_cash())
 
     def check_invariants(self, gifts: int = 0) -> None:
+        """Invariants 1-3 over every known sub-account, from the contracts' storage.
+
+        Funding is valued at each market's stored accumulator: the accrual since the last touch
+        adds (sum of the traders' sizes - skew) x the accrued amount, which is zero exactly when
+        invariant 2 holds, so nothing is lost by not accruing."""
+        raw, accounts = self.raw, list(self.known_accounts())
         # 1. the ledger balances exactly against the token balance (gifts only add to it)
         scale = 10 ** (18 - self.token_decimals)
         assert self.ledger_total() + gifts * scale == self.usdc.balanceOf(self.vault.address) * scale
+        unsettled = 0
         for market_id in self.model.params:
             # 2. zero-sum positions: traders' sizes and bases add up to the market's totals;
             # the liquidity vault holds exactly the opposite.
-            sizes = [self.exchange.position_state(w, s, market_id) for w, s in self.accounts]
-            long_oi, short_oi = self.exchange.open_interest(market_id)
-            assert sum(max(p[0], 0) for p in sizes) == long_oi
-            assert sum(max(-p[0], 0) for p in sizes) == short_oi
-            assert sum(p[1] for p in sizes) == self.exchange.open_notional_sum(market_id)
+            positions = [raw.position(w, s, market_id) for w, s in accounts]
+            long_oi, short_oi = raw.open_interest(market_id)
+            assert sum(max(p[0], 0) for p in positions) == long_oi, f"long open interest of {market_id}"
+            assert sum(max(-p[0], 0) for p in positions) == short_oi, f"short open interest of {market_id}"
+            assert sum(p[1] for p in positions) == raw.open_notional_sum(market_id)
+            # every sub-account's open-market mask says exactly which positions are open
+            for (who, sub), p in zip(accounts, positions):
+                assert bool(raw.account(who, sub)[1] >> market_id & 1) == (p[0] != 0), f"mask of {(who, sub)}"
+            stored, _ = raw.funding(market_id)
+            unsettled += sum(size * (stored - snapshot) for size, _, snapshot in positions)
         # 3. zero-sum funding: what the pool holds is what the holders still have to collect,
         # plus less than one wei of dust per rounded settlement, never less.
-        unsettled = 0
-        for market_id in self.model.params:
-            fpu = self.exchange.funding_per_unit(market_id)
-            stored, _ = self.exchange.funding_state(market_id)
-            for who, sub in self.accounts:
-                size, _, snapshot = self.exchange.position_state(who, sub, market_id)
-                unsettled += size * (fpu - snapshot)
-            unsettled += -self.exchange.skew(market_id) * (fpu - stored)
-        dust = self.vault.funding_pool_cash() * WAD + unsettled
+        dust = raw.system_cash()[3] * WAD + unsettled
         assert 0 <= dust <= self.model.funding_settlements * WAD, (dust, self.model.funding_settlements)
 
 

@@ -2,9 +2,10 @@
 """Run the stateful fuzzers (tests/fuzz/test_stateful.py) with the "long" hypothesis profile and
 print steps per second per machine.
 
-Each machine runs in its own pytest process (at most --jobs at a time, by default one per CPU
-core), so the three machines share the cores; the figures come from the step counters the
-machines keep (tests/fuzz/conftest.py writes them to a JSON file per process).
+Each machine runs in its own pytest process (at most --jobs at a time, by default all three at
+once: the operating system shares the cores among them, so no core idles while the slowest
+machine finishes); the figures come from the step counters the machines keep
+(tests/fuzz/conftest.py writes them to a JSON file per process).
 
     .venv/bin/python tests/fuzz/run_long.py                 # the long profile
     .venv/bin/python tests/fuzz/run_long.py --profile quick
@@ -36,7 +37,7 @@ TESTS = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="long", choices=["quick", "long"])
-    parser.add_argument("--jobs", type=int, default=min(len(TESTS), os.cpu_count() or 1))
+    parser.add_argument("--jobs", type=int, default=len(TESTS))
     parser.add_argument("--max-examples", type=int, help="override the profile's max_examples per machine")
     parser.add_argument("--step-count", type=int, help="override the profile's stateful_step_count")
     parser.add_argument("machines", nargs="*", metavar="MACHINE", help=f"any of {', '.join(TESTS)} (default: all)")

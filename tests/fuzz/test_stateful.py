@@ -21,14 +21,14 @@ The system is deployed once per module; each example works on a `fresh` snapshot
 anchor plus a model copy) that is rolled back in `teardown`. Profiles and step counts: see
 tests/fuzz/conftest.py; `tests/fuzz/run_long.py` runs the long profile.
 
-Known defects the fuzzers found are reproduced in tests/fuzz/test_found_bugs.py; where a
-machine has to steer around one to keep exploring, the precondition says so.
+Defects the fuzzers found are reproduced in tests/fuzz/test_found_bugs.py.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import sys
 import time
 from collections import Counter
 
@@ -63,6 +63,10 @@ SIZE_LIMIT = {BTC: 5 * WAD, ETH: 100 * WAD}  # scale of random trade sizes
 STALE = "oracle: stale price"
 MARGIN_REASONS = ("exchange: insufficient margin", "exchange: trade would leave account bankrupt")
 ADL_ENOUGH = ("liquidator: deficit already covered", "liquidator: PnL factor under target")
+INSOLVENT = "liquidity vault: insolvent, deposits refused"
+# every view is compared with the model this often (and at the end of each example); the state
+# behind them, and the invariants, after every step
+VIEW_CHECK_EVERY = 10
 
 # ============================================================================================
 # the deployment, built once per module
@@ -250,6 +254,8 @@ class PerpdexMachine(RuleBasedStateMachine):
         self._eoa = boa.env.eoa
         self._fresh = fresh(base_system())
         self.s = self._fresh.__enter__()
+        self.s.compare_views = False  # accounts are compared through storage after each action
+        self.views_checked_at = 0
         self.accounts = [(who, sub) for who in self.s.traders[: self.N_TRADERS] for sub in self.SUBS]
         self.gifts = 0  # token units sent straight to the vault
         self.keepers_just_ran = False
@@ -257,6 +263,10 @@ class PerpdexMachine(RuleBasedStateMachine):
 
     def teardown(self):
         try:
+            # the last steps' views, unless the example is already failing (or was cut short
+            # by hypothesis): a second error here would hide the first from the shrinker
+            if self.steps > self.views_checked_at and sys.exc_info()[0] is None:
+                self.compare_views()
             empty = {"steps": 0, "examples": 0, "seconds": 0.0, "events": {}}
             stats = self.stats.setdefault(type(self).__name__, empty)
             stats["steps"] += self.steps
@@ -275,18 +285,26 @@ class PerpdexMachine(RuleBasedStateMachine):
 
     @invariant()
     def contracts_match_model_and_invariants_hold(self):
-        """DESIGN.md invariants 1-3 from on-chain state and contract/model parity to the wei.
-        While a feed is stale the views that need its price revert, so the check then runs on
-        a throwaway snapshot in which the same prices are republished (state unchanged)."""
+        """After every step: DESIGN.md invariants 1-3 and everything the contracts store equal to
+        the model to the wei, both read straight from storage (tests/raw_state.py). Every
+        VIEW_CHECK_EVERY steps, and when the example ends, every view is compared as well."""
+        self.s.check_invariants(gifts=self.gifts)
+        self.s.assert_state_matches()
+        if self.steps - self.views_checked_at >= VIEW_CHECK_EVERY:
+            self.compare_views()
+
+    def compare_views(self) -> None:
+        """Every view against the model. While a feed is stale the views that need its price
+        revert, so the comparison then runs on a throwaway snapshot in which the same prices are
+        republished (state unchanged)."""
+        self.views_checked_at = self.steps
         stale = [m for m in MARKETS if self.is_stale(m)]
         if not stale:
-            self.s.check_invariants(gifts=self.gifts)
             self.s.assert_system_matches()
             return
         with boa.env.anchor():
             for m in stale:
                 publish(self.s, m, self.s.model.index[m])
-            self.s.check_invariants(gifts=self.gifts)
             self.s.assert_system_matches()
 
     # -- helpers ------------------------------------------------------------------------------
@@ -459,7 +477,7 @@ class PerpdexMachine(RuleBasedStateMachine):
     def move_price(self, market_id, bps):
         self.publish(market_id, self.s.model.index[market_id] * (10_000 + bps) // 10_000)
 
-    @step(paused=st.sampled_from([False, False, True]))
+    @step(paused=st.sampled_from([False, False, False, True]))
     def guardian_pauses(self, paused):
         """The guardian switches reduce-only mode; nobody else can."""
         s = self.s
@@ -479,7 +497,7 @@ class TradingMachine(PerpdexMachine):
     def lp_capital(self, lp):
         self.s.lp_deposit(self.s.lps[0], lp)
 
-    @step(seconds=st.integers(1, HEARTBEAT - 1), republish=st.booleans())
+    @step(seconds=st.integers(1, HEARTBEAT - 1), republish=st.sampled_from([True, True, False]))
     def time_passes(self, seconds, republish):
         """Funding accrues; without a new round the feeds eventually go stale."""
         self.s.warp(seconds)
@@ -559,16 +577,18 @@ class LiquidationMachine(PerpdexMachine):
 
     @step(
         i=ACCOUNT,
+        usd=st.integers(1_000, 50_000),
         market_id=MARKET,
         side=st.sampled_from([1, -1]),
-        percent=st.integers(50, 100),
+        percent=st.integers(50, 95),
         gap_bps=st.integers(300, 3_000),
         against=st.booleans(),
     )
-    def levered_trader_hit_by_gap(self, i, market_id, side, percent, gap_bps, against):
-        """A trader goes close to 20x, then the market gaps (against the position, or in its
-        favour, which pushes the opposite side and the liquidity vault into loss)."""
+    def levered_trader_hit_by_gap(self, i, usd, market_id, side, percent, gap_bps, against):
+        """A trader deposits and goes 10-20x, then the market gaps (against the position, or in
+        its favour, which pushes the opposite side and the liquidity vault into loss)."""
         account = self.account(i)
+        self.s.deposit(account[0], usd, account[1])
         self.trade(*account, market_id, self.levered_size(account, market_id, side, percent))
         move = -side * gap_bps if against else side * gap_bps
         self.publish(market_id, self.s.model.index[market_id] * (10_000 + move) // 10_000)
@@ -595,10 +615,7 @@ class LiquidationMachine(PerpdexMachine):
         (event,) = [e for e in s.last_logs if type(e).__name__ == "Liquidation"]
         assert event.keeper_reward == result.keeper_reward and event.penalty == result.penalty
         self.events["liquidation" if result.fully_closed else "liquidation slice"] += 1
-        if result.uncovered:
-            self.events["bankruptcy, uncovered"] += 1
-        elif result.covered_by_insurance:
-            self.events["bankruptcy, covered by insurance"] += 1
+        self.count_bad_debt()
         if not result.fully_closed and event.keeper_reward <= event.penalty:
             # "each slice leaves the account healthier" (docs/DECISIONS.md: tested, not
             # asserted on-chain). It holds when every close moved its market's skew towards
@@ -609,6 +626,11 @@ class LiquidationMachine(PerpdexMachine):
                 _, equity_after, _, maintenance_after = s.exchange.account_state(who, sub)
                 assert equity_after - maintenance_after > equity - maintenance
         return True
+
+    def count_bad_debt(self) -> None:
+        for e in self.s.last_logs:
+            if type(e).__name__ == "BadDebt":
+                self.events["bankruptcy, uncovered" if e.uncovered else "bankruptcy, covered by insurance"] += 1
 
     @step(i=ACCOUNT)
     def keeper_liquidates(self, i):
@@ -636,6 +658,7 @@ class LiquidationMachine(PerpdexMachine):
                 assert positions(a) == held
         self.events["liquidate_many"] += 1
         self.events["liquidate_many: liquidated"] += count
+        self.count_bad_debt()
 
     # -- insurance fund -----------------------------------------------------------------------
 
@@ -827,6 +850,7 @@ class LiquidationMachine(PerpdexMachine):
                     break
                 assert s.liquidate_many(s.keeper, due) == len(due)
                 self.events["keepers: liquidated"] += len(due)
+                self.count_bad_debt()
                 progress = True
             for market_id in MARKETS:
                 for _ in range(10):
@@ -902,16 +926,18 @@ class LiquidityVaultMachine(PerpdexMachine):
         self.s.warp(seconds)
         self.refresh_prices()
 
-    def deposits_are_sound(self) -> bool:
-        """KNOWN BUGS (tests/fuzz/test_found_bugs.py): while totalAssets() is 0 with shares
-        outstanding (the vault's value is not positive), a deposit mints about
-        assets x totalSupply shares - it takes over the vault, and after a few such deposits
-        the contract overflows where the model does not. The LP-deposit rules stay out of that
-        state until it is fixed; drop this precondition then."""
+    def insolvent(self) -> bool:
+        """Shares outstanding but totalAssets() is 0 (the vault's value is not positive)."""
         m = self.s.model
-        return m.lv_supply == 0 or m.lv_total_assets() > 0
+        return m.lv_supply > 0 and m.lv_total_assets() == 0
 
-    @precondition(deposits_are_sound)
+    def check_insolvent_refusal(self, lp, reason: str) -> None:
+        """Deposits into an insolvent vault are refused (they would buy the existing LPs' claim
+        on a recovery for nothing; tests/fuzz/test_found_bugs.py), and only then."""
+        insolvent = self.insolvent()
+        assert (reason == INSOLVENT) == insolvent, reason
+        assert self.s.liquidity_vault.maxDeposit(lp) == (0 if insolvent else MAX_UINT)
+
     @step(j=LP, amount=LP_AMOUNT)
     def lp_deposits(self, j, amount):
         """An LP deposit; the other LP's shares lose no value by it (no dilution)."""
@@ -920,9 +946,12 @@ class LiquidityVaultMachine(PerpdexMachine):
         try:
             lp_deposit(s, lp, amount)
         except ModelRevert as revert:
-            assert amount == 0 or revert.reason == "liquidity vault: zero shares", revert.reason
+            if amount:
+                self.check_insolvent_refusal(lp, revert.reason)
+            assert amount == 0 or revert.reason in (INSOLVENT, "liquidity vault: zero shares"), revert.reason
             self.events[f"LP deposit refused: {revert.reason}"] += 1
             return
+        self.check_insolvent_refusal(lp, "")
         assert s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(other)) >= other_value
         self.events["LP deposit"] += 1
 
@@ -947,15 +976,15 @@ class LiquidityVaultMachine(PerpdexMachine):
         assert mode != "one more"
         self.events["LP redeem"] += 1
 
-    @precondition(deposits_are_sound)
     @step(j=LP, amount=st.integers(1, 200_000 * TOKEN))
     def lp_round_trip(self, j, amount):
         """Deposit and redeem the same shares at once: never get back more than was paid."""
         s, lp = self.s, self.s.lps[j]
         try:
             shares = lp_deposit(s, lp, amount)
-        except ModelRevert:
-            self.events["LP round trip: deposit refused"] += 1
+        except ModelRevert as revert:
+            self.check_insolvent_refusal(lp, revert.reason)
+            self.events[f"LP round trip: deposit refused: {revert.reason}"] += 1
             return
         try:
             assets = lp_redeem(s, lp, shares)
