@@ -5,8 +5,9 @@ default, so the other test modules keep their own hypothesis settings):
 - "quick" (default, part of `make test`): each of the three machines runs up to
   max_examples x stateful_step_count = 25 x 50 = 1,250 steps. Hypothesis ends some examples
   early (40-45 of 50 steps run on average), so the three together run ~3,200 steps (>= 2,000).
-- "long" (`tests/fuzz/run_long.py`, `make fuzz`): up to 400 x 100 = 40,000 steps per machine,
-  over 100,000 in total (examples average 85-90 of their 100 steps).
+- "long" (`make fuzz`): examples of up to 100 steps. tests/fuzz/run_long.py runs each machine
+  in rounds, setting PERPDEX_FUZZ_MAX_EXAMPLES per round, until 100,000 steps have run in
+  total (examples end early at different rates per machine: 60-90 of their 100 steps).
 
 Cost: after every step the machines check the invariants and compare everything the contracts
 store with the model by reading storage directly (tests/raw_state.py, ~1 ms); every view is

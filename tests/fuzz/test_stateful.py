@@ -14,8 +14,11 @@ sequences of user, keeper and admin actions:
 
 Every action runs on the contracts and on `perpdex.model` and is compared to the wei (that is
 what `System` does); a reverting action must revert with the model's reason. After every step
-the `@invariant` checks DESIGN.md invariants 1-3 (`System.check_invariants`) and full
-contract/model parity (`System.assert_system_matches`).
+the `@invariant` checks DESIGN.md invariants 1-3 (`System.check_invariants`) and compares
+everything the contracts store with the model (`System.assert_state_matches`), both from
+storage reads (tests/raw_state.py); every VIEW_CHECK_EVERY steps and at the end of each example
+it compares every view as well (`System.assert_system_matches`). Invariant 4 is checked after
+each keeper round, invariant 5 inside the rules that liquidate, deleverage and withdraw.
 
 The system is deployed once per module; each example works on a `fresh` snapshot of it (an EVM
 anchor plus a model copy) that is rolled back in `teardown`. Profiles and step counts: see
