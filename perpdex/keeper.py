@@ -10,14 +10,21 @@ One pass (`Keeper.run_once`):
    and re-read (cash, open-markets mask, positions) of the touched sub-accounts only.
 3. **Health.** Re-evaluate every cached sub-account against the new prices and funding: pure
    Python over cached positions with the model's exact integer math (`Snapshot.evaluate`).
-4. **Liquidate.** Batches of `liquidate_many`, each simulated with eth_call first and sent only
+4. **Liquidate.** Batches of `liquidate_many`, each simulated with eth_call on the pending
+   state first (another keeper's transaction already in the node's pool counts) and sent only
    when the contract agrees with the model; an account another keeper took first is logged as
-   a lost race, not as an error, and never costs a transaction.
+   a lost race, not as an error. When both keepers send before either transaction is in the
+   pool, the later one is mined anyway: `liquidate_many` skips what is no longer liquidatable,
+   so it costs gas but never reverts.
 5. **Auto-deleverage.** When a market has an uncovered deficit (trigger 1) or traders' profit
    above `max_pnl_factor` of the liquidity vault (trigger 2): rank the profitable positions of
    the right side by the model's ADL score, check the scores against the contract's view, size
    the closes, replay the call on the model, simulate it, and send it (ADL keeper role only).
-6. **Checkpoint.** `{chain_id, exchange, block, accounts}` written atomically (tmp + rename).
+   Several ADL keepers take turns (`adl_turn`): unlike `liquidate_many`, `auto_deleverage`
+   reverts when another keeper was first, and two keepers reacting to the same block would
+   both pass their simulation.
+6. **Checkpoint.** `{version, chain_id, exchange, block, accounts, adl_keepers, deficit_since}`
+   written atomically (tmp + rename).
 
 Rounds 2-5 repeat while a round sent something (slices of large positions, ADL after a
 bankruptcy), up to `max_rounds`. `run_forever` wraps passes with exponential backoff on RPC
@@ -33,7 +40,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -66,7 +73,13 @@ ADL_RACE_REASONS = (
     "liquidator: account not bankrupt",
 )
 NONCE_ERRORS = ("nonce too low", "replacement transaction underpriced", "already known", "invalid nonce", "nonce too high")
-INDEXED_EVENTS = (("vault", "Deposit"), ("vault", "Withdraw"), ("vault", "PairSettled"), ("exchange", "Trade"))
+INDEXED_EVENTS = (
+    ("vault", "Deposit"), ("vault", "Withdraw"), ("vault", "PairSettled"), ("exchange", "Trade"),
+    ("liquidator", "AdlKeeperSet"), ("liquidator", "DeficitRecorded"),
+)
+CHECKPOINT_VERSION = 2  # 2: ADL keepers and deficit blocks (for ADL turns)
+ADL_TURN_BLOCKS = 4  # blocks per ADL keeper's turn
+ADL_TURN_MARGIN = 2  # the last blocks of a turn: no ADL transaction is sent, the one in flight gets mined
 
 
 # =============================================================================================
@@ -352,6 +365,35 @@ def replay_adl(snapshot: Snapshot, states: Mapping[AccountKey, AccountState], pl
     return model.auto_deleverage(plan.market_id, [(t.account, t.size) for t in plan.targets], plan.bankrupt)
 
 
+def adl_turn(
+    keeper: str, keepers: Iterable[str], since: int, block: int, length: int = ADL_TURN_BLOCKS,
+    margin: int = ADL_TURN_MARGIN,
+) -> tuple[bool, int]:
+    """Whether `keeper` may send an ADL transaction at `block` for a trigger that holds since
+    block `since`, and the first block >= `block` at which it may.
+
+    The ADL keepers (every holder of the role, in address order) take turns of `length` blocks,
+    the first one starting at `since`, so the first keeper acts at once and the others only if
+    the trigger still holds when their turn comes (a role holder that runs no keeper leaves its
+    turns idle). A keeper sends only in the first `length - margin` blocks of its turn: its
+    transaction has `margin` blocks to be mined before the next keeper, which simulates first,
+    can act. Every keeper derives the same turns from chain data (roles and, for a deficit, the
+    block it was recorded in)."""
+    ranked = sorted({k.lower() for k in keepers})
+    me = keeper.lower()
+    if me not in ranked:
+        return False, -1
+    if len(ranked) == 1:
+        return True, block
+    rank, cycle = ranked.index(me), length * len(ranked)
+    elapsed = max(0, block - since)
+    offset = elapsed % cycle - rank * length  # blocks into our turn (negative: before it)
+    if 0 <= offset < length - margin:
+        return True, block
+    wait = -offset if offset < 0 else cycle - offset
+    return False, block + wait
+
+
 # =============================================================================================
 # Structured logging
 # =============================================================================================
@@ -468,6 +510,7 @@ class Keeper:
         max_rounds: int = 6,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        adl_turn_blocks: int = ADL_TURN_BLOCKS,
     ):
         from ape import chain
 
@@ -482,6 +525,9 @@ class Keeper:
         self.max_rounds = max_rounds
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        if adl_turn_blocks <= ADL_TURN_MARGIN:
+            raise ValueError(f"an ADL turn needs more than {ADL_TURN_MARGIN} blocks")
+        self.adl_turn_blocks = adl_turn_blocks
 
         self.accounts: set[AccountKey] = set()
         self.states: dict[AccountKey, AccountState] = {}
@@ -490,6 +536,10 @@ class Keeper:
         self.evaluation: Evaluation | None = None
         self.last_report: PassReport | None = None
         self._warned: set[str] = set()
+        self.adl_keepers: dict[str, bool] = {}  # ADL role by address, from AdlKeeperSet events
+        self.deficit_since: dict[int, int] = {}  # market -> block of its last DeficitRecorded event
+        self._pnl_trigger_since: dict[int, int] = {}  # market -> first block we saw trigger 2 hold
+        self._turn_logged: dict[int, int] = {}  # market -> the next turn last logged
         self._market_ids: list[int] = []
         self._stop = threading.Event()
         first = start_block if start_block is not None else getattr(deployment, "block", None) or 0
@@ -518,8 +568,13 @@ class Keeper:
         if data.get("chain_id") != self.chain.chain_id or data.get("exchange", exchange) != exchange:
             self._emit(logging.WARNING, "checkpoint.ignored", path=path, reason="other chain or deployment")
             return
+        if data.get("version") != CHECKPOINT_VERSION:  # lacks what ADL turns need: index from the start
+            self._emit(logging.WARNING, "checkpoint.ignored", path=path, reason="older format")
+            return
         self.block = int(data["block"])
         self.accounts = {(owner, int(sub)) for owner, sub in data["accounts"]}
+        self.adl_keepers = {k: True for k in data["adl_keepers"]}
+        self.deficit_since = {int(m): int(b) for m, b in data["deficit_since"].items()}
         self.stale = set(self.accounts)  # nothing is cached yet: read everyone once
         self._emit(logging.INFO, "checkpoint.loaded", path=path, block=self.block, accounts=len(self.accounts))
 
@@ -529,10 +584,13 @@ class Keeper:
         if path is None:
             return
         data = {
+            "version": CHECKPOINT_VERSION,
             "chain_id": self.chain.chain_id,
             "exchange": self.deployment.exchange.address,
             "block": self.block,
             "accounts": sorted([owner, sub] for owner, sub in self.accounts),
+            "adl_keepers": sorted(k for k, allowed in self.adl_keepers.items() if allowed),
+            "deficit_since": {str(m): b for m, b in sorted(self.deficit_since.items())},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -551,7 +609,7 @@ class Keeper:
         d = self.deployment
         events = [getattr(getattr(d, contract), name).abi for contract, name in INDEXED_EVENTS]
         log_filter = LogFilter(
-            addresses=[d.vault.address, d.exchange.address],
+            addresses=[d.vault.address, d.exchange.address, d.liquidator.address],
             events=events,
             topic_filter=[[encode_hex(keccak(text=abi.selector)) for abi in events]],
             start_block=start,
@@ -561,6 +619,12 @@ class Keeper:
 
     def _apply_log(self, log, report: PassReport) -> None:
         args = log.event_arguments
+        if log.event_name == "AdlKeeperSet":
+            self.adl_keepers[args["keeper"]] = bool(args["allowed"])
+            return
+        if log.event_name == "DeficitRecorded":
+            self.deficit_since[int(args["market_id"])] = int(log.block_number)
+            return
         key = (args["owner"], int(args["sub_account"]))
         if log.event_name in ("Deposit", "Trade") and key not in self.accounts:
             self.accounts.add(key)
@@ -730,8 +794,11 @@ class Keeper:
     # -- liquidation -----------------------------------------------------------------------------
 
     def simulate_liquidations(self, batch: list[AccountKey]) -> int:
-        """eth_call `liquidate_many(batch)` from this keeper: how many it would liquidate now."""
-        return self.deployment.liquidator.liquidate_many.call([(o, s) for o, s in batch], sender=self.account)
+        """eth_call `liquidate_many(batch)` from this keeper on the pending state: how many it
+        would liquidate now, after the transactions already waiting in the node's pool."""
+        return self.deployment.liquidator.liquidate_many.call(
+            [(o, s) for o, s in batch], sender=self.account, block_id="pending"
+        )
 
     def _still_liquidatable(self, batch: list[AccountKey], report: PassReport) -> list[AccountKey]:
         """The accounts of `batch` the contract would liquidate now. For the others: if the
@@ -739,11 +806,11 @@ class Keeper:
         price or funding moved since the snapshot block and it is healthy again."""
         still = []
         for key in batch:
-            if self.deployment.liquidator.is_liquidatable(*key):
+            if self.deployment.liquidator.is_liquidatable(*key, block_id="pending"):
                 still.append(key)
                 continue
             self.stale.add(key)
-            if self.read_account(key) != self.states.get(key):
+            if self.read_account(key, "pending") != self.states.get(key):
                 report.lost_races += 1
                 self._emit(logging.INFO, "liquidation.lost_race", owner=key[0], sub_account=key[1], stage="simulation")
             else:
@@ -849,7 +916,12 @@ class Keeper:
             return False
         lq = self.deployment.liquidator
         try:
-            closed = lq.auto_deleverage.call(*plan.call_args(), sender=self.account)
+            # right before sending: still our turn (the pass may have outlasted it), and the call
+            # succeeds on the pending state (transactions already in the node's pool included)
+            if not self._adl_turn(plan, self.chain.blocks.head.number)[0]:
+                self._emit(logging.INFO, "adl.turn_over", market=plan.market_id)
+                return False
+            closed = lq.auto_deleverage.call(*plan.call_args(), sender=self.account, block_id="pending")
             if closed != plan.total_size:
                 report.errors += 1
                 self._emit(
@@ -883,17 +955,44 @@ class Keeper:
             self.stale.add(plan.bankrupt)
         return True
 
+    def _trigger_since(self, plan: AdlPlan, block: int) -> int:
+        """The block since which the plan's trigger holds: for a deficit, the block it was
+        recorded in (the same for every keeper); for the PnL factor, which no event marks, the
+        first block at which this keeper saw it hold."""
+        if plan.trigger == TRIGGER_DEFICIT:
+            return self.deficit_since.get(plan.market_id, block)
+        return self._pnl_trigger_since.setdefault(plan.market_id, block)
+
+    def _adl_turn(self, plan: AdlPlan, block: int) -> tuple[bool, int]:
+        """`adl_turn` among the indexed ADL keepers (and this one: its role is checked on chain,
+        its grant may predate the indexed blocks)."""
+        keepers = {k for k, allowed in self.adl_keepers.items() if allowed} | {self.address}
+        return adl_turn(self.address, keepers, self._trigger_since(plan, block), block, self.adl_turn_blocks)
+
     def _deleverage(self, evaluation: Evaluation, report: PassReport) -> bool:
         plans = self._adl_plans(evaluation)
+        pnl_markets = {p.market_id for p in plans if p.trigger == TRIGGER_PNL_FACTOR}
+        for market_id in set(self._pnl_trigger_since) - pnl_markets:
+            del self._pnl_trigger_since[market_id]  # trigger 2 no longer holds there
         if not plans:
             return False
         if not self.deployment.liquidator.adl_keeper(self.address):
             self._warn_once("adl_role", "adl.no_role", keeper=self.address, markets=[p.market_id for p in plans])
             return False
+        head = self.chain.blocks.head.number
         sent = False
         for plan in plans:
             if self._stop.is_set():
                 break
+            ours, next_turn = self._adl_turn(plan, head)
+            if not ours:
+                if self._turn_logged.get(plan.market_id) != next_turn:
+                    self._turn_logged[plan.market_id] = next_turn
+                    self._emit(
+                        logging.INFO, "adl.waiting_turn", market=plan.market_id, trigger=plan.trigger, block=head,
+                        next_turn=next_turn,
+                    )
+                continue
             sent |= self._execute_adl(plan, report)
         return sent
 

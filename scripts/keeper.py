@@ -1,8 +1,10 @@
 """`ape run keeper --network <network> --account <alias>`: the liquidation and ADL keeper.
 
-Loads the deployment from deployments/<chain_id>.json, resumes from its checkpoint
-(deployments/keeper-<chain_id>.json by default) and runs passes until SIGINT/SIGTERM, or one
-pass with `--once` (for cron; exit code 1 when the pass could not complete). The logic is
+Loads the deployment from <deployments>/<chain_id>.json, resumes from its checkpoint
+(<deployments>/keeper-<chain_id>.json by default) and runs passes until SIGINT/SIGTERM, or one
+pass with `--once` (for cron; exit code 1 when the pass could not complete). Several keepers
+may run at once (each with its own account and checkpoint): they compete for liquidations
+(a lost race never reverts) and take turns for auto-deleveraging. The logic is
 perpdex.keeper."""
 
 from pathlib import Path
@@ -11,7 +13,15 @@ import click
 from ape.cli import ConnectedProviderCommand, account_option
 
 from perpdex.deploy import DEPLOYMENTS_DIR, load_deployment, manifest_path
-from perpdex.keeper import MAX_BATCH, Keeper, configure_logging, default_checkpoint_path, install_signal_handlers
+from perpdex.keeper import (
+    ADL_TURN_BLOCKS,
+    ADL_TURN_MARGIN,
+    MAX_BATCH,
+    Keeper,
+    configure_logging,
+    default_checkpoint_path,
+    install_signal_handlers,
+)
 
 
 @click.command(cls=ConnectedProviderCommand)
@@ -24,9 +34,13 @@ from perpdex.keeper import MAX_BATCH, Keeper, configure_logging, default_checkpo
 @click.option(
     "--batch-size", default=20, show_default=True, type=click.IntRange(1, MAX_BATCH), help="accounts per liquidate_many"
 )
+@click.option(
+    "--adl-turn-blocks", default=ADL_TURN_BLOCKS, show_default=True, type=click.IntRange(ADL_TURN_MARGIN + 1),
+    help="blocks per turn when several ADL keepers run (the same value for all of them)",
+)
 @click.option("--json-logs", is_flag=True, help="one JSON object per log line")
 @click.option("--deployments", default=str(DEPLOYMENTS_DIR), show_default=True, help="directory of the manifests")
-def cli(account, once, interval, checkpoint, batch_size, json_logs, deployments):
+def cli(account, once, interval, checkpoint, batch_size, adl_turn_blocks, json_logs, deployments):
     """Liquidate unhealthy sub-accounts and auto-deleverage when a trigger holds."""
     import threading
 
@@ -39,6 +53,7 @@ def cli(account, once, interval, checkpoint, batch_size, json_logs, deployments)
         account,
         checkpoint_path=checkpoint or default_checkpoint_path(chain.chain_id, deployments),
         batch_size=batch_size,
+        adl_turn_blocks=adl_turn_blocks,
     )
     stop = threading.Event()
     install_signal_handlers(stop)

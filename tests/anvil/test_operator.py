@@ -1,0 +1,349 @@
+"""The operator's path on a real node: every tool is a separate process talking RPC to anvil.
+
+`ape run deploy` writes a manifest (to a temporary directory, not the repository's
+deployments/); a trader deposits and opens with `ape run trade`; `ape run pusher` drops the
+price; `ape run keeper` (long-running, JSON logs) liquidates. The tests read outcomes from the
+chain (events, receipts, views) and from the keeper's structured log.
+
+The tests of this module build on each other, in order, on one deployment: liquidation within
+2 blocks, then a keeper killed (SIGKILL) and restarted, then two keepers at once, then a
+client that is not ours. Prices only fall along the way (BTC 40,000 -> 38,700 -> 37,400 ->
+36,000 -> 34,500 -> 33,000); each step is chosen so that exactly the accounts named in the
+test become liquidatable (asserted on chain before the keeper acts).
+
+config/markets.json: 4 % initial and 2 % maintenance margin, 0.5 % penalty, 5 USD keeper floor.
+A 1 BTC long opened with collateral C at price P0 becomes liquidatable below about
+(P0 - C + 5) / 0.975.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from anvil_tools import (
+    CHAIN_ID,
+    REPO,
+    REPORT,
+    USDC,
+    WAD,
+    Chain,
+    ape_run,
+    wait_until,
+    write_price_csv,
+)
+from manifest_client import deposit_and_trade
+from web3 import Web3
+from web3.logs import DISCARD
+
+pytestmark = pytest.mark.anvil
+
+BTC, ETH = "BTC-USD", "ETH-USD"
+KEEPER_FLOOR = 5 * WAD
+LIQUIDATE_MANY = Web3.keccak(text="liquidate_many((address,uint256)[])")[:4]
+AUTO_DELEVERAGE = Web3.keccak(text="auto_deleverage(uint256,(address,uint256,uint256)[],address,uint256)")[:4]
+# anvil dev accounts = ape's TEST::<n>
+DEPLOYER, KEEPER_1, KEEPER_2, CLI_TRADER = 0, 1, 2, 3
+LP = 19
+
+
+class Scenario:
+    """What the tests of this module share: the deployment, the keeper processes, the log."""
+
+    def __init__(self, node, tools, chain: Chain, deployments: Path):
+        self.node, self.tools, self.chain, self.deployments = node, tools, chain, deployments
+        self.keepers: dict[str, object] = {}
+        self.distances = REPORT.setdefault("liquidation block - price-drop block", [])
+        self.prices: dict[str, str] = {BTC: "40000", ETH: "2000"}
+        self.drops = 0
+
+    def start_keeper(self, name: str, account: int, checkpoint: str):
+        keeper = self.tools(
+            name, "keeper", "--account", f"TEST::{account}", "--json-logs", "--interval", "0.2",
+            "--deployments", str(self.deployments), "--checkpoint", str(self.deployments / checkpoint),
+        )
+        self.keepers[name] = keeper
+        return keeper
+
+    def push(self, **prices: str) -> dict[str, int]:
+        """`ape run pusher` publishes one step from CSV files; returns the block of each
+        market's update (from the aggregators' AnswerUpdated events)."""
+        start = self.chain.head() + 1
+        self.drops += 1
+        args = []
+        for symbol, price in prices.items():
+            path = write_price_csv(self.node.tmp / f"drop{self.drops}-{symbol}.csv", 1_700_000_000, price)
+            args += ["--csv", f"{symbol}={path}"]
+            self.prices[symbol] = price
+        ape_run(
+            self.node, "pusher", "--account", f"TEST::{DEPLOYER}", *args, "--speed", "0", "--once",
+            "--deployment", str(self.chain.path),
+        )
+        blocks = {}
+        for symbol, price in prices.items():
+            (update,) = self.chain.events(f"aggregator_{symbol}", "AnswerUpdated", start)
+            assert update.args.current == int(price) * 10**8
+            blocks[symbol] = update.blockNumber
+        return blocks
+
+
+@pytest.fixture(scope="module")
+def scenario(node, tools):
+    """`ape run deploy` into a temporary directory, then an LP seeds the liquidity vault."""
+    deployments = node.tmp / "deployments"
+    repo_manifests = sorted((REPO / "deployments").glob("*"))
+    before = {p: p.stat().st_mtime_ns for p in repo_manifests}
+    keepers = [node.w3.eth.accounts[KEEPER_1], node.w3.eth.accounts[KEEPER_2]]
+    out = ape_run(
+        node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(deployments),
+        "--adl-keeper", keepers[0], "--adl-keeper", keepers[1],
+    ).stdout
+    path = deployments / f"{CHAIN_ID}.json"
+    assert f"manifest: {path}" in out
+    # the repository's deployments/ is not touched
+    assert {p: p.stat().st_mtime_ns for p in sorted((REPO / "deployments").glob("*"))} == before
+
+    manifest = json.loads(path.read_text())
+    chain = Chain(node.w3, manifest, path)
+    lp = chain.account(LP)
+    chain.mined([
+        chain.send(chain.collateral.functions.faucet(1_000_000 * USDC), lp),
+        chain.send(chain.collateral.functions.approve(chain.liquidity_vault.address, 1_000_000 * USDC), lp),
+        chain.send(chain.liquidity_vault.functions.deposit(1_000_000 * USDC, lp), lp),
+    ])
+    return Scenario(node, tools, chain, deployments)
+
+
+def assert_no_failed_transactions(chain: Chain, senders: set[str], start: int) -> list:
+    """Every transaction of `senders` since `start` succeeded and called liquidate_many or
+    auto_deleverage on the liquidator (a keeper never calls `liquidate`, which reverts on a
+    healthy account). Returns them."""
+    sent = chain.transactions_from(senders, start)
+    for tx, receipt in sent:
+        assert receipt.status == 1, f"keeper transaction {tx['hash'].hex()} in block {receipt.blockNumber} reverted"
+        assert tx["to"] == chain.liquidator.address
+        assert bytes(tx["input"][:4]) in (LIQUIDATE_MANY, AUTO_DELEVERAGE)
+    return sent
+
+
+def liquidation_count(chain: Chain, start: int) -> dict[tuple[str, int], int]:
+    counts: dict[tuple[str, int], int] = {}
+    for e in chain.liquidations(start):
+        key = (e.args.owner, e.args.sub_account)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_deploy_script_writes_a_manifest_any_client_can_use(scenario):
+    chain = scenario.chain
+    m = chain.manifest
+    assert m["chain_id"] == CHAIN_ID and m["block"] is not None
+    for name, entry in m["contracts"].items():
+        assert len(chain.w3.eth.get_code(entry["address"])) > 0, f"{name} has no code"
+        assert entry["abi"], f"{name} has no ABI"
+    # the first contract was created in the recorded block: the keeper indexes events from there
+    first = min(chain.w3.eth.get_transaction_receipt(tx["hash"]).blockNumber
+                for tx, _ in chain.transactions_from({chain.account(DEPLOYER)}, m["block"], m["block"]))
+    assert first == m["block"]
+    assert [x["symbol"] for x in m["markets"]] == [BTC, ETH]
+    # deploying again finds everything in place and sends nothing
+    nonce = chain.w3.eth.get_transaction_count(chain.account(DEPLOYER))
+    out = ape_run(scenario.node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(scenario.deployments)).stdout
+    assert "nothing to do: the deployment is complete" in out
+    assert chain.w3.eth.get_transaction_count(chain.account(DEPLOYER)) == nonce
+    assert chain.exchange.functions.index_price(chain.market_id(BTC)).call() == 40_000 * WAD
+    for k in (KEEPER_1, KEEPER_2):
+        assert chain.liquidator.functions.adl_keeper(chain.account(k)).call()
+    assert chain.liquidity_vault.functions.totalAssets().call() == 1_000_000 * USDC
+
+
+def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario):
+    s, chain = scenario, scenario.chain
+    keeper = s.start_keeper("keeper-a", KEEPER_1, "keeper-a.json")  # starts while the traders trade
+    start = chain.head() + 1  # this test's blocks
+
+    # a trader with the wallet CLI: 2,200 USD, then a ~18x long
+    trader = chain.account(CLI_TRADER)
+    chain.transact(chain.collateral.functions.faucet(2_200 * USDC), trader)
+    # more traders, straight from web3.py: a BTC and an ETH long at ~18x, and two that are safe
+    w = [chain.account(i) for i in (4, 5, 6)]
+    risky_btc, risky_eth = (w[0], 0), (w[1], 1)
+    safe_long, safe_short = (w[2], 0), (w[2], 1)
+    pending = [
+        *chain.open_position(*risky_btc, BTC, WAD, 2_200),
+        *chain.open_position(*risky_eth, ETH, 20 * WAD, 2_200),
+        *chain.open_position(*safe_long, BTC, WAD, 10_000),
+        *chain.open_position(*safe_short, BTC, -WAD, 2_200),
+    ]
+    out = ape_run(s.node, "trade", "deposit", "2200", "--account", f"TEST::{CLI_TRADER}",
+                  "--deployment", str(chain.path)).stdout
+    assert "deposited 2,200.00 USD, sub-account 0: cash now 2,200.00 USD" in out
+    out = ape_run(s.node, "trade", "open", "BTC-USD", "1", "--slippage", "1", "--account", f"TEST::{CLI_TRADER}",
+                  "--deployment", str(chain.path)).stdout
+    assert "bought 1 BTC-USD at" in out and "position now +1.0000" in out
+    chain.mined(pending)
+    cli = (trader, 0)
+    assert chain.size(cli, BTC) == WAD
+
+    everyone = [cli, risky_btc, risky_eth, safe_long, safe_short]
+    keeper.wait_for(lambda: any(r["accounts"] == len(everyone) for r in keeper.records("pass")), 60,
+                    "a pass that indexed every trader")
+    assert not any(chain.liquidatable(k) for k in everyone)
+    insurance_before = chain.insurance_fund.functions.fund_balance().call()
+    keeper_address = chain.account(KEEPER_1)
+    keeper_cash_before = chain.vault.functions.cash(keeper_address, 0).call()
+
+    drop = s.push(**{BTC: "38700", ETH: "1930"})
+    risky = {cli: drop[BTC], risky_btc: drop[BTC], risky_eth: drop[ETH]}
+    last = max(drop.values())
+    assert all(chain.liquidatable(k, block) for k, block in risky.items())
+    assert not chain.liquidatable(safe_long, last) and not chain.liquidatable(safe_short, last)
+    wait_until(lambda: len(chain.liquidations(start)) >= len(risky), 20, "three liquidations")
+
+    events = chain.liquidations(start)
+    assert {(e.args.owner, e.args.sub_account) for e in events} == set(risky)
+    assert len(events) == len(risky)  # one each
+    for e in events:
+        key = (e.args.owner, e.args.sub_account)
+        distance = e.blockNumber - risky[key]
+        s.distances.append(distance)
+        assert 1 <= distance <= 2, f"{key} liquidated {distance} blocks after the price drop"
+        assert e.args.keeper == keeper_address and e.args.fully_closed
+    assert chain.size(cli, BTC) == chain.size(risky_btc, BTC) == chain.size(risky_eth, ETH) == 0
+    assert chain.size(safe_long, BTC) == WAD and chain.size(safe_short, BTC) == -WAD
+
+    rewards = sum(e.args.keeper_reward for e in events)
+    assert rewards >= len(risky) * KEEPER_FLOOR
+    assert chain.vault.functions.cash(keeper_address, 0).call() - keeper_cash_before == rewards
+    to_insurance = sum(e.args.to_insurance for e in events)
+    assert to_insurance > 0 and not chain.events("liquidator", "BadDebt", start)
+    assert chain.insurance_fund.functions.fund_balance().call() - insurance_before == to_insurance
+    assert chain.ledger_gap() == 0
+    assert_no_failed_transactions(chain, {keeper_address}, start)
+
+    done = keeper.records("liquidation.done")
+    assert {(r["owner"], r["sub_account"]) for r in done} == set(risky)
+    assert all(r["errors"] == 0 for r in keeper.records("pass"))
+
+
+def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(scenario):
+    s, chain = scenario, scenario.chain
+    keeper = s.keepers["keeper-a"]
+    keeper_address = chain.account(KEEPER_1)
+    start = chain.head() + 1  # this test's blocks
+    w = [chain.account(i) for i in (7, 8, 9)]
+    first, second, newcomer = (w[0], 0), (w[1], 0), (w[2], 0)
+    chain.mined([*chain.open_position(*first, BTC, WAD, 2_100), *chain.open_position(*second, BTC, WAD, 3_000)])
+    depositors = len(chain.depositors())
+    keeper.wait_for(lambda: any(r["accounts"] == depositors for r in keeper.records("pass")), 20,
+                    "a pass that indexed the two new accounts")
+
+    # BTC 37,400 makes `first` liquidatable: kill the keeper the moment its transaction is in
+    # the mempool (or, if it was faster than us, right after)
+    drop = s.push(**{BTC: "37400"})
+    assert chain.liquidatable(first, drop[BTC]) and not chain.liquidatable(second, drop[BTC])
+
+    def sent() -> bool:
+        pending = chain.w3.eth.get_transaction_count(keeper_address, "pending")
+        return pending > chain.w3.eth.get_transaction_count(keeper_address, "latest") or bool(chain.liquidations(start))
+
+    wait_until(sent, 10, "the keeper to send its liquidation", interval=0.02)
+    keeper.kill()
+    assert keeper.process.returncode == -9
+    checkpoint = json.loads((s.deployments / "keeper-a.json").read_text())
+
+    # while it is down: an account it has never seen opens, and the price falls through both
+    chain.mined(chain.open_position(*newcomer, BTC, WAD, 2_100))
+    s.push(**{BTC: "36000"})
+    wait_until(lambda: len(chain.liquidations(start)) == 1, 10, "the in-flight liquidation to be mined")
+    assert chain.liquidatable(second) and chain.liquidatable(newcomer)
+    down_until = chain.head()
+
+    keeper = s.start_keeper("keeper-a-restarted", KEEPER_1, "keeper-a.json")
+    wait_until(lambda: len(chain.liquidations(start)) >= 3, 60, "the restarted keeper's liquidations")
+    keeper.wait_for(lambda: any(r["block"] >= chain.head() - 1 for r in keeper.records("pass")), 10, "a later pass")
+
+    assert liquidation_count(chain, start) == {first: 1, second: 1, newcomer: 1}
+    assert all(e.args.keeper == keeper_address for e in chain.liquidations(start))
+    assert chain.size(first, BTC) == chain.size(second, BTC) == chain.size(newcomer, BTC) == 0
+    (loaded,) = keeper.records("checkpoint.loaded")
+    assert loaded["block"] == checkpoint["block"] and loaded["accounts"] == len(checkpoint["accounts"])
+    assert {(r["owner"], r["sub_account"]) for r in keeper.records("liquidation.done")} == {second, newcomer}
+    # nothing twice: every transaction since the restart liquidated something, none reverted
+    for tx, receipt in assert_no_failed_transactions(chain, {keeper_address}, down_until + 1):
+        (batch,) = chain.liquidator.events.LiquidationBatch().process_receipt(receipt, errors=DISCARD)
+        assert batch.args.liquidated > 0
+    assert_no_failed_transactions(chain, {keeper_address}, start)
+    assert chain.ledger_gap() == 0
+
+
+def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transaction(scenario):
+    s, chain = scenario, scenario.chain
+    keeper_1 = s.keepers["keeper-a-restarted"]
+    keeper_2 = s.start_keeper("keeper-b", KEEPER_2, "keeper-b.json")
+    senders = {chain.account(KEEPER_1), chain.account(KEEPER_2)}
+    start = chain.head() + 1  # this test's blocks
+    owner = chain.account(DEPLOYER)
+
+    # six 1 BTC longs at 36,000 with 2,000 each (liquidatable below ~34,900), and a 3 BTC whale
+    # with 8,000: healthy at 34,500 (equity ~3,400, maintenance ~2,600), bankrupt after a gap
+    # to 33,000 (equity ~ -1,100)
+    traders = [(chain.account(10 + i // 2), i % 2) for i in range(6)]
+    whale = (chain.account(13), 0)
+    pending = [h for key in traders for h in chain.open_position(*key, BTC, WAD, 2_000)]
+    chain.mined([*pending, *chain.open_position(*whale, BTC, 3 * WAD, 8_000)])
+    depositors = len(chain.depositors())
+    for keeper in (keeper_1, keeper_2):
+        keeper.wait_for(lambda k=keeper: any(r["accounts"] == depositors for r in k.records("pass")), 60,
+                        "a pass that indexed every trader")
+
+    drop = s.push(**{BTC: "34500"})
+    assert all(chain.liquidatable(k, drop[BTC]) for k in traders) and not chain.liquidatable(whale, drop[BTC])
+    wait_until(lambda: len(chain.liquidations(drop[BTC])) >= len(traders), 20, "six liquidations")
+    assert liquidation_count(chain, start) == {k: 1 for k in traders}
+    for e in chain.liquidations(start):
+        assert e.args.keeper in senders
+        s.distances.append(e.blockNumber - drop[BTC])
+        assert e.blockNumber - drop[BTC] <= 2
+
+    # the insurance fund is emptied; a gap through the whale's bankruptcy price leaves a deficit
+    # that only auto-deleveraging can cover: both keepers hold the ADL role
+    fund = chain.insurance_fund.functions
+    chain.transact(fund.withdraw_surplus(owner, fund.surplus().call()), owner)
+    gap = s.push(**{BTC: "33000"})
+    wait_until(lambda: chain.events("liquidator", "AutoDeleveraged", gap[BTC]), 30, "auto-deleveraging")
+    wait_until(lambda: chain.liquidator.functions.uncovered_deficit(chain.market_id(BTC)).call() == 0, 10,
+               "the deficit to be covered")
+    (bad_debt,) = chain.events("liquidator", "BadDebt", gap[BTC])
+    assert (bad_debt.args.owner, bad_debt.args.sub_account) == whale and bad_debt.args.uncovered > 0
+    assert chain.vault.functions.cash(*whale).call() == 0  # made whole by the profitable shorts
+    assert liquidation_count(chain, start) == {**{k: 1 for k in traders}, whale: 1}
+
+    # a few more blocks: nobody acts again, both keepers are still running
+    settled = chain.head()
+    wait_until(lambda: chain.head() >= settled + 3, 10, "three more blocks")
+    assert keeper_1.alive and keeper_2.alive
+    assert liquidation_count(chain, start) == {**{k: 1 for k in traders}, whale: 1}
+    sent = assert_no_failed_transactions(chain, senders, start)
+    adl = [tx for tx, _ in sent if bytes(tx["input"][:4]) == AUTO_DELEVERAGE]
+    assert len(adl) == 1  # one keeper deleveraged, the other waited for its turn and found nothing to do
+    for keeper in (keeper_1, keeper_2):
+        assert all(r["errors"] == 0 for r in keeper.records("pass"))
+    assert chain.ledger_gap() == 0
+    empty = sum(
+        chain.liquidator.events.LiquidationBatch().process_receipt(r, errors=DISCARD)[0].args.liquidated == 0
+        for tx, r in sent if bytes(tx["input"][:4]) == LIQUIDATE_MANY
+    )
+    REPORT["two keepers: liquidate_many transactions that found nothing left (lost races)"] = (
+        f"{empty} of {len(sent) - len(adl)}"
+    )
+
+
+def test_a_client_that_is_not_ours_deposits_and_trades_from_the_manifest(scenario):
+    chain = scenario.chain
+    funder = chain.account(DEPLOYER)
+    deposit_and_trade(chain.w3, chain.manifest, lambda a: chain.transact_value(funder, a, 10**18))
