@@ -21,6 +21,8 @@ for _ in $(seq 50); do
   (echo > /dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break
   sleep 0.2
 done
+# ape-foundry connects to 127.0.0.1:8545 unless told otherwise (and would start its own anvil)
+export APE_FOUNDRY_HOST="http://127.0.0.1:$PORT"
 KEEPER=0x70997970C51812dc3A010C7d01b50e0d17dc79C8  # anvil test account 1
 ape run deploy --network "$NETWORK" --account TEST::0 --adl-keeper "$KEEPER"
 ape run keeper --network "$NETWORK" --account TEST::1 > "$LOGS/keeper.log" 2>&1 &

@@ -259,7 +259,10 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     # while it is down: an account it has never seen opens, and the price falls through both
     chain.mined(chain.open_position(*newcomer, BTC, WAD, 2_100))
     s.push(**{BTC: "36000"})
-    wait_until(lambda: len(chain.liquidations(start)) == 1, 10, "the in-flight liquidation to be mined")
+    (in_flight,) = wait_until(lambda: chain.liquidations(start), 10, "the in-flight liquidation to be mined")
+    assert (in_flight.args.owner, in_flight.args.sub_account) == first
+    # killed mid-pass: the pass that sent it never wrote its checkpoint
+    assert in_flight.blockNumber > checkpoint["block"]
     assert chain.liquidatable(second) and chain.liquidatable(newcomer)
     down_until = chain.head()
 
@@ -272,6 +275,8 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     assert chain.size(first, BTC) == chain.size(second, BTC) == chain.size(newcomer, BTC) == 0
     (loaded,) = keeper.records("checkpoint.loaded")
     assert loaded["block"] == checkpoint["block"] and loaded["accounts"] == len(checkpoint["accounts"])
+    # resumed from the checkpoint: only the account that appeared while it was down is new to it
+    assert keeper.records("pass")[0]["new_accounts"] == 1
     assert {(r["owner"], r["sub_account"]) for r in keeper.records("liquidation.done")} == {second, newcomer}
     # nothing twice: every transaction since the restart liquidated something, none reverted
     for tx, receipt in assert_no_failed_transactions(chain, {keeper_address}, down_until + 1):

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from perpdex.deploy import FEED_DECIMALS, deploy_local
 from perpdex.fixed_point import WAD
-from perpdex.keeper import Keeper, install_signal_handlers
+from perpdex.keeper import Keeper, adl_turn, install_signal_handlers
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 BTC, ETH = 0, 1
@@ -345,6 +345,79 @@ def test_adl_covers_an_uncovered_deficit(world, owner, keeper_account, accounts,
         assert 0 < haircut <= close.realized_pnl  # never more than the profit: no principal lost
         assert d.vault.cash(*key) - cash_before[key] == close.realized_pnl - haircut - close.funding_paid
     assert keeper.run_once().adl_targets == 0  # nothing left to do
+
+
+def test_adl_turns_rotate_in_address_order_from_the_trigger_block():
+    keepers = ["0xCC", "0xaa", "0xBb"]  # turn order: 0xaa, 0xbb, 0xcc (case-insensitive)
+    since = 100
+    # turns of 4 blocks; a keeper sends in the first 2 of its turn, the other 2 let its transaction land
+    assert [adl_turn("0xAA", keepers, since, b) for b in range(100, 104)] == [
+        (True, 100), (True, 101), (False, 112), (False, 112)
+    ]
+    assert adl_turn("0xbb", keepers, since, 100) == (False, 104)
+    assert [adl_turn("0xbb", keepers, since, b)[0] for b in range(104, 108)] == [True, True, False, False]
+    assert adl_turn("0xcc", keepers, since, 107) == (False, 108)
+    assert adl_turn("0xcc", keepers, since, 109) == (True, 109)
+    assert adl_turn("0xaa", keepers, since, 112) == (True, 112)  # the next round
+    assert adl_turn("0xaa", ["0xaa"], since, 103) == (True, 103)  # alone: always
+    assert adl_turn("0xdd", keepers, since, 100) == (False, -1)  # no role
+    # at any block at most one keeper may send
+    for block in range(90, 140):
+        assert sum(adl_turn(k, keepers, since, block)[0] for k in keepers) <= 1
+
+
+def deficit_world(d, owner, accounts) -> tuple:
+    """A 3 BTC long gapped through its bankruptcy price with an empty insurance fund, and
+    profitable shorts to deleverage."""
+    victim = open_position(d, owner, accounts[4], 0, BTC, 3 * WAD, 6_600)
+    for who, size, usd in ((accounts[5], -WAD, 5_000), (accounts[6], -4 * WAD // 5, 8_000)):
+        open_position(d, owner, who, 0, BTC, size, usd)
+    d.insurance_fund.withdraw_surplus(owner, d.vault.insurance_cash() // 10**12, sender=owner)  # empty it
+    set_price(d, owner, BTC, 36_000)
+    return victim
+
+
+def test_two_adl_keepers_take_turns_and_never_both_send(world, owner, accounts, chain, tmp_path, caplog):
+    d = world
+    first, second = sorted([accounts[1], accounts[2]], key=lambda a: a.address.lower())  # turn order
+    for keeper_account in (first, second):
+        d.liquidator.set_adl_keeper(keeper_account, True, sender=owner)
+    victim = deficit_world(d, owner, accounts)
+    caplog.set_level(logging.INFO, logger="perpdex.keeper")
+    late = Keeper(d, second, tmp_path / "second.json", start_block=d.start_block)
+    early = Keeper(d, first, tmp_path / "first.json", start_block=d.start_block)
+
+    report = late.run_once()  # liquidates; the deficit appears; the first turn is the other's
+    since = chain.blocks.head.number
+    assert report.liquidated == 1 and size_of(d, victim) == 0 and report.adl_targets == 0
+    assert d.liquidator.uncovered_deficit(BTC) > 0
+    (waiting,) = events(caplog, "adl.waiting_turn")
+    assert waiting.fields["next_turn"] == since + 4
+
+    report = early.run_once()
+    assert report.adl_targets >= 1 and report.errors == 0
+    assert d.liquidator.uncovered_deficit(BTC) == 0 and d.vault.cash(*victim) == 0
+
+    chain.mine(since + 4 - chain.blocks.head.number)  # the second keeper's turn: nothing left to do
+    nonce = second.nonce
+    assert late.run_once().adl_targets == 0 and second.nonce == nonce
+
+
+def test_the_next_adl_keeper_acts_when_the_first_one_does_not(world, owner, accounts, chain, tmp_path, caplog):
+    d = world
+    first, second = sorted([accounts[1], accounts[2]], key=lambda a: a.address.lower())
+    for keeper_account in (first, second):
+        d.liquidator.set_adl_keeper(keeper_account, True, sender=owner)
+    victim = deficit_world(d, owner, accounts)
+    caplog.set_level(logging.INFO, logger="perpdex.keeper")
+    late = Keeper(d, second, tmp_path / "second.json", start_block=d.start_block)  # the first never runs
+
+    assert late.run_once().adl_targets == 0
+    (waiting,) = events(caplog, "adl.waiting_turn")
+    chain.mine(waiting.fields["next_turn"] - chain.blocks.head.number)
+    report = late.run_once()
+    assert report.adl_targets >= 1 and report.errors == 0
+    assert d.liquidator.uncovered_deficit(BTC) == 0 and d.vault.cash(*victim) == 0
 
 
 def test_adl_brings_the_pnl_factor_back_under_target(world, owner, keeper_account, accounts, tmp_path):
