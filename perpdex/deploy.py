@@ -308,5 +308,5 @@ def load_deployment(path: Path | str | None = None) -> Deployment:
     entries = manifest.get("markets", [])
     aggregators = {int(m["id"]): [_contract_at("aggregator", a) for a in m.get("aggregators", [])] for m in entries}
     markets = [_listed_market(contracts["exchange"], contracts["oracle"], m) for m in entries]
-    block = manifest.get("block")
-    return Deployment(**contracts, markets=markets, aggregators=aggregators, block=None if block is None else int(block))
+    block = None if manifest.get("block") is None else int(manifest["block"])
+    return Deployment(**contracts, markets=markets, aggregators=aggregators, block=block)

@@ -4,11 +4,13 @@ deployment written to a manifest by `perpdex.deploy.Deployer`."""
 
 import importlib.util
 import itertools
+import json
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from web3 import Web3
 
 from perpdex.cli import usd
 from perpdex.deploy import Deployer
@@ -117,6 +119,36 @@ def ok(result) -> str:
 
 def usd_units(units: int) -> str:
     return str(Decimal(units) / USDC)
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+def test_the_loader_carries_the_deployment_block_and_refuses_unusable_manifests(manifest, d, chain, tmp_path):
+    from perpdex.deploy import ManifestError, load_deployment
+
+    recorded = json.loads(manifest.read_text())
+    assert d.block == recorded["block"] and d.exchange.address == recorded["contracts"]["exchange"]["address"]
+    assert [m.symbol for m in d.markets] == ["BTC-USD", "ETH-USD"]
+
+    def refused(edit) -> str:
+        broken = json.loads(manifest.read_text())
+        edit(broken)
+        path = tmp_path / "broken.json"
+        path.write_text(json.dumps(broken))
+        with pytest.raises(ManifestError) as refusal:
+            load_deployment(path)
+        return refusal.value.message
+
+    assert "is for chain 1, connected to chain" in refused(lambda m: m.update(chain_id=1))
+    assert "missing liquidator" in refused(lambda m: m["contracts"].pop("liquidator"))
+    stale = "0x" + "12" * 20
+    assert f"no vault contract at {Web3.to_checksum_address(stale)}" in refused(
+        lambda m: m["contracts"]["vault"].update(address=Web3.to_checksum_address(stale))
+    )
+    assert "the manifest is stale" in refused(lambda m: m["markets"][0].update(aggregators=[stale]))
+    with pytest.raises(ManifestError, match="no deployment manifest"):
+        load_deployment(tmp_path / "none.json")
 
 
 # --------------------------------------------------------------------------- trading
