@@ -19,6 +19,7 @@ A 1 BTC long opened with collateral C at price P0 becomes liquidatable below abo
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -243,24 +244,27 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
                     "a pass that indexed the two new accounts")
 
     # BTC 37,400 makes `first` liquidatable: kill the keeper the moment its transaction is in
-    # the mempool (or, if it was faster than us, right after)
-    drop = s.push(**{BTC: "37400"})
-    assert chain.liquidatable(first, drop[BTC]) and not chain.liquidatable(second, drop[BTC])
-
+    # the node's pool (watched while the pusher runs, not after it exits)
     def sent() -> bool:
         pending = chain.w3.eth.get_transaction_count(keeper_address, "pending")
         return pending > chain.w3.eth.get_transaction_count(keeper_address, "latest") or bool(chain.liquidations(start))
 
-    wait_until(sent, 10, "the keeper to send its liquidation", interval=0.02)
-    keeper.kill()
+    with ThreadPoolExecutor(1) as pool:
+        pushing = pool.submit(s.push, **{BTC: "37400"})
+        wait_until(sent, 30, "the keeper to send its liquidation", interval=0.02)
+        keeper.kill()
+        checkpoint = json.loads((s.deployments / "keeper-a.json").read_text())
+        drop = pushing.result()
     assert keeper.process.returncode == -9
-    checkpoint = json.loads((s.deployments / "keeper-a.json").read_text())
+    assert chain.liquidatable(first, drop[BTC]) and not chain.liquidatable(second, drop[BTC])
 
     # while it is down: an account it has never seen opens, and the price falls through both
     chain.mined(chain.open_position(*newcomer, BTC, WAD, 2_100))
     s.push(**{BTC: "36000"})
     (in_flight,) = wait_until(lambda: chain.liquidations(start), 10, "the in-flight liquidation to be mined")
     assert (in_flight.args.owner, in_flight.args.sub_account) == first
+    s.distances.append(in_flight.blockNumber - drop[BTC])
+    assert in_flight.blockNumber - drop[BTC] <= 2
     # killed mid-pass: the pass that sent it never wrote its checkpoint
     assert in_flight.blockNumber > checkpoint["block"]
     assert chain.liquidatable(second) and chain.liquidatable(newcomer)
