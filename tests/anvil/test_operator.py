@@ -30,6 +30,7 @@ from anvil_tools import (
     USDC,
     WAD,
     Chain,
+    ToolProcess,
     ape_run,
     wait_until,
     write_price_csv,
@@ -54,12 +55,12 @@ class Scenario:
 
     def __init__(self, node, tools, chain: Chain, deployments: Path):
         self.node, self.tools, self.chain, self.deployments = node, tools, chain, deployments
-        self.keepers: dict[str, object] = {}
+        self.keepers: dict[str, ToolProcess] = {}
         self.distances = REPORT.setdefault("liquidation block - price-drop block", [])
-        self.prices: dict[str, str] = {BTC: "40000", ETH: "2000"}
         self.drops = 0
 
-    def start_keeper(self, name: str, account: int, checkpoint: str):
+    def start_keeper(self, name: str, account: int, checkpoint: str) -> ToolProcess:
+        """`ape run keeper` as TEST::<account>, JSON logs, a pass every 0.2 s."""
         keeper = self.tools(
             name, "keeper", "--account", f"TEST::{account}", "--json-logs", "--interval", "0.2",
             "--deployments", str(self.deployments), "--checkpoint", str(self.deployments / checkpoint),
@@ -76,7 +77,6 @@ class Scenario:
         for symbol, price in prices.items():
             path = write_price_csv(self.node.tmp / f"drop{self.drops}-{symbol}.csv", 1_700_000_000, price)
             args += ["--csv", f"{symbol}={path}"]
-            self.prices[symbol] = price
         ape_run(
             self.node, "pusher", "--account", f"TEST::{DEPLOYER}", *args, "--speed", "0", "--once",
             "--deployment", str(self.chain.path),
@@ -332,14 +332,25 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
     assert chain.vault.functions.cash(*whale).call() == 0  # made whole by the profitable shorts
     assert liquidation_count(chain, start) == {**{k: 1 for k in traders}, whale: 1}
 
-    # a few more blocks: nobody acts again, both keepers are still running
-    settled = chain.head()
-    wait_until(lambda: chain.head() >= settled + 3, 10, "three more blocks")
+    # both keepers run passes past every ADL turn of this deficit (3 role holders: the deployer's
+    # turn idles) without acting again, and are still running
+    (recorded,) = chain.events("liquidator", "DeficitRecorded", gap[BTC])
+    after_turns = recorded.blockNumber + 3 * 4
+    for keeper in (keeper_1, keeper_2):
+        keeper.wait_for(lambda k=keeper: any(r["block"] >= after_turns for r in k.records("pass")), 30,
+                        "a pass after every ADL turn")
     assert keeper_1.alive and keeper_2.alive
     assert liquidation_count(chain, start) == {**{k: 1 for k in traders}, whale: 1}
     sent = assert_no_failed_transactions(chain, senders, start)
-    adl = [tx for tx, _ in sent if bytes(tx["input"][:4]) == AUTO_DELEVERAGE]
-    assert len(adl) == 1  # one keeper deleveraged, the other waited for its turn and found nothing to do
+    adl = [(tx, r) for tx, r in sent if bytes(tx["input"][:4]) == AUTO_DELEVERAGE]
+    assert len(adl) == 1  # one keeper deleveraged; the other, in its turn, found nothing left to do
+    assert {e.transactionHash for e in chain.events("liquidator", "AutoDeleveraged", start)} == {adl[0][0]["hash"]}
+    adl_sender = next(k for k in (keeper_1, keeper_2) if k.records("adl.done"))
+    other = keeper_2 if adl_sender is keeper_1 else keeper_1
+    REPORT["two keepers: ADL"] = (
+        f"sent by {adl_sender.name} (block {adl[0][1].blockNumber}, deficit recorded in {recorded.blockNumber}); "
+        f"{other.name} logged adl.waiting_turn: {bool(other.records('adl.waiting_turn'))}"
+    )
     for keeper in (keeper_1, keeper_2):
         assert all(r["errors"] == 0 for r in keeper.records("pass"))
     assert chain.ledger_gap() == 0
