@@ -531,6 +531,11 @@ def _pull(payer: address, amount: uint256) -> uint256:
 @internal
 def _push(receiver: address, amount: uint256):
     assert receiver != empty(address), "vault: zero address"
+    # Every cash claim is backed only while nobody's cash is negative beyond what the others
+    # owe: a liquidity vault that lost more than its capital (or a deficit ADL has not covered
+    # yet) leaves the tokens short of the claims. Refuse with a reason a wallet can show rather
+    # than the token's own revert.
+    assert staticcall TOKEN.balanceOf(self) >= amount, "vault: insufficient token balance"
     assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
 
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import click
 
 from perpdex.config import DEFAULT_MARKETS_FILE, MarketConfig, load_markets, params_tuple
-from perpdex.model import GlobalParams
 from perpdex.node import follow_interval_mining
 from perpdex.snapshot import market_params
 

@@ -488,8 +488,14 @@ class ExchangeModel(LiquidationMixin):
         require(amount > 0, "vault: zero amount")
         wad = amount * self.scale
         require(wad <= self.account_view(account).withdrawable, "vault: insufficient free collateral")
-        self.token_balance -= amount
+        self.push_tokens(amount)
         self._credit(account, -wad)
+
+    def push_tokens(self, amount: int) -> None:
+        """Vault._push: tokens leave the vault, if it holds them (it may not when the liquidity
+        vault lost more than its capital: the claims are then larger than the balance)."""
+        require(amount <= self.token_balance, "vault: insufficient token balance")
+        self.token_balance -= amount
 
     def ledger_total(self) -> int:
         return sum(self.cash.values())
@@ -685,6 +691,7 @@ class ExchangeModel(LiquidationMixin):
         require(assets > 0, "liquidity vault: zero assets")
         require(self.lv_shares.get(lp, 0) >= shares, "erc20: burn amount exceeds balance")
         require(assets * self.scale <= self.cash_of(LIQUIDITY_VAULT), "vault: insufficient liquidity cash")
+        require(assets <= self.token_balance, "vault: insufficient token balance")  # Vault._push
         remaining = total - min(total, assets)
         require(self.open_interest_notional() * WAD <= self.max_oi_ratio * remaining * self.scale,
                 "liquidity vault: open interest cap")

@@ -266,9 +266,15 @@ class System:
         return expected
 
     def withdraw(self, who: str, amount: int, sub_account: int = 0) -> None:
+        """Vault.withdraw of `amount` token units on both sides (a refusal: the same reason)."""
+        try:
+            self.model.withdraw((who, sub_account), amount)  # checks before it changes anything
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(who):
+                self.vault.withdraw(sub_account, amount)
+            raise
         with boa.env.prank(who):
             self.vault.withdraw(sub_account, amount)
-        self.model.withdraw((who, sub_account), amount)
 
     def trade(self, who: str, market_id: int, size_delta: int, acceptable_price: int | None = None, sub_account: int = 0):
         """Trade on both sides; compare the fill and the resulting account exactly."""

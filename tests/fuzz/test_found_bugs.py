@@ -111,3 +111,26 @@ def test_trader_profit_can_exceed_every_token_the_vault_holds(system, lp, trader
         s.liquidator.set_adl_keeper(adl_keeper, True)
     s.auto_deleverage(adl_keeper, BTC, [((trader, 0), 20 * WAD)])
     assert s.exchange.withdrawable(trader, 0) <= s.usdc.balanceOf(s.vault.address) * 10**12
+
+
+def test_withdrawal_beyond_the_vault_tokens_is_refused_with_a_reason(system, lp, trader):
+    """Found by LiquidationMachine in a 100,000-step `make fuzz` run, now fixed: once the
+    liquidity vault has lost more than its capital (the design gap above), a trader's cash can
+    exceed every token the vault holds. Withdrawing it reverted inside the token transfer
+    ("erc20: transfer amount exceeds balance"), a reason that tells a wallet nothing; the vault
+    now refuses with "vault: insufficient token balance", changes nothing, and still pays what
+    it holds."""
+    s = system
+    s.lp_deposit(lp, 20_000)
+    s.deposit(trader, 50_000)
+    s.trade(trader, BTC, 20 * WAD)
+    s.set_price(BTC, 52_000)
+    s.trade(trader, BTC, -20 * WAD)  # the profit is now cash
+    held = s.usdc.balanceOf(s.vault.address)
+    cash = s.vault.cash(trader, 0)
+    assert s.exchange.withdrawable(trader, 0) == cash > held * 10**12
+    with pytest.raises(ModelRevert, match="vault: insufficient token balance"):
+        s.withdraw(trader, cash // 10**12)  # the contract reverted with the model's reason
+    assert (s.vault.cash(trader, 0), s.usdc.balanceOf(s.vault.address)) == (cash, held)
+    s.withdraw(trader, held)  # everything the vault holds can still be paid
+    assert s.usdc.balanceOf(trader) == held and s.usdc.balanceOf(s.vault.address) == 0

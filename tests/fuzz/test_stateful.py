@@ -67,6 +67,7 @@ STALE = "oracle: stale price"
 MARGIN_REASONS = ("exchange: insufficient margin", "exchange: trade would leave account bankrupt")
 ADL_ENOUGH = ("liquidator: deficit already covered", "liquidator: PnL factor under target")
 INSOLVENT = "liquidity vault: insolvent, deposits refused"
+TOKENS_SHORT = "vault: insufficient token balance"
 # every view is compared with the model this often (and at the end of each example); the state
 # behind them, and the invariants, after every step
 VIEW_CHECK_EVERY = 10
@@ -548,6 +549,7 @@ class TradingMachine(PerpdexMachine):
         with boa.env.prank(s.donor):
             s.usdc.transfer(s.vault.address, amount)
         self.gifts += amount
+        s.model.token_balance += amount  # the vault can pay out of it
 
 
 class LiquidationMachine(PerpdexMachine):
@@ -647,17 +649,17 @@ class LiquidationMachine(PerpdexMachine):
         batch = [self.account(i) for i in picks] + [(s.attacker, 7)]
 
         def positions(a):
-            return [tuple(s.exchange.position_state(*a, m)) for m in MARKETS]
+            return [s.raw.position(*a, m) for m in MARKETS]
 
-        before = {a: (s.liquidator.is_liquidatable(*a), s.vault.cash(*a), positions(a)) for a in batch}
+        before = {a: (s.liquidator.is_liquidatable(*a), s.raw.account(*a), positions(a)) for a in batch}
         count = s.liquidate_many(s.keeper, batch)
         (event,) = [e for e in s.last_logs if type(e).__name__ == "LiquidationBatch"]
         assert (event.checked, event.liquidated) == (len(batch), count)
         unhealthy = {a for a, (liquidatable, _, _) in before.items() if liquidatable}
         assert count >= len(unhealthy)
-        for a, (liquidatable, cash, held) in before.items():
+        for a, (liquidatable, ledger, held) in before.items():
             if not liquidatable:
-                assert s.vault.cash(*a) == cash
+                assert s.raw.account(*a) == ledger
                 assert positions(a) == held
         self.events["liquidate_many"] += 1
         self.events["liquidate_many: liquidated"] += count
@@ -695,10 +697,15 @@ class LiquidationMachine(PerpdexMachine):
             with boa.reverts("insurance fund: below target"), boa.env.prank(s.owner):
                 fund.withdraw_surplus(s.owner, amount)
             return
+        if amount > s.model.token_balance:
+            with boa.reverts(TOKENS_SHORT), boa.env.prank(s.owner):
+                fund.withdraw_surplus(s.owner, amount)
+            self.events[f"insurance surplus refused: {TOKENS_SHORT}"] += 1
+            return
         before = s.usdc.balanceOf(s.owner)
         with boa.env.prank(s.owner):
             fund.withdraw_surplus(s.owner, amount)
-        s.model.token_balance -= amount
+        s.model.push_tokens(amount)
         s.model._credit(INSURANCE_FUND, -amount * SCALE)
         assert s.usdc.balanceOf(s.owner) == before + amount
         assert s.vault.insurance_cash() >= target_usd * WAD
