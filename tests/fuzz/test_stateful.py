@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import sys
 import time
 from collections import Counter
@@ -69,8 +70,10 @@ ADL_ENOUGH = ("liquidator: deficit already covered", "liquidator: PnL factor und
 INSOLVENT = "liquidity vault: insolvent, deposits refused"
 TOKENS_SHORT = "vault: insufficient token balance"
 # every view is compared with the model this often (and at the end of each example); the state
-# behind them, and the invariants, after every step
-VIEW_CHECK_EVERY = 10
+# behind them, and the invariants, after every step. A failure that only a view shows shrinks
+# to an example padded up to the next view check; PERPDEX_FUZZ_VIEW_EVERY=1 (views after every
+# step, ~4x slower) lets the re-run, which replays the saved example, shrink it all the way.
+VIEW_CHECK_EVERY = int(os.environ.get("PERPDEX_FUZZ_VIEW_EVERY", "10"))
 
 # ============================================================================================
 # the deployment, built once per module
