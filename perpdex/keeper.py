@@ -453,16 +453,16 @@ def revert_reason(err: Exception) -> str | None:
 
 
 def is_rpc_error(err: Exception) -> bool:
-    """Transient provider trouble (retry with backoff), as opposed to a revert or a bug."""
-    from ape.exceptions import APINotImplementedError, ContractLogicError, ProviderError, TransactionError
+    """Transient provider trouble (logged as a warning before the backoff), as opposed to a
+    revert or a bug (logged with its traceback). A provider lacking an API is a bug, not
+    trouble: it is not listed."""
+    from ape.exceptions import ContractLogicError, ProviderError, TransactionError
     from web3.exceptions import ContractLogicError as Web3ContractLogicError
     from web3.exceptions import Web3Exception
 
     if isinstance(err, (ContractLogicError, Web3ContractLogicError)):
         return False
-    return isinstance(
-        err, (ConnectionError, TimeoutError, OSError, ProviderError, APINotImplementedError, TransactionError, Web3Exception)
-    )
+    return isinstance(err, (ConnectionError, TimeoutError, OSError, ProviderError, TransactionError, Web3Exception))
 
 
 def is_nonce_error(err: Exception) -> bool:

@@ -164,6 +164,19 @@ class System:
 
     # -- trader actions (contract and model) -----------------------------------------------------
 
+    def mirror(self, who: str, model_action, contract_action):
+        """The model first: when it refuses, the contract (called as `who`) must revert with the
+        same reason, and the ModelRevert is raised again; otherwise the contract runs as `who`.
+        Returns (the model's result, the contract's)."""
+        try:
+            expected = model_action()
+        except ModelRevert as revert:
+            with boa.reverts(revert.reason), boa.env.prank(who):
+                contract_action()
+            raise
+        with boa.env.prank(who):
+            return expected, contract_action()
+
     def fund(self, who: str, usd: float | int) -> int:
         amount = self.to_token(usd)
         with boa.env.prank(self.owner):
@@ -184,27 +197,21 @@ class System:
         amount = self.fund(who, usd)
         with boa.env.prank(who):
             self.usdc.approve(self.liquidity_vault.address, 2**256 - 1)
-        try:
-            expected = self.model._transaction(self.model.lp_deposit, who, amount)
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(who):
-                self.liquidity_vault.deposit(amount, who)
-            raise
-        with boa.env.prank(who):
-            shares = self.liquidity_vault.deposit(amount, who)
+        expected, shares = self.mirror(
+            who,
+            lambda: self.model._transaction(self.model.lp_deposit, who, amount),
+            lambda: self.liquidity_vault.deposit(amount, who),
+        )
         assert shares == expected
         assert self.liquidity_vault.balanceOf(who) == self.model.lv_shares[who]
         return shares
 
     def lp_redeem(self, who: str, shares: int) -> int:
-        try:
-            expected = self.model._transaction(self.model.lp_redeem, who, shares)
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(who):
-                self.liquidity_vault.redeem(shares, who, who)
-            raise
-        with boa.env.prank(who):
-            assets = self.liquidity_vault.redeem(shares, who, who)
+        expected, assets = self.mirror(
+            who,
+            lambda: self.model._transaction(self.model.lp_redeem, who, shares),
+            lambda: self.liquidity_vault.redeem(shares, who, who),
+        )
         assert assets == expected
         return assets
 
@@ -221,14 +228,11 @@ class System:
     def liquidate(self, keeper: str, who: str, sub_account: int = 0):
         """Liquidate on both sides; compare the account, the keeper and the insurance fund."""
         self.accounts.add((keeper, 0))
-        try:
-            expected = self.model.liquidate((who, sub_account), keeper)
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(keeper):
-                self.liquidator.liquidate(who, sub_account)
-            raise
-        with boa.env.prank(keeper):
-            self.liquidator.liquidate(who, sub_account)
+        expected, _ = self.mirror(
+            keeper,
+            lambda: self.model.liquidate((who, sub_account), keeper),
+            lambda: self.liquidator.liquidate(who, sub_account),
+        )
         self.last_logs = self.liquidator.get_logs()
         self.assert_account_matches(who, sub_account)
         self.assert_account_matches(keeper, 0)
@@ -251,14 +255,11 @@ class System:
         bankrupt_owner = bankrupt[0] or "0x0000000000000000000000000000000000000000"
         bankrupt_account = (bankrupt_owner, bankrupt[1])
         onchain_targets = [(a[0], a[1], size) for a, size in targets]
-        try:
-            expected = self.model.auto_deleverage(market_id, targets, bankrupt_account)
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(adl_keeper):
-                self.liquidator.auto_deleverage(market_id, onchain_targets, bankrupt_owner, bankrupt[1])
-            raise
-        with boa.env.prank(adl_keeper):
-            self.liquidator.auto_deleverage(market_id, onchain_targets, bankrupt_owner, bankrupt[1])
+        expected, _ = self.mirror(
+            adl_keeper,
+            lambda: self.model.auto_deleverage(market_id, targets, bankrupt_account),
+            lambda: self.liquidator.auto_deleverage(market_id, onchain_targets, bankrupt_owner, bankrupt[1]),
+        )
         self.last_logs = self.liquidator.get_logs()
         for account, _ in targets:
             self.assert_account_matches(*account)
@@ -267,28 +268,19 @@ class System:
 
     def withdraw(self, who: str, amount: int, sub_account: int = 0) -> None:
         """Vault.withdraw of `amount` token units on both sides (a refusal: the same reason)."""
-        try:
-            self.model.withdraw((who, sub_account), amount)  # checks before it changes anything
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(who):
-                self.vault.withdraw(sub_account, amount)
-            raise
-        with boa.env.prank(who):
-            self.vault.withdraw(sub_account, amount)
+        # the model checks before it changes anything
+        self.mirror(who, lambda: self.model.withdraw((who, sub_account), amount), lambda: self.vault.withdraw(sub_account, amount))
 
     def trade(self, who: str, market_id: int, size_delta: int, acceptable_price: int | None = None, sub_account: int = 0):
         """Trade on both sides; compare the fill and the resulting account exactly."""
         if acceptable_price is None:
             acceptable_price = 2**256 - 1 if size_delta > 0 else 0
         self.accounts.add((who, sub_account))
-        try:
-            expected = self.model.trade((who, sub_account), market_id, size_delta, acceptable_price)
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(who):
-                self.exchange.trade(sub_account, market_id, size_delta, acceptable_price)
-            raise
-        with boa.env.prank(who):
-            price = self.exchange.trade(sub_account, market_id, size_delta, acceptable_price)
+        expected, price = self.mirror(
+            who,
+            lambda: self.model.trade((who, sub_account), market_id, size_delta, acceptable_price),
+            lambda: self.exchange.trade(sub_account, market_id, size_delta, acceptable_price),
+        )
         assert price == expected.fill_price
         self.assert_account_matches(who, sub_account)
         return expected

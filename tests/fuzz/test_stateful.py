@@ -130,14 +130,7 @@ def publish(s: System, market_id: int, index: int) -> None:
 def deposit(s: System, who, sub: int, amount: int) -> None:
     """Vault.deposit of `amount` token units; a zero amount must revert as in the model."""
     mint(s, who, amount)
-    try:
-        expected = s.model.deposit((who, sub), amount)
-    except ModelRevert as revert:
-        with boa.reverts(revert.reason), boa.env.prank(who):
-            s.vault.deposit(sub, amount)
-        raise
-    with boa.env.prank(who):
-        credited = s.vault.deposit(sub, amount)
+    expected, credited = s.mirror(who, lambda: s.model.deposit((who, sub), amount), lambda: s.vault.deposit(sub, amount))
     assert credited == expected == amount * SCALE
     s.accounts.add((who, sub))
 
@@ -151,7 +144,7 @@ def lp_deposit(s: System, lp, amount: int) -> int:
         with boa.reverts(revert.reason), boa.env.prank(lp):
             s.liquidity_vault.deposit(amount, lp)
         raise
-    preview = s.liquidity_vault.previewDeposit(amount)
+    preview = s.liquidity_vault.previewDeposit(amount)  # quoted only for a deposit that goes through
     with boa.env.prank(lp):
         shares = s.liquidity_vault.deposit(amount, lp)
     assert shares == expected == preview
