@@ -100,6 +100,9 @@ event GuardianSet:
 event LiquidatorSet:
     liquidator: address
 
+event OrderBookSet:
+    order_book: address
+
 event PauseSet:
     paused: bool
     by: indexed(address)
@@ -157,6 +160,7 @@ keeper_min_reward: public(uint256)
 
 guardian: public(address)
 liquidator: public(address)
+order_book: public(address)
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -180,21 +184,27 @@ def __init__(vault: IVault, oracle: IIndexOracle):
 # ============================================================================================
 
 @external
-def trade(sub_account: uint256, market_id: uint256, size_delta: int256, acceptable_price: uint256) -> uint256:
+def execute_trade(
+    owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, acceptable_price: uint256, index: uint256
+) -> uint256:
     """
-    @notice Buy (size_delta > 0) or sell (< 0) base units of a market against the liquidity
-            vault: increase, reduce, close or flip the caller's position in `sub_account`.
-    @param sub_account The caller's sub-account (cross margin inside it).
+    @notice Fill a trader's order against the liquidity vault at `index` (the oracle round the
+            order book validated for it): increase, reduce, close or flip the position of
+            `owner` in `sub_account`. Order book only: traders commit orders there.
+    @param owner The trader.
+    @param sub_account The trader's sub-account (cross margin inside it).
     @param market_id The market.
-    @param size_delta Signed size in base units (WAD).
+    @param size_delta Signed size in base units (WAD): > 0 buys, < 0 sells.
     @param acceptable_price Worst fill price accepted: a maximum for buys, a minimum for sells.
+    @param index The index price of the order's execution round (WAD).
     @return The fill price (WAD).
     """
-    fill: Fill = self._execute(msg.sender, sub_account, market_id, size_delta, acceptable_price, MODE_TRADE)
+    assert msg.sender == self.order_book, "exchange: caller is not the order book"
+    fill: Fill = self._execute(owner, sub_account, market_id, size_delta, acceptable_price, MODE_TRADE, index)
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
-    equity, initial, maintenance = self._account_state(msg.sender, sub_account, fill.cash, fill.mask, market_id, fill.index)
+    equity, initial, maintenance = self._account_state(owner, sub_account, fill.cash, fill.mask, market_id, fill.index)
     if fill.risk_up:
         assert equity >= convert(max(initial, maintenance), int256), "exchange: insufficient margin"
     else:
@@ -213,7 +223,7 @@ def close_for(owner: address, sub_account: uint256, market_id: uint256, size_del
     mode: uint256 = MODE_LIQUIDATION
     if at_index:
         mode = MODE_ADL
-    return self._execute(owner, sub_account, market_id, size_delta, 0, mode)
+    return self._execute(owner, sub_account, market_id, size_delta, 0, mode, 0)
 
 
 @external
@@ -377,6 +387,15 @@ def market_params(market_id: uint256) -> MarketParams:
         max_position_size=p[3] >> 128,
         max_liquidation_size=p[3] & MASK128,
     )
+
+
+@external
+@view
+def max_position_size(market_id: uint256) -> uint256:
+    """
+    @notice A market's largest position (base units); 0 for an unlisted market.
+    """
+    return self._params[market_id][3] >> 128
 
 
 @external
@@ -595,6 +614,18 @@ def set_liquidator(liquidator: address):
 
 
 @external
+def set_order_book(order_book: address):
+    """
+    @notice Wire the order book, the only caller of `execute_trade`, once. Owner.
+    """
+    ownable._check_owner()
+    assert self.order_book == empty(address), "exchange: order book already set"
+    assert order_book != empty(address), "exchange: zero address"
+    self.order_book = order_book
+    log OrderBookSet(order_book=order_book)
+
+
+@external
 def set_guardian(guardian: address):
     """
     @notice The guardian can pause new risk (reduce-only mode); it can never move funds. Owner.
@@ -621,20 +652,29 @@ def set_paused(paused: bool):
 
 @internal
 def _execute(
-    owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, acceptable_price: uint256, mode: uint256
+    owner: address,
+    sub_account: uint256,
+    market_id: uint256,
+    size_delta: int256,
+    acceptable_price: uint256,
+    mode: uint256,
+    known_index: uint256,
 ) -> Fill:
     """
     @dev One code path for every position change: accrue the market, settle the position's
          funding, fill against the liquidity vault, update open interest, settle cash in one
          balanced vault call. Trades pay fees and face slippage, caps and pause; forced closes
          (liquidation at the fill price, ADL at the index) may only reduce and pay no fee.
+         `known_index` is the index of an order's execution round (0: the oracle's latest).
     """
     assert size_delta != 0, "exchange: zero size"
     p0: uint256 = self._params[market_id][0]
     skew_scale: uint256 = p0 >> 128
     assert skew_scale != 0, "exchange: unknown market"
     p1: uint256 = self._params[market_id][1]
-    index: uint256 = staticcall ORACLE.index_price(market_id)
+    index: uint256 = known_index
+    if index == 0:
+        index = staticcall ORACLE.index_price(market_id)
 
     long_oi: uint256 = 0
     short_oi: uint256 = 0

@@ -249,6 +249,60 @@ def index_price(market_id: uint256) -> uint256:
 @external
 @view
 @reentrant
+def round_price(market_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> IIndexOracle.RoundPrice:
+    """
+    @notice The index at named past rounds, for two-step orders: the median of the answers of
+            `round_ids` (one round per feed, in configuration order) and the median of the
+            rounds just before them, with when they were published. Each named round is
+            validated like a latest round (complete, positive, not from the future, not older
+            than the feed's heartbeat now, feeds agreeing); each previous round must be
+            complete and positive.
+    @param market_id The market.
+    @param round_ids One round id per feed of the market.
+    @return price (WAD), previous (WAD), published (earliest updatedAt of the named rounds),
+            previous_published (latest updatedAt of the rounds before them).
+    """
+    sequencer: uint256 = self._sequencer_config
+    if sequencer & ADDRESS_MASK != 0:
+        self._check_sequencer(sequencer)
+    count: uint256 = self._market_config[market_id] & COUNT_MASK
+    assert count != 0, "oracle: unknown market"
+    assert len(round_ids) == count, "oracle: one round id per feed expected"
+
+    prices: uint256[MAX_FEEDS] = empty(uint256[MAX_FEEDS])
+    previous: uint256[MAX_FEEDS] = empty(uint256[MAX_FEEDS])
+    published: uint256 = max_value(uint256)
+    previous_published: uint256 = 0
+    for i: uint256 in range(count, bound=MAX_FEEDS):
+        config: uint256 = self._feed_config[market_id][i]
+        round_id: uint80 = round_ids[i]
+        # a previous round exists inside the same Chainlink phase (low 64 bits of the id)
+        assert convert(round_id, uint256) & (2**64 - 1) > 1, "oracle: no previous round"
+        price: uint256 = 0
+        updated_at: uint256 = 0
+        price, updated_at = self._round_answer(config, round_id, True)
+        prev_price: uint256 = 0
+        prev_updated: uint256 = 0
+        prev_price, prev_updated = self._round_answer(config, round_id - 1, False)
+        published = min(published, updated_at)
+        previous_published = max(previous_published, prev_updated)
+        prices = self._insert_sorted(prices, i, price)
+        previous = self._insert_sorted(previous, i, prev_price)
+
+    if count > 1:
+        deviation: uint256 = self._market_config[market_id] >> DEVIATION_SHIFT
+        assert (prices[count - 1] - prices[0]) * WAD <= deviation * prices[0], "oracle: feeds disagree"
+    return IIndexOracle.RoundPrice(
+        price=self._median(prices, count),
+        previous=self._median(previous, count),
+        published=published,
+        previous_published=previous_published,
+    )
+
+
+@external
+@view
+@reentrant
 def has_feeds(market_id: uint256) -> bool:
     """
     @notice Whether `market_id` has feeds configured (not whether its price is valid now).
@@ -362,15 +416,47 @@ def _feed_price(config: uint256) -> uint256:
     round_id, answer, started_at, updated_at, answered_in_round = staticcall AggregatorV3Interface(
         self._aggregator(config)
     ).latestRoundData()
+    return self._validated(config, round_id, answer, started_at, updated_at, answered_in_round, True)
 
+
+@internal
+@view
+def _round_answer(config: uint256, round_id: uint80, check_stale: bool) -> (uint256, uint256):
+    """
+    @dev One feed's answer at a past round, validated and normalised: (price, updatedAt).
+    """
+    rid: uint80 = 0
+    answer: int256 = 0
+    started_at: uint256 = 0
+    updated_at: uint256 = 0
+    answered_in_round: uint80 = 0
+    rid, answer, started_at, updated_at, answered_in_round = staticcall AggregatorV3Interface(
+        self._aggregator(config)
+    ).getRoundData(round_id)
+    assert rid == round_id, "oracle: round id mismatch"
+    return self._validated(config, rid, answer, started_at, updated_at, answered_in_round, check_stale), updated_at
+
+
+@internal
+@view
+def _validated(
+    config: uint256,
+    round_id: uint80,
+    answer: int256,
+    started_at: uint256,
+    updated_at: uint256,
+    answered_in_round: uint80,
+    check_stale: bool,
+) -> uint256:
     assert (
         updated_at != 0 and started_at != 0 and answered_in_round >= round_id
     ), "oracle: incomplete round"
     assert answer > 0, "oracle: non-positive price"
     assert updated_at <= block.timestamp, "oracle: future timestamp"
-    assert (
-        block.timestamp - updated_at <= (config >> HEARTBEAT_SHIFT) & HEARTBEAT_MASK
-    ), "oracle: stale price"
+    if check_stale:
+        assert (
+            block.timestamp - updated_at <= (config >> HEARTBEAT_SHIFT) & HEARTBEAT_MASK
+        ), "oracle: stale price"
 
     # normalise to WAD, rounding down; reject 0 (too small to represent) and > MAX_PRICE
     value: uint256 = convert(answer, uint256)
@@ -384,3 +470,31 @@ def _feed_price(config: uint256) -> uint256:
         price = value // 10 ** (decimals - 18)  # rounds down
         assert price != 0 and price <= MAX_PRICE, "oracle: price out of range"
     return price
+
+
+@internal
+@pure
+def _insert_sorted(sorted_prices: uint256[MAX_FEEDS], filled: uint256, price: uint256) -> uint256[MAX_FEEDS]:
+    """
+    @dev Insertion sort step: `sorted_prices[0:filled]` is sorted; returns it with `price`
+         inserted in order.
+    """
+    prices: uint256[MAX_FEEDS] = sorted_prices
+    j: uint256 = filled
+    for _: uint256 in range(MAX_FEEDS):
+        if j == 0 or prices[j - 1] <= price:
+            break
+        prices[j] = prices[j - 1]
+        j -= 1
+    prices[j] = price
+    return prices
+
+
+@internal
+@pure
+def _median(prices: uint256[MAX_FEEDS], count: uint256) -> uint256:
+    middle: uint256 = count // 2
+    if count % 2 == 1:
+        return prices[middle]
+    # even count: the mean of the two middle prices, rounded down
+    return (prices[middle - 1] + prices[middle]) // 2

@@ -22,6 +22,7 @@ from snekmate.auth import ownable
 from snekmate.auth import ownable_2step
 
 from .interfaces import IExchange
+from .interfaces import IOrderBook
 
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
@@ -99,6 +100,19 @@ event PairSettled:
     counterparty_delta: int256
     insurance: int256
 
+event FeeEscrowed:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    amount: uint256  # WAD moved from the sub-account's cash into the order escrow
+
+event EscrowReleased:
+    payee: indexed(address)
+    sub_account: indexed(uint256)
+    amount: uint256  # WAD moved from the order escrow to the payee's cash
+
+event OrderBookSet:
+    order_book: address
+
 event LiquidityVaultSet:
     liquidity_vault: address
 
@@ -123,6 +137,9 @@ liquidity_vault: public(address)
 liquidator: public(address)
 insurance_fund: public(address)
 fee_receiver: public(address)
+order_book: public(address)
+# @notice Execution fees escrowed for committed orders (WAD), a ledger account of its own.
+order_escrow_cash: public(uint256)
 
 # owner -> sub-account -> (cash + OFFSET) << 64 | bitmask of markets with an open position.
 # The mask is the exchange's, kept here so that one slot write settles a trade and so that the
@@ -191,13 +208,14 @@ def withdraw(sub_account: uint256, amount: uint256) -> uint256:
     cash: int256 = 0
     mask: uint256 = 0
     cash, mask = self._load(msg.sender, sub_account)
-    free: uint256 = 0
-    if mask == 0:
-        # no position: everything is free, no oracle involved
-        free = convert(max(cash, 0), uint256)
-    else:
-        free = staticcall IExchange(self.exchange).withdrawable(msg.sender, sub_account)
-    assert debited <= free, "vault: insufficient free collateral"
+    order_book: address = self.order_book
+    if order_book != empty(address):
+        # a pending market order must meet its margin with the collateral it was committed
+        # with: no pulling collateral to make it fail after seeing the next price
+        assert (
+            staticcall IOrderBook(order_book).pending_market_orders(msg.sender, sub_account) == 0
+        ), "vault: a market order is pending; withdraw after it executes or expires"
+    assert debited <= self._free(msg.sender, sub_account, cash, mask), "vault: insufficient free collateral"
     self._store(msg.sender, sub_account, cash - convert(debited, int256), mask)
     self._push(msg.sender, amount)
     log Withdraw(owner=msg.sender, sub_account=sub_account, amount=amount, debited=debited)
@@ -275,6 +293,46 @@ def token_scale() -> uint256:
     @notice 10 ** (18 - token decimals): WAD per token unit.
     """
     return SCALE
+
+# ============================================================================================
+# ORDER BOOK: EXECUTION FEE ESCROW
+# ============================================================================================
+
+@external
+def escrow_fee(owner: address, sub_account: uint256, amount: uint256):
+    """
+    @notice Move an order's execution fee from the sub-account's free collateral into the
+            order escrow. Order book only.
+    @param owner The trader.
+    @param sub_account The trader's sub-account.
+    @param amount The fee (WAD).
+    """
+    assert msg.sender == self.order_book, "vault: caller is not the order book"
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(owner, sub_account)
+    assert amount <= self._free(owner, sub_account, cash, mask), "vault: execution fee above free collateral"
+    self._store(owner, sub_account, cash - convert(amount, int256), mask)
+    self.order_escrow_cash += amount
+    log FeeEscrowed(owner=owner, sub_account=sub_account, amount=amount)
+
+
+@external
+def release_fee(payee: address, sub_account: uint256, amount: uint256):
+    """
+    @notice Pay an escrowed execution fee to `payee` (the executor, a canceller of an expired
+            order, or the trader on a refund). Order book only.
+    @param payee The receiving ledger account's owner.
+    @param sub_account Its sub-account.
+    @param amount The fee (WAD).
+    """
+    assert msg.sender == self.order_book, "vault: caller is not the order book"
+    self.order_escrow_cash -= amount
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(payee, sub_account)
+    self._store(payee, sub_account, cash + convert(amount, int256), mask)
+    log EscrowReleased(payee=payee, sub_account=sub_account, amount=amount)
 
 # ============================================================================================
 # EXCHANGE
@@ -470,6 +528,19 @@ def set_exchange(exchange: address):
 
 
 @external
+def set_order_book(order_book: address):
+    """
+    @notice Wire the order book, once: it escrows execution fees and blocks withdrawals of
+            sub-accounts with a pending market order.
+    """
+    ownable._check_owner()
+    assert self.order_book == empty(address), "vault: order book already set"
+    assert order_book != empty(address), "vault: zero address"
+    self.order_book = order_book
+    log OrderBookSet(order_book=order_book)
+
+
+@external
 def set_liquidity_vault(liquidity_vault: address):
     """
     @notice Wire the liquidity vault contract, once.
@@ -537,6 +608,18 @@ def _push(receiver: address, amount: uint256):
     # than the token's own revert.
     assert staticcall TOKEN.balanceOf(self) >= amount, "vault: insufficient token balance"
     assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
+
+
+@internal
+@view
+def _free(owner: address, sub_account: uint256, cash: int256, mask: uint256) -> uint256:
+    """
+    @dev Free collateral = max(0, min(cash, equity - initial requirement)); without a
+         position everything is free and no oracle is involved.
+    """
+    if mask == 0:
+        return convert(max(cash, 0), uint256)
+    return staticcall IExchange(self.exchange).withdrawable(owner, sub_account)
 
 
 @internal

@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass, field, replace
 
 from perpdex.fixed_point import WAD, ceil_div, floor_div, mul_div_down, mul_div_up, sign
+from perpdex.orders import ORDER_ESCROW, OrderBookMixin, OrderParams
 
 FUNDING_PERIOD = 8 * 3600  # funding rates are quoted per 8 hours
 
@@ -27,7 +28,7 @@ LIQUIDITY_VAULT = "liquidity_vault"
 INSURANCE_FUND = "insurance_fund"
 FEE_RECEIVER = "fee_receiver"
 FUNDING_POOL = "funding_pool"
-SYSTEM_ACCOUNTS = (LIQUIDITY_VAULT, INSURANCE_FUND, FEE_RECEIVER, FUNDING_POOL)
+SYSTEM_ACCOUNTS = (LIQUIDITY_VAULT, INSURANCE_FUND, FEE_RECEIVER, FUNDING_POOL, ORDER_ESCROW)
 
 # Exchange._execute modes
 MODE_TRADE, MODE_LIQUIDATION, MODE_ADL = 0, 1, 2
@@ -436,7 +437,7 @@ class LiquidationMixin:
 
 
 @dataclass
-class ExchangeModel(LiquidationMixin):
+class ExchangeModel(LiquidationMixin, OrderBookMixin):
     """The contracts' state and transitions, in Python. Prices come from `index` (market -> WAD)."""
 
     token_decimals: int = 6
@@ -457,6 +458,12 @@ class ExchangeModel(LiquidationMixin):
     uncovered_deficit: dict = field(default_factory=dict)  # market -> WAD
     deficit_side: dict = field(default_factory=dict)  # market -> +1 / -1, the side that lost
     funding_settlements: int = 0  # how many rounded funding settlements happened (dust bound)
+    # the order book (perpdex/orders.py)
+    order_params: OrderParams = field(default_factory=OrderParams)
+    order_slots: dict = field(default_factory=dict)
+    order_seq: dict = field(default_factory=dict)
+    order_books: dict = field(default_factory=dict)
+    order_ids: dict = field(default_factory=dict)
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -537,7 +544,10 @@ class ExchangeModel(LiquidationMixin):
 
     def _transaction(self, fn, *args):
         """Run `fn` atomically: on a ModelRevert every change is undone, as on-chain."""
-        fields = ("cash", "markets", "positions", "token_balance", "funding_settlements", "uncovered_deficit", "deficit_side")
+        fields = (
+            "cash", "markets", "positions", "token_balance", "funding_settlements", "uncovered_deficit", "deficit_side",
+            "order_slots", "order_seq", "order_books", "order_ids",
+        )
         saved = copy.deepcopy([getattr(self, f) for f in fields])
         try:
             return fn(*args)
@@ -552,6 +562,7 @@ class ExchangeModel(LiquidationMixin):
 
     def _trade(self, account: Account, market_id: int, size_delta: int, acceptable_price: int) -> TradeResult:
         result, risk_up = self._execute(account, market_id, size_delta, acceptable_price, MODE_TRADE)
+        self.last_trade = result
         view = self.account_view(account)
         if risk_up:
             # a new risk must clear the initial requirement and stay above maintenance (a large

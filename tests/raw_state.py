@@ -85,6 +85,10 @@ class RawState:
             return 0, 0
         return (packed >> 64) - CASH_OFFSET, packed & MASK64
 
+    def order_escrow(self) -> int:
+        """Execution fees escrowed for committed orders (WAD)."""
+        return self._get(self.vault, self.v["order_escrow_cash"])
+
     def system_cash(self) -> tuple[int, int, int, int]:
         """(liquidity vault, insurance fund, fee receiver, funding pool) cash."""
         a = self._get(self.vault, self.v["_system_a"])

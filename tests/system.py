@@ -25,6 +25,14 @@ from dataclasses import dataclass, field
 import boa
 
 from perpdex.fixed_point import WAD
+from perpdex.orders import (
+    KIND_MARKET,
+    ORDER_ESCROW,
+    STATE_EXECUTED,
+    ExecutionResult,
+    OrderParams,
+    RoundPrice,
+)
 from perpdex.model import (
     FEE_RECEIVER,
     FUNDING_POOL,
@@ -40,6 +48,12 @@ from raw_state import RawState
 CONTRACTS = "contracts"
 FEED_DECIMALS = 8
 HEARTBEAT = 3600
+# tests' order parameters: one-second delay, one-hour market orders, no fee unless a test sets one
+TEST_ORDER_PARAMS = OrderParams(min_order_delay=1, max_order_age=3600, execution_fee=0, max_open_orders=16)
+
+
+class OrderCancelled(ModelRevert):
+    """`System.trade`'s market order was cancelled at execution (on both sides) for `reason`."""
 
 
 def default_params(**overrides) -> MarketParams:
@@ -98,10 +112,21 @@ class System:
         self.vault.set_liquidator(self.liquidator.address)
         self.insurance_fund = boa.load(f"{CONTRACTS}/InsuranceFund.vy", self.vault.address, 0)
         self.vault.set_insurance_fund(self.insurance_fund.address)
+        self.order_book = boa.load(
+            f"{CONTRACTS}/OrderBook.vy",
+            self.exchange.address,
+            self.vault.address,
+            self.oracle.address,
+            TEST_ORDER_PARAMS.as_tuple(),
+        )
+        self.exchange.set_order_book(self.order_book.address)
+        self.vault.set_order_book(self.order_book.address)
+        self.executor = boa.env.generate_address("executor")
         self.lens = boa.load(f"{CONTRACTS}/Lens.vy", self.exchange.address, self.vault.address)
         self.aggregators: dict[int, object] = {}
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
+        self.model.order_params = TEST_ORDER_PARAMS
         self.accounts: set[tuple[str, int]] = set()
 
     # compare accounts through their views after each action (a class attribute, not a field)
@@ -271,19 +296,146 @@ class System:
         # the model checks before it changes anything
         self.mirror(who, lambda: self.model.withdraw((who, sub_account), amount), lambda: self.vault.withdraw(sub_account, amount))
 
-    def trade(self, who: str, market_id: int, size_delta: int, acceptable_price: int | None = None, sub_account: int = 0):
-        """Trade on both sides; compare the fill and the resulting account exactly."""
+    # -- orders (contract and model) ---------------------------------------------------------
+
+    def set_order_params(self, **changes) -> None:
+        from dataclasses import replace
+
+        params = replace(self.model.order_params, **changes)
+        with boa.env.prank(self.owner):
+            self.order_book.set_order_params(params.as_tuple())
+        self.model.set_order_params(params)
+
+    def publish(self, market_id: int) -> int:
+        """Publish the feed's current answer again as a new round (a heartbeat); its round id."""
+        agg = self.aggregators[market_id]
+        with boa.env.prank(self.owner):
+            agg.update_answer(agg.latestAnswer())
+        return agg.latestRound()
+
+    def round_price(self, market_id: int, round_id: int) -> RoundPrice:
+        """The market's single feed at `round_id` and the round before it, read from the
+        aggregator and normalised here (not through IndexOracle): the model's input."""
+        agg = self.aggregators[market_id]
+        _, answer, _, updated, _ = agg.getRoundData(round_id)
+        _, previous, _, previous_updated, _ = agg.getRoundData(round_id - 1)
+        scale = 10 ** (18 - FEED_DECIMALS)
+        return RoundPrice(answer * scale, previous * scale, updated, previous_updated)
+
+    def commit_order(
+        self,
+        who: str,
+        market_id: int,
+        size_delta: int,
+        acceptable_price: int | None = None,
+        kind: int = KIND_MARKET,
+        trigger_price: int = 0,
+        reduce_only: bool = False,
+        expiry: int = 0,
+        sub_account: int = 0,
+    ) -> int:
+        """OrderBook.commit_order on both sides; the order ids and the escrow must agree."""
         if acceptable_price is None:
             acceptable_price = 2**256 - 1 if size_delta > 0 else 0
         self.accounts.add((who, sub_account))
-        expected, price = self.mirror(
+        expected, order_id = self.mirror(
             who,
-            lambda: self.model.trade((who, sub_account), market_id, size_delta, acceptable_price),
-            lambda: self.exchange.trade(sub_account, market_id, size_delta, acceptable_price),
+            lambda: self.model.commit_order(
+                (who, sub_account), market_id, size_delta, acceptable_price, kind, trigger_price, reduce_only, expiry
+            ),
+            lambda: self.order_book.commit_order(
+                sub_account, market_id, size_delta, acceptable_price, kind, trigger_price, reduce_only, expiry
+            ),
         )
-        assert price == expected.fill_price
-        self.assert_account_matches(who, sub_account)
+        assert order_id == expected
+        self.last_logs = self.order_book.get_logs()
+        self.assert_order_matches(order_id)
+        return order_id
+
+    def execute_order(self, order_id: int, round_id: int | None = None, executor: str | None = None) -> ExecutionResult:
+        """OrderBook.execute_order at `round_id` (default: the feed's latest round) on both sides."""
+        executor = executor or self.executor
+        self.accounts.add((executor, 0))
+        order = self.model.order(order_id)
+        agg = self.aggregators[order.market_id]
+        round_id = agg.latestRound() if round_id is None else round_id
+        rp = self.round_price(order.market_id, round_id)
+        expected, filled = self.mirror(
+            executor,
+            lambda: self.model.execute_order(order_id, executor, rp),
+            lambda: self.order_book.execute_order(order_id, [round_id]),
+        )
+        self.last_logs = self.order_book.get_logs()
+        assert filled == expected.filled
+        self.assert_order_matches(order_id)
+        self.assert_account_matches(*order.account)
+        self.assert_account_matches(executor, 0)
         return expected
+
+    def cancel_order(self, who: str, order_id: int) -> None:
+        self.accounts.add((who, 0))
+        self.mirror(who, lambda: self.model.cancel_order(order_id, who), lambda: self.order_book.cancel_order(order_id))
+        self.last_logs = self.order_book.get_logs()
+        self.assert_order_matches(order_id)
+
+    def assert_order_matches(self, order_id: int) -> None:
+        o = self.model.order(order_id)
+        assert tuple(self.order_book.order(order_id)) == (
+            o.owner,
+            o.sub_account,
+            o.market_id,
+            o.size_delta,
+            o.acceptable_price,
+            o.kind,
+            o.trigger_price,
+            o.reduce_only,
+            o.not_before,
+            o.expiry,
+            o.fee,
+            o.state,
+            o.cancelled_at,
+        ), f"order {order_id:#x}"
+        assert self.vault.order_escrow_cash() == self.model.cash_of(ORDER_ESCROW)
+        assert self.order_book.pending_market_orders(o.owner, o.sub_account) == self.model.pending_market_orders(o.account)
+
+    def trade(self, who: str, market_id: int, size_delta: int, acceptable_price: int | None = None, sub_account: int = 0):
+        """A market order as a trader and a keeper make it, filled at the current price and time:
+        committed `min_order_delay` seconds ago (the chain clock is set back for the commit,
+        which writes nothing that depends on time), executed now at the first round published
+        since (a round at the current price is published if none was). Compares the fill and
+        the account exactly; a cancellation at execution raises OrderCancelled with the
+        exchange's reason. When the commit cannot be placed in the past (a round already
+        published this second after another one, or an escrowed fee whose margin check would
+        read a round from the future), it is committed now and executed a delay later."""
+        delay = self.model.order_params.min_order_delay
+        now = self.now
+        agg = self.aggregators[market_id]
+        latest = agg.latestRound()
+        latest_at = agg.latestRoundData()[3]
+        fresh_round = latest_at < now
+        rewind = fresh_round or (latest > 1 and agg.getRoundData(latest - 1)[3] < now - delay + 1)
+        if self.model.order_params.execution_fee and self.model.open_markets((who, sub_account)):
+            rewind = rewind and latest_at <= now - delay
+        if rewind:
+            self._set_time(now - delay)
+            try:
+                order_id = self.commit_order(who, market_id, size_delta, acceptable_price, sub_account=sub_account)
+            finally:
+                self._set_time(now)
+            if fresh_round:
+                self.publish(market_id)
+        else:
+            order_id = self.commit_order(who, market_id, size_delta, acceptable_price, sub_account=sub_account)
+            self.warp(delay)
+            self.publish(market_id)
+        result = self.execute_order(order_id)
+        if not result.filled:
+            raise OrderCancelled(result.reason)
+        return self.model.last_trade  # the fill's TradeResult (the contract's matched above)
+
+    def _set_time(self, timestamp: int) -> None:
+        boa.env.evm.patch.timestamp = timestamp
+        self.model.now = timestamp
 
     # -- comparisons -----------------------------------------------------------------------------
 
@@ -372,7 +524,7 @@ class System:
 
     def ledger_total(self) -> int:
         total = sum(self.raw.account(who, sub)[0] for who, sub in self.known_accounts())
-        return total + sum(self.raw.system_cash())
+        return total + sum(self.raw.system_cash()) + self.raw.order_escrow()
 
     def check_invariants(self, gifts: int = 0) -> None:
         """Invariants 1-3 over every known sub-account, from the contracts' storage.
