@@ -494,6 +494,10 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
     def withdraw(self, account: Account, amount: int) -> None:
         require(amount > 0, "vault: zero amount")
         wad = amount * self.scale
+        require(
+            self.pending_market_orders(account) == 0,
+            "vault: a market order is pending; withdraw after it executes or expires",
+        )
         require(wad <= self.account_view(account).withdrawable, "vault: insufficient free collateral")
         self.push_tokens(amount)
         self._credit(account, -wad)
