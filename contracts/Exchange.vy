@@ -4,7 +4,8 @@
 @title Exchange
 @custom:contract-name Exchange
 @license GNU Affero General Public License v3.0 only
-@notice Perpetual-futures markets priced off an oracle index. Traders trade against the
+@notice Perpetual-futures markets priced off an oracle index. Traders' orders (committed in
+        the order book, executed by keepers at a later oracle round) fill against the
         liquidity vault at the path-independent fill price of DESIGN.md; realized PnL, fees
         and funding settle as cash in the vault's ledger. Funding is one accumulator per
         market with a per-position snapshot: settlement is lazy and O(1), and the liquidity
@@ -893,7 +894,7 @@ def _account_state(
     """
     @dev (equity, initial requirement, maintenance requirement) of a sub-account, iterating
          only its open markets (bounded by MAX_MARKETS). `known_index` is used for
-         `known_market` to spare a second oracle read in `trade`.
+         `known_market`: the execution round's index of an order, and a spared oracle read.
     """
     equity: int256 = cash
     initial: uint256 = 0
