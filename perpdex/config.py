@@ -9,6 +9,7 @@ from pathlib import Path
 
 from perpdex.fixed_point import WAD
 from perpdex.model import GlobalParams, MarketParams
+from perpdex.orders import OrderParams
 
 DEFAULT_MARKETS_FILE = Path(__file__).resolve().parent.parent / "config" / "markets.json"
 
@@ -53,3 +54,19 @@ def load_markets(path: Path | str = DEFAULT_MARKETS_FILE) -> tuple[list[MarketCo
 def params_tuple(p: MarketParams) -> tuple:
     """The on-chain MarketParams struct, field order as in Exchange.vy."""
     return tuple(getattr(p, name) for name in MarketParams.__dataclass_fields__)
+
+
+def load_order_params(path: Path | str = DEFAULT_MARKETS_FILE) -> OrderParams:
+    """The "orders" block: delays and ages in seconds, the execution fee in USD (to WAD here),
+    the most open orders per sub-account. Missing keys keep OrderParams' defaults."""
+    raw = json.loads(Path(path).read_text()).get("orders", {})
+    unknown = set(raw) - set(OrderParams.__dataclass_fields__) - {"_doc"}
+    if unknown:
+        raise ValueError(f"{path}: unknown order parameter(s) {', '.join(sorted(unknown))}")
+    values = {}
+    for name in ("min_order_delay", "max_order_age", "max_open_orders"):
+        if name in raw:
+            values[name] = int(raw[name])
+    if "execution_fee" in raw:
+        values["execution_fee"] = to_wad(raw["execution_fee"])
+    return OrderParams(**values)

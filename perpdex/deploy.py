@@ -27,13 +27,15 @@ from pathlib import Path
 
 import click
 
-from perpdex.config import DEFAULT_MARKETS_FILE, MarketConfig, load_markets, params_tuple
+from perpdex.config import DEFAULT_MARKETS_FILE, MarketConfig, load_markets, load_order_params, params_tuple
 from perpdex.node import follow_interval_mining
 from perpdex.snapshot import market_params
 
 FEED_DECIMALS = 8
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
-CORE_CONTRACTS = ("collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "lens")
+CORE_CONTRACTS = (
+    "collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "lens", "order_book",
+)
 OPTIONAL_CONTRACTS = ("lens",)  # manifests written before the Lens existed still load; the keeper reads without it
 # manifest name -> project contract type, where it is not the name in CamelCase
 CONTRACT_TYPES = {
@@ -54,6 +56,7 @@ class Deployment:
     liquidator: object
     insurance_fund: object
     lens: object
+    order_book: object
     markets: list[MarketConfig]
     aggregators: dict[int, list] = field(default_factory=dict)
     block: int | None = None  # the block of the first deployment transaction
@@ -83,6 +86,7 @@ class Deployer:
         self.project = project
         self.chain = chain
         self.markets, self.globals = load_markets(markets_file)
+        self.order_params = load_order_params(markets_file)
         self.raw_config = json.loads(Path(markets_file).read_text())
         self.local = chain.provider.network.name == "local"
         follow_interval_mining(chain.provider)
@@ -154,6 +158,9 @@ class Deployer:
         liquidator = self._contract("liquidator", "Liquidator", exchange.address, vault.address)
         insurance_fund = self._contract("insurance_fund", "InsuranceFund", vault.address, 0)
         lens = self._contract("lens", "Lens", exchange.address, vault.address)
+        order_book = self._contract(
+            "order_book", "OrderBook", exchange.address, vault.address, oracle.address, self.order_params.as_tuple()
+        )
 
         self._step(oracle.configurator() == exchange.address, "oracle configurator", oracle.set_configurator, exchange.address)
         self._wire(vault.exchange(), exchange.address, "vault exchange", vault.set_exchange)
@@ -161,6 +168,12 @@ class Deployer:
         self._wire(vault.liquidator(), liquidator.address, "vault liquidator", vault.set_liquidator)
         self._wire(vault.insurance_fund(), insurance_fund.address, "vault insurance fund", vault.set_insurance_fund)
         self._wire(exchange.liquidator(), liquidator.address, "exchange liquidator", exchange.set_liquidator)
+        self._wire(exchange.order_book(), order_book.address, "exchange order book", exchange.set_order_book)
+        self._wire(vault.order_book(), order_book.address, "vault order book", vault.set_order_book)
+        self._step(
+            tuple(order_book.order_params()) == self.order_params.as_tuple(), "order parameters",
+            order_book.set_order_params, self.order_params.as_tuple(),
+        )
         for keeper in self.adl_keepers:
             self._step(liquidator.adl_keeper(keeper), f"ADL keeper role for {keeper}", liquidator.set_adl_keeper, keeper, True)
         g = self.globals
@@ -182,8 +195,8 @@ class Deployer:
         ]
         self._save()
         return Deployment(
-            collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, lens, self.markets,
-            aggregators, self.manifest["block"],
+            collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, lens, order_book,
+            self.markets, aggregators, self.manifest["block"],
         )
 
     def _collateral(self):
