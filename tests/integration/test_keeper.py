@@ -2,8 +2,9 @@
 
 config/markets.json: 4 % initial and 2 % maintenance margin, 0.5 % penalty, a 5 USD keeper
 floor. A 1 BTC long opened at 40,000 with 2,200 USDC is liquidatable at 38,700 (equity ~870 <
-maintenance ~975); with 10,000 USDC it is not. Every test starts from the module's deployment
-(ape reverts the chain after each)."""
+maintenance ~975); with 10,000 USDC it is not. Positions are opened through the order book
+(keeper_world.trade). Every test starts from the module's deployment (ape reverts the chain
+after each)."""
 
 import importlib.util
 import json
@@ -16,73 +17,29 @@ from pathlib import Path
 import pytest
 from ape.exceptions import ProviderError
 from click.testing import CliRunner
+from keeper_world import (  # noqa: F401 (fixtures)
+    BTC,
+    ETH,
+    KEEPER_FLOOR,
+    competitor,
+    events,
+    fund,
+    keeper_account,
+    liquidations,
+    make_keeper,
+    open_position,
+    owner,
+    set_price,
+    size_of,
+    trade,
+    world,
+)
 
-from perpdex.deploy import FEED_DECIMALS, deploy_local
 from perpdex.fixed_point import WAD
 from perpdex.keeper import Keeper, adl_turn, install_signal_handlers
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-BTC, ETH = 0, 1
 USDC = 10**6
-KEEPER_FLOOR = 5 * WAD
-
-
-@pytest.fixture(scope="module")
-def world(accounts, chain):
-    owner, lp = accounts[0], accounts[3]
-    d = deploy_local(owner)
-    d.start_block = chain.blocks.head.number
-    fund(d, owner, lp, 1_000_000)
-    d.collateral.approve(d.liquidity_vault.address, 2**256 - 1, sender=lp)
-    d.liquidity_vault.deposit(1_000_000 * USDC, lp, sender=lp)
-    return d
-
-
-@pytest.fixture
-def owner(accounts):
-    return accounts[0]
-
-
-@pytest.fixture
-def keeper_account(accounts):
-    return accounts[1]
-
-
-@pytest.fixture
-def competitor(accounts):
-    return accounts[2]
-
-
-def fund(d, owner, who, usd: int) -> None:
-    d.collateral.mint(who, usd * USDC, sender=owner)
-    d.collateral.approve(d.vault.address, 2**256 - 1, sender=who)
-
-
-def open_position(d, owner, who, sub: int, market: int, size: int, collateral_usd: int) -> tuple:
-    fund(d, owner, who, collateral_usd)
-    d.vault.deposit(sub, collateral_usd * USDC, sender=who)
-    d.exchange.trade(sub, market, size, 2**256 - 1 if size > 0 else 0, sender=who)
-    return (who.address, sub)
-
-
-def set_price(d, owner, market: int, usd: int) -> None:
-    d.aggregators[market][0].update_answer(usd * 10**FEED_DECIMALS, sender=owner)
-
-
-def size_of(d, key, market: int = BTC) -> int:
-    return d.exchange.position_state(key[0], key[1], market)[0]
-
-
-def make_keeper(d, account, tmp_path, **kwargs) -> Keeper:
-    return Keeper(d, account, tmp_path / "keeper.json", start_block=d.start_block, **kwargs)
-
-
-def events(caplog, name: str) -> list:
-    return [r for r in caplog.records if getattr(r, "event", None) == name]
-
-
-def liquidations(d, chain) -> list:
-    return list(d.liquidator.Liquidation.range(d.start_block, chain.blocks.head.number + 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +89,7 @@ def test_off_chain_health_equals_the_contract_for_every_indexed_account(
         open_position(d, owner, accounts[5], 0, BTC, -WAD // 2, 1_500),
         open_position(d, owner, accounts[6], 3, BTC, 2 * WAD, 20_000),
     ]
-    d.exchange.trade(3, ETH, 15 * WAD, 2**256 - 1, sender=accounts[6])  # cross margin: two markets
+    trade(d, owner, accounts[6], 3, ETH, 15 * WAD, accounts[8])  # cross margin: two markets
     fund(d, owner, accounts[7], 500)
     d.vault.deposit(0, 500 * USDC, sender=accounts[7])  # cash only
     keys.append((accounts[7].address, 0))
