@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # `make devnet`: a local perpdex devnet. Starts anvil, deploys (idempotently), then runs the
-# liquidation/ADL keeper and the oracle price pusher as separate processes. Ctrl-C stops all.
+# keeper (executes orders, liquidates, auto-deleverages) and the oracle price pusher as separate
+# processes. Ctrl-C stops all.
+#
+# Trades are two-step orders: a market order executes at the first price round published at
+# least min_order_delay (1 s, config/markets.json) after its commit. The pusher publishes a
+# round of every market every 2 s (a random walk, 0.1 % per step), so the keeper executes a
+# market order within a few seconds of its commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PERPDEX_DEVNET_PORT:-8545}"
@@ -27,8 +33,10 @@ KEEPER=0x70997970C51812dc3A010C7d01b50e0d17dc79C8  # anvil test account 1
 ape run deploy --network "$NETWORK" --account TEST::0 --adl-keeper "$KEEPER"
 ape run keeper --network "$NETWORK" --account TEST::1 > "$LOGS/keeper.log" 2>&1 &
 pids+=($!)
-ape run pusher --network "$NETWORK" --account TEST::0 --random-walk --seed 7 --interval 60 --speed 12 > "$LOGS/pusher.log" 2>&1 &
+ape run pusher --network "$NETWORK" --account TEST::0 --random-walk --seed 7 --volatility 0.001 \
+  --interval 60 --speed 30 > "$LOGS/pusher.log" 2>&1 &
 pids+=($!)
 echo "devnet up on http://127.0.0.1:$PORT (chain 31337); manifest deployments/31337.json"
 echo "logs in $LOGS/ ; trade with: ape run trade --network $NETWORK --account TEST::2 deposit 10000"
+echo "  then: ape run trade --network $NETWORK --account TEST::2 open BTC-USD 0.1   (a market order; waits for the keeper)"
 wait
