@@ -2,8 +2,8 @@
 (fixtures `node` and `tools`, imported by conftest.py; helpers for the tests).
 
 The node is started on a free port with interval mining (`--block-time 1`), so blocks are
-meaningful ("liquidated within 2 blocks"), and killed at the end of the session, also when a
-test fails. Our tools run as `ape run ...` subprocesses connected to it through
+meaningful ("liquidated within 2 blocks"), and killed when the module that uses it ends, also
+when a test fails; so are the tool processes. Our tools run as `ape run ...` subprocesses connected to it through
 `APE_FOUNDRY_HOST`; the tests themselves read and write the chain with plain web3.py and the
 deployment manifest's ABIs (anvil's unlocked dev accounts sign), never through ape, so nothing
 here touches the ape test session of the rest of the suite.
@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from web3 import Web3
+from web3.logs import DISCARD
 
 REPO = Path(__file__).resolve().parents[2]
 NETWORK = "ethereum:local:foundry"
@@ -94,7 +95,7 @@ class Node:
         return self.process.poll() is None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node(tmp_path_factory):
     anvil = shutil.which("anvil")
     if anvil is None:
@@ -213,9 +214,10 @@ class ToolProcess:
             self._log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tools(node):
-    """Start long-running tool processes; every one is killed at the end of the session."""
+    """Start long-running tool processes; every one is killed when the module that started it
+    ends (before its node)."""
     started: list[ToolProcess] = []
 
     def start(name: str, *args: str) -> ToolProcess:
@@ -281,15 +283,67 @@ class Chain:
         return self.mined([self.send(call, sender)])[0]
 
     def open_position(self, who: str, sub: int, symbol: str, size: int, collateral_usd: int) -> list[bytes]:
-        """Faucet, approve, deposit and trade in one block (no waiting); returns the hashes."""
+        """Faucet, approve, deposit and commit a market order in one block (no waiting);
+        returns the hashes. The order fills once a round is published after its delay and a
+        keeper executes it: see `fill`."""
         market = self.market_id(symbol)
         limit = 2**256 - 1 if size > 0 else 0
         return [
             self.send(self.collateral.functions.faucet(collateral_usd * USDC), who),
             self.send(self.collateral.functions.approve(self.vault.address, collateral_usd * USDC), who),
             self.send(self.vault.functions.deposit(sub, collateral_usd * USDC), who),
-            self.send(self.exchange.functions.trade(sub, market, size, limit), who),
+            self.send(self.order_book.functions.commit_order(sub, market, size, limit, 0, 0, False, 0), who),
         ]
+
+    def committed(self, receipts: list) -> list:
+        """The OrderCommitted events of `receipts`."""
+        events = []
+        for receipt in receipts:
+            events += self.order_book.events.OrderCommitted().process_receipt(receipt, errors=DISCARD)
+        return events
+
+    def heartbeat(self, symbols: list[str], sender: str) -> dict[str, int]:
+        """Publish each market's current answer again as a new round (as a Chainlink heartbeat
+        would), in the same block; returns the block of each round."""
+        hashes = {
+            symbol: self.send(self.aggregator(symbol).functions.update_answer(
+                self.aggregator(symbol).functions.latestAnswer().call()), sender)
+            for symbol in symbols
+        }
+        return {symbol: r.blockNumber for symbol, r in zip(hashes, self.mined(list(hashes.values())))}
+
+    def round_after(self, not_before: int, sender: str, symbols: list[str]) -> dict[str, int]:
+        """Wait for a block at or after `not_before`, then publish a round there: the first
+        round the orders committed before can execute at."""
+        wait_until(lambda: self.w3.eth.get_block("latest").timestamp + BLOCK_TIME >= not_before, 30,
+                   f"chain time {not_before} (the orders' delay)")
+        return self.heartbeat(symbols, sender)
+
+    def executed(self, order_ids: set[int], start: int) -> dict[int, Any]:
+        """OrderExecuted events of `order_ids` since block `start`, by order id."""
+        return {e.args.order_id: e for e in self.events("order_book", "OrderExecuted", start)
+                if e.args.order_id in order_ids}
+
+    def fill(self, hashes: list[bytes], sender: str, executor: str | None = None, timeout: float = 30) -> dict:
+        """Mine `hashes` (which commit market orders), publish the next round of their markets
+        as `sender`, and have the orders executed: by `executor` if given (acting as any keeper
+        may), else by the keeper processes running. Returns {order_id: OrderExecuted}."""
+        receipts = self.mined(hashes)
+        commits = self.committed(receipts)
+        ids = {e.args.order_id for e in commits}
+        start = min(r.blockNumber for r in receipts)
+        symbols = sorted({m["symbol"] for m in self.manifest["markets"]
+                          for e in commits if e.args.market_id == m["id"]})
+        rounds = self.round_after(max(e.args.not_before for e in commits), sender, symbols)
+        if executor is not None:
+            for e in commits:
+                symbol = next(m["symbol"] for m in self.manifest["markets"] if m["id"] == e.args.market_id)
+                round_id = self.aggregator(symbol).functions.latestRound().call()
+                self.transact(self.order_book.functions.execute_order(e.args.order_id, [round_id]), executor)
+        executed = wait_until(lambda: (found := self.executed(ids, start)) and len(found) == len(ids) and found,
+                              timeout, f"the execution of orders {sorted(hex(i) for i in ids)}")
+        self.last_rounds = rounds
+        return executed
 
     def size(self, key: tuple[str, int], symbol: str) -> int:
         return self.exchange.functions.position_state(key[0], key[1], self.market_id(symbol)).call()[0]
@@ -326,18 +380,20 @@ class Chain:
         start = self.manifest["block"]
         keys = self.depositors()
         keys |= {(e.args.owner, e.args.sub_account) for e in self.events("vault", "Settled", start)}
+        keys |= {(e.args.payee, e.args.sub_account) for e in self.events("vault", "EscrowReleased", start)}
         for e in self.events("vault", "PairSettled", start):
             keys.add((e.args.owner, e.args.sub_account))
             keys.add((e.args.counterparty, e.args.counterparty_sub_account))
         return keys
 
     def ledger_gap(self) -> int:
-        """Token balance of the vault (in WAD) minus the sum of every ledger account: 0 when
-        DESIGN.md's invariant 1 holds."""
+        """Token balance of the vault (in WAD) minus the sum of every ledger account (the order
+        escrow included): 0 when DESIGN.md's invariant 1 holds."""
         v = self.vault.functions
         traders = sum(v.cash(owner, sub).call() for owner, sub in self.ledger_accounts())
         system = (
             v.liquidity_cash().call() + v.insurance_cash().call() + v.fee_cash().call() + v.funding_pool_cash().call()
+            + v.order_escrow_cash().call()
         )
         balance = self.collateral.functions.balanceOf(self.vault.address).call()
         return balance * v.token_scale().call() - (traders + system)

@@ -1,8 +1,11 @@
 """The operator's path on a real node: every tool is a separate process talking RPC to anvil.
 
 `ape run deploy` writes a manifest (to a temporary directory, not the repository's
-deployments/); a trader deposits and opens with `ape run trade`; `ape run pusher` drops the
-price; `ape run keeper` (long-running, JSON logs) liquidates. The tests read outcomes from the
+deployments/); a trader deposits and commits a market order with `ape run trade`, which waits
+for a keeper to execute it; `ape run pusher` drops the price; `ape run keeper` (long-running,
+JSON logs) executes orders at the first round after their delay and liquidates. Traders that
+are not the CLI commit orders with web3.py; the test publishes the round that executes them
+(the aggregators' heartbeat, as the deployer who owns the mock feeds). The tests read outcomes from the
 chain (events, receipts, views) and from the keeper's structured log.
 
 The tests of this module build on each other, in order, on one deployment: liquidation within
@@ -45,6 +48,8 @@ BTC, ETH = "BTC-USD", "ETH-USD"
 KEEPER_FLOOR = 5 * WAD
 LIQUIDATE_MANY = Web3.keccak(text="liquidate_many((address,uint256)[])")[:4]
 AUTO_DELEVERAGE = Web3.keccak(text="auto_deleverage(uint256,(address,uint256,uint256)[],address,uint256)")[:4]
+EXECUTE_ORDER = Web3.keccak(text="execute_order(uint256,uint80[])")[:4]
+CANCEL_ORDER = Web3.keccak(text="cancel_order(uint256)")[:4]
 # anvil dev accounts = ape's TEST::<n>
 DEPLOYER, KEEPER_1, KEEPER_2, CLI_TRADER = 0, 1, 2, 3
 LP = 19
@@ -118,14 +123,34 @@ def scenario(node, tools):
 
 def assert_no_failed_transactions(chain: Chain, senders: set[str], start: int) -> list:
     """Every transaction of `senders` since `start` succeeded and called liquidate_many or
-    auto_deleverage on the liquidator (a keeper never calls `liquidate`, which reverts on a
-    healthy account). Returns them."""
+    auto_deleverage on the liquidator, or execute_order / cancel_order on the order book (a
+    keeper never calls `liquidate`, which reverts on a healthy account). Returns them."""
     sent = chain.transactions_from(senders, start)
     for tx, receipt in sent:
         assert receipt.status == 1, f"keeper transaction {tx['hash'].hex()} in block {receipt.blockNumber} reverted"
-        assert tx["to"] == chain.liquidator.address
-        assert bytes(tx["input"][:4]) in (LIQUIDATE_MANY, AUTO_DELEVERAGE)
+        selector = bytes(tx["input"][:4])
+        if tx["to"] == chain.order_book.address:
+            assert selector in (EXECUTE_ORDER, CANCEL_ORDER)
+        else:
+            assert tx["to"] == chain.liquidator.address
+            assert selector in (LIQUIDATE_MANY, AUTO_DELEVERAGE)
     return sent
+
+
+def order_execution_counts(chain: Chain, start: int) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for e in chain.events("order_book", "OrderExecuted", start):
+        counts[e.args.order_id] = counts.get(e.args.order_id, 0) + 1
+    return counts
+
+
+def record_order_distances(chain: Chain, executed: dict) -> None:
+    """Blocks between the round that made the orders executable and their execution."""
+    distances = REPORT.setdefault("order execution block - round block", [])
+    round_block = max(chain.last_rounds.values())
+    for e in executed.values():
+        distances.append(e.blockNumber - round_block)
+        assert 0 <= e.blockNumber - round_block <= 2, f"order {e.args.order_id:#x} executed late"
 
 
 def liquidation_count(chain: Chain, start: int) -> dict[tuple[str, int], int]:
@@ -166,6 +191,8 @@ def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario)
     s, chain = scenario, scenario.chain
     keeper = s.start_keeper("keeper-a", KEEPER_1, "keeper-a.json")  # starts while the traders trade
     start = chain.head() + 1  # this test's blocks
+    owner = chain.account(DEPLOYER)
+    keeper_address = chain.account(KEEPER_1)
 
     # a trader with the wallet CLI: 2,200 USD, then a ~18x long
     trader = chain.account(CLI_TRADER)
@@ -180,13 +207,28 @@ def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario)
         *chain.open_position(*safe_long, BTC, WAD, 10_000),
         *chain.open_position(*safe_short, BTC, -WAD, 2_200),
     ]
+    executed = chain.fill(pending, owner)  # executed by the keeper process
+    assert {e.args.executor for e in executed.values()} == {keeper_address}
+    record_order_distances(chain, executed)
+
     out = ape_run(s.node, "trade", "deposit", "2200", "--account", f"TEST::{CLI_TRADER}",
                   "--deployment", str(chain.path)).stdout
     assert "deposited 2,200.00 USD, sub-account 0: cash now 2,200.00 USD" in out
-    out = ape_run(s.node, "trade", "open", "BTC-USD", "1", "--slippage", "1", "--account", f"TEST::{CLI_TRADER}",
-                  "--deployment", str(chain.path)).stdout
-    assert "bought 1 BTC-USD at" in out and "position now +1.0000" in out
-    chain.mined(pending)
+    # the CLI commits and waits for a keeper; the round after its delay is published meanwhile
+    committed_from = chain.head()
+    cli_open = s.tools("cli-open", "trade", "open", "BTC-USD", "1", "--slippage", "1",
+                       "--account", f"TEST::{CLI_TRADER}", "--deployment", str(chain.path))
+    (commit,) = cli_open.wait_for(
+        lambda: [e for e in chain.events("order_book", "OrderCommitted", committed_from) if e.args.owner == trader],
+        60, "the CLI's order commit")
+    rounds = chain.round_after(commit.args.not_before, owner, [BTC])
+    wait_until(lambda: not cli_open.alive, 60, "the CLI to report the execution")
+    assert cli_open.process.returncode == 0, cli_open.output()
+    out = cli_open.output()
+    assert "bought 1 BTC-USD at" in out and "position now +1.0000" in out, out
+    (cli_fill,) = chain.executed({commit.args.order_id}, committed_from).values()
+    assert cli_fill.args.executor == keeper_address and cli_fill.blockNumber - rounds[BTC] <= 2
+    REPORT.setdefault("order execution block - round block", []).append(cli_fill.blockNumber - rounds[BTC])
     cli = (trader, 0)
     assert chain.size(cli, BTC) == WAD
 
@@ -195,7 +237,6 @@ def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario)
                     "a pass that indexed every trader")
     assert not any(chain.liquidatable(k) for k in everyone)
     insurance_before = chain.insurance_fund.functions.fund_balance().call()
-    keeper_address = chain.account(KEEPER_1)
     keeper_cash_before = chain.vault.functions.cash(keeper_address, 0).call()
 
     drop = s.push(**{BTC: "38700", ETH: "1930"})
@@ -238,7 +279,10 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     start = chain.head() + 1  # this test's blocks
     w = [chain.account(i) for i in (7, 8, 9)]
     first, second, newcomer = (w[0], 0), (w[1], 0), (w[2], 0)
-    chain.mined([*chain.open_position(*first, BTC, WAD, 2_100), *chain.open_position(*second, BTC, WAD, 3_000)])
+    owner = chain.account(DEPLOYER)
+    executed = chain.fill([*chain.open_position(*first, BTC, WAD, 2_100), *chain.open_position(*second, BTC, WAD, 3_000)],
+                          owner)
+    record_order_distances(chain, executed)
     depositors = len(chain.depositors())
     keeper.wait_for(lambda: any(r["accounts"] == depositors for r in keeper.records("pass")), 20,
                     "a pass that indexed the two new accounts")
@@ -258,8 +302,10 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     assert keeper.process.returncode == -9
     assert chain.liquidatable(first, drop[BTC]) and not chain.liquidatable(second, drop[BTC])
 
-    # while it is down: an account it has never seen opens, and the price falls through both
-    chain.mined(chain.open_position(*newcomer, BTC, WAD, 2_100))
+    # while it is down: an account it has never seen commits a market order, the round after
+    # its delay is published (at 37,400), and the price falls through both
+    (newcomer_commit,) = chain.committed(chain.mined(chain.open_position(*newcomer, BTC, WAD, 2_100)))
+    chain.round_after(newcomer_commit.args.not_before, owner, [BTC])
     s.push(**{BTC: "36000"})
     (in_flight,) = wait_until(lambda: chain.liquidations(start), 10, "the in-flight liquidation to be mined")
     assert (in_flight.args.owner, in_flight.args.sub_account) == first
@@ -267,7 +313,8 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     assert in_flight.blockNumber - drop[BTC] <= 2
     # killed mid-pass: the pass that sent it never wrote its checkpoint
     assert in_flight.blockNumber > checkpoint["block"]
-    assert chain.liquidatable(second) and chain.liquidatable(newcomer)
+    assert chain.liquidatable(second)
+    assert chain.order_book.functions.order(newcomer_commit.args.order_id).call()[11] == 1  # still open
     down_until = chain.head()
 
     keeper = s.start_keeper("keeper-a-restarted", KEEPER_1, "keeper-a.json")
@@ -277,6 +324,12 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     assert liquidation_count(chain, start) == {first: 1, second: 1, newcomer: 1}
     assert all(e.args.keeper == keeper_address for e in chain.liquidations(start))
     assert chain.size(first, BTC) == chain.size(second, BTC) == chain.size(newcomer, BTC) == 0
+    # the order committed while the keeper was down was executed after its restart, once, at the
+    # first round after its delay (37,400), before the newcomer was liquidated at 36,000
+    (late_fill,) = chain.executed({newcomer_commit.args.order_id}, start).values()
+    assert late_fill.args.executor == keeper_address and late_fill.blockNumber > down_until
+    assert late_fill.args.index_price == 37_400 * WAD
+    assert order_execution_counts(chain, start) == {e: 1 for e in [*executed, newcomer_commit.args.order_id]}
     (loaded,) = keeper.records("checkpoint.loaded")
     assert loaded["block"] == checkpoint["block"] and loaded["accounts"] == len(checkpoint["accounts"])
     # resumed from the checkpoint: only the account that appeared while it was down is new to it
@@ -284,6 +337,9 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     assert {(r["owner"], r["sub_account"]) for r in keeper.records("liquidation.done")} == {second, newcomer}
     # nothing twice: every transaction since the restart liquidated something, none reverted
     for tx, receipt in assert_no_failed_transactions(chain, {keeper_address}, down_until + 1):
+        if tx["to"] == chain.order_book.address:
+            assert chain.order_book.events.OrderExecuted().process_receipt(receipt, errors=DISCARD)
+            continue
         (batch,) = chain.liquidator.events.LiquidationBatch().process_receipt(receipt, errors=DISCARD)
         assert batch.args.liquidated > 0
     assert_no_failed_transactions(chain, {keeper_address}, start)
@@ -304,7 +360,16 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
     traders = [(chain.account(10 + i // 2), i % 2) for i in range(6)]
     whale = (chain.account(13), 0)
     pending = [h for key in traders for h in chain.open_position(*key, BTC, WAD, 2_000)]
-    chain.mined([*pending, *chain.open_position(*whale, BTC, 3 * WAD, 8_000)])
+    executed = chain.fill([*pending, *chain.open_position(*whale, BTC, 3 * WAD, 8_000)], owner)
+    record_order_distances(chain, executed)
+    # both keepers race for the seven orders: each is executed once, by one of them, and
+    # neither sends a transaction that reverts (checked for the whole test below)
+    assert order_execution_counts(chain, start) == {order_id: 1 for order_id in executed}
+    assert {e.args.executor for e in executed.values()} <= senders
+    REPORT["two keepers: order executions by keeper"] = {
+        name: sum(e.args.executor == chain.account(k) for e in executed.values())
+        for name, k in (("keeper-a", KEEPER_1), ("keeper-b", KEEPER_2))
+    }
     depositors = len(chain.depositors())
     for keeper in (keeper_1, keeper_2):
         keeper.wait_for(lambda k=keeper: any(r["accounts"] == depositors for r in k.records("pass")), 60,
@@ -358,9 +423,8 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
         chain.liquidator.events.LiquidationBatch().process_receipt(r, errors=DISCARD)[0].args.liquidated == 0
         for tx, r in sent if bytes(tx["input"][:4]) == LIQUIDATE_MANY
     )
-    REPORT["two keepers: liquidate_many transactions that found nothing left (lost races)"] = (
-        f"{empty} of {len(sent) - len(adl)}"
-    )
+    batches = sum(bytes(tx["input"][:4]) == LIQUIDATE_MANY for tx, _ in sent)
+    REPORT["two keepers: liquidate_many transactions that found nothing left (lost races)"] = f"{empty} of {batches}"
 
 
 def test_a_client_that_is_not_ours_deposits_and_trades_from_the_manifest(scenario):
