@@ -375,6 +375,9 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
     @param round_ids The execution round of each of the market's feeds.
     @return True if filled, False if cancelled.
     """
+    # the cancellation reason, set before any check: a debugger that decodes the frame of a
+    # failed check (titanoboa's) then reads an empty string, not leftover memory
+    reason: String[96] = ""
     owner: address = empty(address)
     sub_account: uint256 = 0
     slot: uint256 = 0
@@ -405,7 +408,9 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
         assert rp.published >= not_before, "order: round published before the order could trigger"
         end: uint256 = expiry
         if late:
-            end = min(end, cancelled_at)
+            # a round published in the very second of the cancellation is not published after
+            # it: an owner who sees a crossing round cannot cancel in the same block to escape it
+            end = min(end, cancelled_at + 1)
         assert rp.published < end, "order: round published after the order's expiry or cancellation"
         max_age: uint256 = (self._params >> 32) & 2**32 - 1
         assert block.timestamp <= rp.published + max_age, "order: triggering round too old to execute"
@@ -413,7 +418,6 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
         assert not self._triggered(kind, size_delta, trigger, rp.previous), "order: already triggered at the round before (not the crossing)"
 
     fee: uint256 = meta >> FEE_SHIFT
-    reason: String[96] = ""
     if (meta >> REDUCE_SHIFT) & 1 == 1:
         size: int256 = 0
         basis: int256 = 0
@@ -427,9 +431,6 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
 
     fill_price: uint256 = 0
     if reason == "":
-        if late:
-            # the fee was refunded at the cancellation: the execution pays it again
-            extcall VAULT.escrow_fee(owner, sub_account, fee)
         success: bool = False
         response: Bytes[256] = b""
         success, response = raw_call(
@@ -448,6 +449,11 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
         )
         if success:
             fill_price = abi_decode(response, uint256)
+            if late and fee != 0:
+                # the fee was refunded at the cancellation: the execution pays it again, from
+                # the free collateral after the fill (a stop-loss frees the margin it closes, so
+                # a trader left with no free collateral by the crossing cannot block it)
+                extcall VAULT.escrow_fee(owner, sub_account, fee)
         else:
             reason = self._order_reason(response)
             # not the order's own failure (oracle, out of gas...), or a trigger order that
@@ -534,10 +540,20 @@ def open_orders(owner: address, sub_account: uint256) -> DynArray[uint256, MAX_O
 @reentrant
 def pending_market_orders(owner: address, sub_account: uint256) -> uint256:
     """
-    @notice How many market orders of the sub-account wait for execution (it cannot withdraw
-            meanwhile).
+    @notice How many market orders of the sub-account can still execute (it cannot withdraw
+            meanwhile). A market order stops counting at its expiry, cancelled or not: it can
+            never execute from then on.
     """
-    return (self._book[owner][sub_account] >> PENDING_SHIFT) & 255
+    book: uint256 = self._book[owner][sub_account]
+    if (book >> PENDING_SHIFT) & 255 == 0:
+        return 0
+    pending: uint256 = 0
+    for slot: uint256 in range(MAX_OPEN_ORDERS):
+        if (book >> slot) & 1 == 1:
+            meta: uint256 = self._orders[owner][sub_account][slot][0]
+            if (meta >> KIND_SHIFT) & 15 == KIND_MARKET and block.timestamp < (meta >> EXPIRY_SHIFT) & MASK40:
+                pending += 1
+    return pending
 
 
 @external

@@ -145,7 +145,17 @@ class OrderBookMixin:
         ]
 
     def pending_market_orders(self, account) -> int:
-        return self._book(account)[2]
+        """Market orders that can still execute: one stops counting at its expiry, cancelled or not."""
+        book = self._book(account)
+        if not book[2]:
+            return 0
+        return sum(
+            1
+            for slot in range(MAX_OPEN_ORDERS)
+            if book[0] >> slot & 1
+            and self.order_slots[(account, slot)].kind == KIND_MARKET
+            and self.now < self.order_slots[(account, slot)].expiry
+        )
 
     def _locate(self, order_id: int) -> tuple[str, int, int, int]:
         """(owner, sub_account, slot, seq) of a stored order, as OrderBook._load."""
@@ -298,7 +308,8 @@ class OrderBookMixin:
             _require(rp.previous_published < o.not_before, "order: not the first round after the order's delay")
         else:
             _require(rp.published >= o.not_before, "order: round published before the order could trigger")
-            end = min(o.expiry, o.cancelled_at) if late else o.expiry
+            # a round published in the second of the cancellation is not published after it
+            end = min(o.expiry, o.cancelled_at + 1) if late else o.expiry
             _require(rp.published < end, "order: round published after the order's expiry or cancellation")
             _require(self.now <= rp.published + p.max_order_age, "order: triggering round too old to execute")
             _require(triggered(o.kind, o.size_delta, o.trigger_price, rp.price), "order: not triggered at this round")
@@ -315,8 +326,6 @@ class OrderBookMixin:
                 size_delta = -size
 
         if not reason:
-            if late:
-                self._escrow_fee(account, o.fee)
             saved_index = self.index.get(o.market_id)
             self.index[o.market_id] = rp.price
             try:
@@ -329,6 +338,9 @@ class OrderBookMixin:
                 reason = refusal.reason
             finally:
                 self.index[o.market_id] = saved_index
+            if late and o.fee:
+                # refunded at the cancellation: charged again from the free collateral after the fill
+                self._escrow_fee(account, o.fee)
 
         book = self._book(account)
         if late:
