@@ -4,27 +4,62 @@ Each figure is the gas used by one transaction (receipt.gasUsed), in a warmed-up
 markets have traded before, so the numbers are what a trader pays day to day, not the one-off
 cost of initialising a market's storage. One oracle feed per market. Time advances a minute
 before each operation so every trade also accrues funding (the realistic, costlier path).
+
+Trades are two-step orders: `commit_order` by the trader, a new oracle round, then
+`execute_order` by a keeper naming that round (the first published after the order's delay).
+`open`, `modify`, `close` and the other trade keys are the gas of the *execution*.
+`commit_order` is a steady trader's commit (its order slot was used before) on a sub-account
+without positions; `commit_order_with_position` the same with a position open (escrowing the
+fee from free collateral then values the account at the oracle); `commit_order_first` a
+trader's first-ever order (fresh storage). `execute_open` and `execute_close` are the issue's
+names for the `open` and `close` executions; `open_commit_plus_execute` is the whole open.
+
+Deterministic: the node starts at a fixed time (`anvil --timestamp`) and mines every block
+exactly one second after the previous one (`anvil_setBlockTimestampInterval`), jumps in time
+are explicit (`evm_setNextBlockTimestamp`), the keeper's ledger account exists before
+anything is measured, and a limit order rests throughout (so the vault's order escrow is never
+re-created from zero, as on a live exchange), so the same code gives the same figures on every
+run. (Before, blocks
+took the wall clock's time: whether two transactions landed in the same second decided
+whether a market's funding was accrued and written again, which moved the liquidation and
+ADL figures by about 10,000 gas between runs; and the keeper's first reward created its
+ledger account inside the first measured liquidation.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 from rich.table import Table
 
 from perpdex.fixed_point import WAD
+from perpdex.orders import KIND_LIMIT, KIND_MARKET
 
 OUT = Path(__file__).resolve().parent.parent / "bench" / "gas.json"
+START_TIME = 1_700_000_000  # the node's genesis time (2023-11-14 22:13:20 UTC)
+MAX_PRICE = 2**128 - 1
 BUDGETS = {
     "deposit": 80_000,
     "withdraw": 100_000,
-    "open": 180_000,
-    "modify": 140_000,
-    "close": 120_000,
+    "commit_order": 90_000,
+    "open": 190_000,
+    "execute_open": 190_000,
+    "modify": 160_000,
+    "close": 140_000,
+    "execute_close": 140_000,
+    "cancel_expired": 60_000,
     "liquidate": 200_000,
     "liquidate_many_per_account": 150_000,
     "adl_per_target": 150_000,
@@ -32,117 +67,235 @@ BUDGETS = {
 console = Console(width=120)
 
 
-def measure(network: str = "ethereum:local:foundry") -> dict[str, int]:
+# =============================================================================================
+# THE NODE
+# =============================================================================================
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def anvil_node(start_time: int = START_TIME) -> Iterator[str]:
+    """A throwaway anvil on a free port, its genesis at `start_time`; yields its URL."""
+    from web3 import Web3
+
+    anvil = shutil.which("anvil")
+    if anvil is None:
+        raise SystemExit("anvil is not on PATH: run `make bench` (it puts node_modules/.bin on PATH)")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [anvil, "--host", "127.0.0.1", "--port", str(port), "--timestamp", str(start_time), "--silent"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        w3 = Web3(Web3.HTTPProvider(url))
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"anvil exited with {process.returncode}")
+            try:
+                w3.eth.chain_id
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"anvil did not answer on {url} within 30 s") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+# =============================================================================================
+# THE MEASUREMENTS
+# =============================================================================================
+
+
+class Bench:
+    """The deployment, the cast, the clock and the two-step trade of the measurements."""
+
+    def __init__(self, d, owner, keeper):
+        from ape import chain
+
+        self.d, self.owner, self.keeper, self.chain = d, owner, keeper, chain
+        self.gas: dict[str, int] = {}
+
+    # -- time and prices --------------------------------------------------------------------------
+
+    def jump(self, seconds: int) -> None:
+        """The next block comes `seconds` after the latest one (then one second per block again)."""
+        self.chain.provider.make_request("evm_setNextBlockTimestamp", [self.chain.blocks.head.timestamp + seconds])
+
+    def publish(self, market_id: int, price: int | None = None) -> int:
+        """A new round of the market's feed (the same answer unless `price`, USD); its round id."""
+        from perpdex.deploy import FEED_DECIMALS
+
+        agg = self.d.aggregators[market_id][0]
+        answer = agg.latestAnswer() if price is None else price * 10**FEED_DECIMALS
+        agg.update_answer(answer, sender=self.owner)
+        return agg.latestRound()
+
+    def tick(self) -> None:
+        """A minute passes; every market gets a fresh round."""
+        self.jump(60)
+        for market in self.d.markets:
+            self.publish(market.id)
+
+    # -- orders -----------------------------------------------------------------------------------
+
+    def commit(self, who, market_id: int, size: int, reduce_only: bool = False, sub: int = 0):
+        """A market order accepting any price; returns (order id, gas)."""
+        acceptable = MAX_PRICE if size > 0 else 0
+        receipt = self.d.order_book.commit_order(sub, market_id, size, acceptable, KIND_MARKET, 0, reduce_only, 0,
+                                                 sender=who)
+        (event,) = receipt.decode_logs(self.d.order_book.OrderCommitted)
+        return event.order_id, receipt.gas_used
+
+    def execute(self, order_id: int, round_id: int) -> int:
+        receipt = self.d.order_book.execute_order(order_id, [round_id], sender=self.keeper)
+        executed = receipt.decode_logs(self.d.order_book.OrderExecuted)
+        assert executed, f"order {order_id:#x} was cancelled: {receipt.decode_logs(self.d.order_book.OrderCancelled)}"
+        return receipt.gas_used
+
+    def trade(self, who, market_id: int, size: int, reduce_only: bool = False) -> tuple[int, int]:
+        """Commit, publish the next round, execute it there as a keeper: (commit gas, execute gas)."""
+        order_id, commit_gas = self.commit(who, market_id, size, reduce_only)
+        return commit_gas, self.execute(order_id, self.publish(market_id))
+
+    def trades(self, orders: list[tuple], market_id: int) -> None:
+        """Several traders' orders committed one after the other and executed at one round."""
+        ids = [self.commit(who, market_id, size)[0] for who, size in orders]
+        round_id = self.publish(market_id)
+        for order_id in ids:
+            self.execute(order_id, round_id)
+
+
+def measure() -> dict[str, int]:
     warnings.filterwarnings("ignore")
     from ape import accounts, chain, networks
     from ape.logging import logger
 
     logger.set_level(logging.WARNING)
 
-    from perpdex.deploy import FEED_DECIMALS, deploy_local
+    from perpdex.deploy import deploy_local
 
-    gas: dict[str, int] = {}
-    with networks.parse_network_choice(network):
-        owner, lp, trader, other, *_ = accounts.test_accounts
-        d = deploy_local(owner)
-
-        def fund(who, usd: int) -> int:
-            amount = usd * 10**6
-            d.collateral.mint(who, amount, sender=owner)
-            d.collateral.approve(d.vault.address, 2**256 - 1, sender=who)
-            d.collateral.approve(d.liquidity_vault.address, 2**256 - 1, sender=who)
-            return amount
-
-        def tick() -> None:
-            chain.pending_timestamp += 60
-            for market in d.markets:
-                agg = d.aggregators[market.id][0]
-                agg.update_answer(int(market.initial_price) * 10**FEED_DECIMALS, sender=owner)
-
-        # warm-up: the LP seeds, another trader makes both markets active
-        fund(lp, 10_000_000)
-        gas["lp_deposit_first"] = d.liquidity_vault.deposit(5_000_000 * 10**6, lp, sender=lp).gas_used
-        d.vault.deposit(0, fund(other, 1_000_000), sender=other)
-        for market in d.markets:
-            d.exchange.trade(0, market.id, WAD, 2**256 - 1, sender=other)
-        tick()
-
-        fund(trader, 1_000_000)
-        gas["deposit"] = d.vault.deposit(0, 100_000 * 10**6, sender=trader).gas_used
-        gas["deposit_again"] = d.vault.deposit(0, 100_000 * 10**6, sender=trader).gas_used
-        tick()
-        gas["withdraw"] = d.vault.withdraw(0, 1_000 * 10**6, sender=trader).gas_used
-        tick()
-        gas["open"] = d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=trader).gas_used
-        tick()
-        gas["modify"] = d.exchange.trade(0, 0, WAD // 2, 2**256 - 1, sender=trader).gas_used
-        tick()
-        gas["close"] = d.exchange.trade(0, 0, -(WAD + WAD // 2), 0, sender=trader).gas_used
-        tick()
-        # cross margin: a second position makes every trade value both markets
-        d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=trader)
-        tick()
-        gas["open_second_market"] = d.exchange.trade(0, 1, 10 * WAD, 2**256 - 1, sender=trader).gas_used
-        tick()
-        gas["withdraw_with_positions"] = d.vault.withdraw(0, 1_000 * 10**6, sender=trader).gas_used
-        tick()
-        gas["flip"] = d.exchange.trade(0, 1, -20 * WAD, 0, sender=trader).gas_used
-        tick()
-        gas["close_with_other_position"] = d.exchange.trade(0, 0, -WAD, 0, sender=trader).gas_used
-        tick()
-        gas["lp_deposit"] = d.liquidity_vault.deposit(1_000_000 * 10**6, lp, sender=lp).gas_used
-        tick()
-        shares = d.liquidity_vault.balanceOf(lp) // 10
-        gas["lp_redeem"] = d.liquidity_vault.redeem(shares, lp, lp, sender=lp).gas_used
-        gas.update(measure_liquidation(d, owner, fund, tick))
-    return gas
+    with anvil_node() as url:
+        os.environ["APE_FOUNDRY_HOST"] = url
+        with networks.parse_network_choice("ethereum:local:foundry"):
+            chain.provider.make_request("anvil_setBlockTimestampInterval", [1])
+            owner, lp, trader, other, keeper, *_ = accounts.test_accounts
+            d = deploy_local(owner)
+            b = Bench(d, owner, keeper)
+            measure_trading(b, lp, trader, other)
+            measure_liquidation(b)
+            return b.gas
 
 
-def measure_liquidation(d, owner, fund, tick) -> dict[str, int]:
+def fund(b: Bench, who, usd: int) -> int:
+    amount = usd * 10**6
+    b.d.collateral.mint(who, amount, sender=b.owner)
+    b.d.collateral.approve(b.d.vault.address, 2**256 - 1, sender=who)
+    b.d.collateral.approve(b.d.liquidity_vault.address, 2**256 - 1, sender=who)
+    return amount
+
+
+def measure_trading(b: Bench, lp, trader, other) -> None:
+    d, gas = b.d, b.gas
+    # warm-up: the LP seeds, another trader makes both markets active; the keeper executes
+    # those orders, which creates its ledger account (sub-account 0) before any measurement
+    fund(b, lp, 10_000_000)
+    gas["lp_deposit_first"] = d.liquidity_vault.deposit(5_000_000 * 10**6, lp, sender=lp).gas_used
+    d.vault.deposit(0, fund(b, other, 1_000_000), sender=other)
+    for market in d.markets:
+        b.trade(other, market.id, WAD)
+    assert d.vault.cash(b.keeper, 0) > 0
+    # a limit order rests far below the market all along, as some order always does on a live
+    # exchange: the vault's order escrow never returns to zero, so no commit pays for
+    # re-creating it (17,100 gas more on an idle exchange, where the escrow was empty)
+    d.order_book.commit_order(0, 0, WAD, 1_000 * WAD, KIND_LIMIT, 1_000 * WAD, False, 0, sender=other)
+    b.tick()
+
+    fund(b, trader, 1_000_000)
+    gas["deposit"] = d.vault.deposit(0, 100_000 * 10**6, sender=trader).gas_used
+    gas["deposit_again"] = d.vault.deposit(0, 100_000 * 10**6, sender=trader).gas_used
+    b.tick()
+    gas["withdraw"] = d.vault.withdraw(0, 1_000 * 10**6, sender=trader).gas_used
+    b.tick()
+    gas["commit_order_first"], gas["open"] = b.trade(trader, 0, WAD)  # the trader's first order ever
+    b.tick()
+    gas["commit_order_with_position"], gas["modify"] = b.trade(trader, 0, WAD // 2)
+    b.tick()
+    _, gas["close"] = b.trade(trader, 0, -(WAD + WAD // 2), reduce_only=True)
+    gas["execute_open"], gas["execute_close"] = gas["open"], gas["close"]
+    b.tick()
+    # a steady trader without a position: its order slot was used before
+    gas["commit_order"], _ = b.trade(trader, 0, WAD)
+    gas["open_commit_plus_execute"] = gas["commit_order"] + gas["open"]
+    b.tick()
+    # cross margin: a second position makes every trade value both markets
+    _, gas["open_second_market"] = b.trade(trader, 1, 10 * WAD)
+    b.tick()
+    gas["withdraw_with_positions"] = d.vault.withdraw(0, 1_000 * 10**6, sender=trader).gas_used
+    b.tick()
+    _, gas["flip"] = b.trade(trader, 1, -20 * WAD)
+    b.tick()
+    _, gas["close_with_other_position"] = b.trade(trader, 0, -WAD, reduce_only=True)
+    b.tick()
+    gas["lp_deposit"] = d.liquidity_vault.deposit(1_000_000 * 10**6, lp, sender=lp).gas_used
+    b.tick()
+    shares = d.liquidity_vault.balanceOf(lp) // 10
+    gas["lp_redeem"] = d.liquidity_vault.redeem(shares, lp, lp, sender=lp).gas_used
+
+    # a market order nobody executed: from its expiry anyone cancels it and takes the fee
+    b.tick()
+    order_id, _ = b.commit(trader, 0, WAD)
+    max_age = d.order_book.order_params().max_order_age
+    b.jump(max_age)
+    gas["cancel_expired"] = d.order_book.cancel_order(order_id, sender=b.keeper).gas_used
+    b.tick()
+
+
+def measure_liquidation(b: Bench) -> None:
     """Liquidations (one account, batches of 1 and 5) and ADL (1 and 3 targets) on BTC."""
     from ape import accounts
 
-    from perpdex.deploy import FEED_DECIMALS
-
-    gas: dict[str, int] = {}
-    keeper = accounts.test_accounts[4]
-    btc = d.aggregators[0][0]
+    d, gas, owner, keeper = b.d, b.gas, b.owner, b.keeper
     wallets = [accounts.test_accounts.generate_test_account() for _ in range(9)]
     for w in wallets:
         owner.transfer(w, 10**18)
 
-    def open_at_risk(who) -> None:  # ~19x long
-        d.vault.deposit(0, fund(who, 2_200), sender=who)
-        d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=who)
-
-    def set_btc(price: int) -> None:
-        btc.update_answer(price * 10**FEED_DECIMALS, sender=owner)
-
-    for w in wallets[:7]:
-        open_at_risk(w)
-    set_btc(38_500)  # 2 % maintenance in config/markets.json: these ~19x longs are now unhealthy
+    at_risk = wallets[:7]  # ~19x longs
+    for w in at_risk:
+        d.vault.deposit(0, fund(b, w, 2_200), sender=w)
+    b.trades([(w, WAD) for w in at_risk], 0)
+    b.publish(0, 38_500)  # 2 % maintenance in config/markets.json: these ~19x longs are now unhealthy
     gas["liquidate"] = d.liquidator.liquidate(wallets[0], 0, sender=keeper).gas_used
     one = d.liquidator.liquidate_many([(wallets[1], 0)], sender=keeper).gas_used
     five = d.liquidator.liquidate_many([(w, 0) for w in wallets[2:7]], sender=keeper).gas_used
     gas["liquidate_many_1"] = one
     gas["liquidate_many_5"] = five
     gas["liquidate_many_per_account"] = (five - one) // 4
-    set_btc(40_000)
-    tick()
+    b.publish(0, 40_000)
+    b.tick()
 
     # ADL: profitable shorts, an empty insurance fund, a long gapping through bankruptcy
     shorts = wallets[7:9] + [accounts.test_accounts[5]]
+    victim = accounts.test_accounts[6]
     for w in shorts:
-        d.vault.deposit(0, fund(w, 20_000), sender=w)
-        d.exchange.trade(0, 0, -WAD, 0, sender=w)
+        d.vault.deposit(0, fund(b, w, 20_000), sender=w)
+    d.vault.deposit(0, fund(b, victim, 2_200), sender=victim)
+    b.trades([(w, -WAD) for w in shorts] + [(victim, WAD)], 0)
     surplus = d.insurance_fund.surplus()
     if surplus:
         d.insurance_fund.withdraw_surplus(owner, surplus, sender=owner)
-    victim = accounts.test_accounts[6]
-    d.vault.deposit(0, fund(victim, 2_200), sender=victim)
-    d.exchange.trade(0, 0, WAD, 2**256 - 1, sender=victim)
-    set_btc(36_000)
+    b.publish(0, 36_000)
     d.liquidator.liquidate(victim, 0, sender=keeper)
+
     def ranked() -> list:  # the contract checks this order; scores move as positions shrink
         return sorted(shorts, key=lambda w: d.liquidator.adl_score(w, 0, 0), reverse=True)
 
@@ -152,7 +305,11 @@ def measure_liquidation(d, owner, fund, tick) -> dict[str, int]:
     gas["adl_1_target"] = one
     gas["adl_3_targets"] = three
     gas["adl_per_target"] = (three - one) // 2
-    return gas
+
+
+# =============================================================================================
+# REPORT
+# =============================================================================================
 
 
 def report(gas: dict[str, int]) -> None:
