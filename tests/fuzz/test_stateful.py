@@ -1,28 +1,26 @@
-"""Stateful invariant fuzzing of the compiled contracts against the reference model.
+"""Stateful invariant fuzzing of the compiled contracts against the reference model: trading,
+liquidation and the liquidity vault.
 
 Three hypothesis state machines drive one boa deployment (tests/system.py) through random
-sequences of user, keeper and admin actions:
+sequences of user, keeper and admin actions; every trade is a market order that a keeper
+executes at the first round after the order's delay (tests/fuzz/base.py):
 
 1. `TradingMachine`: deposits, withdrawals (too large ones included), trades of random size and
    side on BTC and ETH by 3 traders x 2 sub-accounts, oracle moves with +-30 % gaps, stale
-   oracle periods, time and funding, gifts to the vault, pause by the guardian.
+   oracle periods (market orders committed meanwhile wait for a fresh round; an execution that
+   would read a stale price reverts and the order stays pending, blocking withdrawals, until a
+   keeper executes it or it expires), time and funding, gifts to the vault, pause by the
+   guardian.
 2. `LiquidationMachine`: leveraged trading plus price gaps, liquidations (single and batched),
    donations to the insurance fund, auto-deleveraging on both triggers, surplus withdrawals,
    and a keeper round after which DESIGN.md invariant 4 (solvency) is checked.
 3. `LiquidityVaultMachine`: LP deposits and redemptions (the open-interest cap included),
    trading against the vault, price moves, the OI ratio.
 
-Every action runs on the contracts and on `perpdex.model` and is compared to the wei (that is
-what `System` does); a reverting action must revert with the model's reason. After every step
-the `@invariant` checks DESIGN.md invariants 1-3 (`System.check_invariants`) and compares
-everything the contracts store with the model (`System.assert_state_matches`), both from
-storage reads (tests/raw_state.py); every VIEW_CHECK_EVERY steps and at the end of each example
-it compares every view as well (`System.assert_system_matches`). Invariant 4 is checked after
-each keeper round, invariant 5 inside the rules that liquidate, deleverage and withdraw.
-
-The system is deployed once per module; each example works on a `fresh` snapshot of it (an EVM
-anchor plus a model copy) that is rolled back in `teardown`. Profiles and step counts: see
-tests/fuzz/conftest.py; `tests/fuzz/run_long.py` runs the long profile.
+The checks after every step (invariants 1-3, model parity of everything stored, the order
+book's invariants) and the views every few steps are `PerpdexMachine`'s (tests/fuzz/base.py).
+Invariant 4 is checked after each keeper round, invariant 5 inside the rules that liquidate,
+deleverage and withdraw. The order machine is in tests/fuzz/test_orders_stateful.py.
 
 Defects the fuzzers found are reproduced in tests/fuzz/test_found_bugs.py.
 """
@@ -30,468 +28,56 @@ Defects the fuzzers found are reproduced in tests/fuzz/test_found_bugs.py.
 from __future__ import annotations
 
 import copy
-import functools
-import os
-import sys
-import time
-from collections import Counter
 
 import boa
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import invariant, precondition
 
-from perpdex.fixed_point import WAD, mul_div_up, sign
-from perpdex.model import INSURANCE_FUND, LIQUIDITY_VAULT, ModelRevert
-from system import FEED_DECIMALS, HEARTBEAT, System, fresh
+from perpdex.fixed_point import WAD, sign
+from perpdex.model import INSURANCE_FUND, ModelRevert
+
+from .base import (
+    ACCOUNT,
+    BTC,
+    INT256_MAX,
+    MARKET,
+    MARKETS,
+    NO_PREVIOUS_ROUND,
+    PER_MILLE,
+    SCALE,
+    STALE,
+    TOKEN,
+    HEARTBEAT,
+    PerpdexMachine,
+    expected_max_redeem,
+    first_step,
+    lp_deposit,
+    lp_redeem,
+    mint,
+    refusal,
+    run_machine,
+    size_of,
+    step,
+    worst_price,
+)
 
 pytestmark = pytest.mark.ignore_isolation
 
-BTC, ETH = 0, 1
-MARKETS = (BTC, ETH)
-INITIAL_PRICE = {BTC: 40_000, ETH: 2_000}
-FEED_TO_WAD = 10 ** (18 - FEED_DECIMALS)
-TOKEN = 10**6  # one USDC in token units
-SCALE = 10**12  # token units -> WAD
-MAX_UINT = 2**256 - 1
-INT256_MAX = 2**255 - 1
-SIZE_LIMIT = {BTC: 5 * WAD, ETH: 100 * WAD}  # scale of random trade sizes
-
-STALE = "oracle: stale price"
-MARGIN_REASONS = ("exchange: insufficient margin", "exchange: trade would leave account bankrupt")
 ADL_ENOUGH = ("liquidator: deficit already covered", "liquidator: PnL factor under target")
 INSOLVENT = "liquidity vault: insolvent, deposits refused"
 TOKENS_SHORT = "vault: insufficient token balance"
-# every view is compared with the model this often (and at the end of each example); the state
-# behind them, and the invariants, after every step. A failure that only a view shows shrinks
-# to an example padded up to the next view check; PERPDEX_FUZZ_VIEW_EVERY=1 (views after every
-# step, ~4x slower) lets the re-run, which replays the saved example, shrink it all the way.
-VIEW_CHECK_EVERY = int(os.environ.get("PERPDEX_FUZZ_VIEW_EVERY", "10"))
-
-# ============================================================================================
-# the deployment, built once per module
-# ============================================================================================
-
-_BASE: System | None = None
-
-
-def base_system() -> System:
-    """BTC-USD at 40,000 and ETH-USD at 2,000 with the default parameters, plus the fuzzers'
-    actors (approvals given once). Nothing else: each machine sets itself up per example."""
-    global _BASE
-    if _BASE is None:
-        eoa = boa.env.eoa
-        s = System()
-        for market_id in MARKETS:
-            s.list_market(market_id, ("BTC-USD", "ETH-USD")[market_id], INITIAL_PRICE[market_id])
-        s.traders = [boa.env.generate_address(f"fuzz_trader{i}") for i in range(3)]
-        s.lps = [boa.env.generate_address(f"fuzz_lp{i}") for i in range(2)]
-        s.keeper = boa.env.generate_address("fuzz_keeper")
-        s.adl_keeper = boa.env.generate_address("fuzz_adl_keeper")
-        s.attacker = boa.env.generate_address("fuzz_attacker")
-        s.donor = boa.env.generate_address("fuzz_donor")
-        for who in [*s.traders, *s.lps, s.donor, s.attacker]:
-            with boa.env.prank(who):
-                s.usdc.approve(s.vault.address, MAX_UINT)
-                s.usdc.approve(s.liquidity_vault.address, MAX_UINT)
-                s.usdc.approve(s.insurance_fund.address, MAX_UINT)
-        with boa.env.prank(s.owner):
-            s.liquidator.set_adl_keeper(s.adl_keeper, True)
-        boa.env.eoa = eoa
-        _BASE = s
-    return _BASE
-
-
-# ============================================================================================
-# actions on contracts and model that System does not provide (token-unit amounts, reverts)
-# ============================================================================================
-
-
-def mint(s: System, who, amount: int) -> None:
-    if amount > 0:
-        with boa.env.prank(s.owner):
-            s.usdc.mint(who, amount)
-
-
-def publish(s: System, market_id: int, index: int) -> None:
-    """A new oracle round at `index` (WAD, a multiple of 1e10), on the feed and the model."""
-    with boa.env.prank(s.owner):
-        s.aggregators[market_id].update_answer(index // FEED_TO_WAD)
-    s.model.index[market_id] = index
-
-
-def deposit(s: System, who, sub: int, amount: int) -> None:
-    """Vault.deposit of `amount` token units; a zero amount must revert as in the model."""
-    mint(s, who, amount)
-    expected, credited = s.mirror(who, lambda: s.model.deposit((who, sub), amount), lambda: s.vault.deposit(sub, amount))
-    assert credited == expected == amount * SCALE
-    s.accounts.add((who, sub))
-
-
-def lp_deposit(s: System, lp, amount: int) -> int:
-    """LiquidityVault.deposit of `amount` token units; shares == previewDeposit == the model's."""
-    mint(s, lp, amount)
-    try:
-        expected = s.model._transaction(s.model.lp_deposit, lp, amount)
-    except ModelRevert as revert:
-        with boa.reverts(revert.reason), boa.env.prank(lp):
-            s.liquidity_vault.deposit(amount, lp)
-        raise
-    preview = s.liquidity_vault.previewDeposit(amount)  # quoted only for a deposit that goes through
-    with boa.env.prank(lp):
-        shares = s.liquidity_vault.deposit(amount, lp)
-    assert shares == expected == preview
-    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp]
-    return shares
-
-
-def lp_redeem(s: System, lp, shares: int) -> int:
-    """System.lp_redeem plus ERC-4626: what redeem pays is what previewRedeem quoted."""
-    preview = s.liquidity_vault.previewRedeem(shares)
-    before = s.usdc.balanceOf(lp)
-    assets = s.lp_redeem(lp, shares)  # ModelRevert: the contract reverted with the same reason
-    assert assets == preview
-    assert s.usdc.balanceOf(lp) == before + assets
-    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp]
-    return assets
-
-
-def expected_max_redeem(s: System, lp) -> int:
-    """ERC-4626 maxRedeem from the model's state: the LP's shares, capped by the vault's cash
-    and by what keeps open interest within max_oi_ratio x the remaining value."""
-    m = s.model
-    total = m.lv_total_assets()
-    cash = m.cash_of(LIQUIDITY_VAULT)
-    free = 0
-    if cash > 0:
-        locked = mul_div_up(m.open_interest_notional(), WAD, m.max_oi_ratio * m.scale)
-        free = 0 if locked >= total else min(cash // m.scale, total - locked)
-    return min(m.lv_shares.get(lp, 0), m.lv_to_shares(free, total))
-
-
-def refusal(action, *args) -> str:
-    """Run a System action that must be refused; its reason (System has checked that the
-    contract reverted with the model's reason)."""
-    try:
-        action(*args)
-    except ModelRevert as revert:
-        return revert.reason
-    raise AssertionError(f"{action.__name__}{args} was not refused")
-
-
-def size_of(market_id: int, per_mille: int, dust: int) -> int:
-    """A trade size up to SIZE_LIMIT with wei-level dust, so that every rounding path runs."""
-    size = per_mille * SIZE_LIMIT[market_id] // 1_000
-    size = size + dust if size >= 0 else size - dust
-    return size or 1
-
+MAX_UINT = 2**256 - 1
 
 # ============================================================================================
 # the machines
 # ============================================================================================
 
 
-def counted(fn):
-    """Count every executed rule as one step of its machine (for steps per second)."""
-
-    @functools.wraps(fn)
-    def wrapper(self, **kwargs):
-        self.steps += 1
-        self.rule_counts[fn.__name__] += 1
-        self.keepers_just_ran = False
-        return fn(self, **kwargs)
-
-    return wrapper
-
-
-def step(**strategies):
-    """@rule that counts its executions."""
-    return lambda fn: rule(**strategies)(counted(fn))
-
-
-def first_step(**strategies):
-    """@initialize that counts its executions."""
-    return lambda fn: initialize(**strategies)(counted(fn))
-
-
-ACCOUNT = st.integers(0, 5)  # 3 traders x 2 sub-accounts (fewer in LiquidityVaultMachine)
-MARKET = st.sampled_from(MARKETS)
-PER_MILLE = st.integers(-1_000, 1_000)
-DUST = st.integers(0, 10**6)
-# mostly small moves, often gaps of up to +-30 %
-MOVE_BPS = st.one_of(
-    st.integers(-300, 300), st.sampled_from([-3_000, -2_000, -1_000, 1_000, 2_000, 3_000]), st.integers(-3_000, 3_000)
-)
-COLLATERAL = st.one_of(st.integers(1, 100 * TOKEN), st.integers(100 * TOKEN, 50_000 * TOKEN))
-
-
-class PerpdexMachine(RuleBasedStateMachine):
-    """Shared actions (deposit, withdraw, trade, prices, time, pause) and the per-step checks.
-
-    Oracle freshness is tracked here (the model has no notion of it): a market's feed is stale
-    once HEARTBEAT has passed since its last round, and every action that needs that price must
-    then revert with "oracle: stale price" while the model stays put. Only TradingMachine lets
-    time pass without republishing.
-    """
-
-    N_TRADERS = 3
-    SUBS = (0, 1)
-    stats: dict = {}
-
-    def __init__(self):
-        super().__init__()
-        self.started = time.perf_counter()
-        self.steps = 0
-        self.events = Counter()
-        self.rule_counts = Counter()
-        self._eoa = boa.env.eoa
-        self._fresh = fresh(base_system())
-        self.s = self._fresh.__enter__()
-        self.s.compare_views = False  # accounts are compared through storage after each action
-        self.views_checked_at = 0
-        self.accounts = [(who, sub) for who in self.s.traders[: self.N_TRADERS] for sub in self.SUBS]
-        self.gifts = 0  # token units sent straight to the vault
-        self.keepers_just_ran = False
-        self.updated_at = {m: self.s.aggregators[m].latestRoundData()[3] for m in MARKETS}
-
-    def teardown(self):
-        try:
-            # the last steps' views, unless the example is already failing (or was cut short
-            # by hypothesis): a second error here would hide the first from the shrinker
-            if self.steps > self.views_checked_at and sys.exc_info()[0] is None:
-                self.compare_views()
-            empty = {"steps": 0, "examples": 0, "seconds": 0.0, "events": {}}
-            stats = self.stats.setdefault(type(self).__name__, empty)
-            stats["steps"] += self.steps
-            stats["examples"] += 1
-            stats["seconds"] += time.perf_counter() - self.started
-            for name, count in self.events.items():
-                stats["events"][name] = stats["events"].get(name, 0) + count
-            rules = stats.setdefault("rules", {})
-            for name, count in self.rule_counts.items():
-                rules[name] = rules.get(name, 0) + count
-        finally:
-            self._fresh.__exit__(None, None, None)
-            boa.env.eoa = self._eoa
-
-    # -- the checks after every step ----------------------------------------------------------
-
-    @invariant()
-    def contracts_match_model_and_invariants_hold(self):
-        """After every step: DESIGN.md invariants 1-3 and everything the contracts store equal to
-        the model to the wei, both read straight from storage (tests/raw_state.py). Every
-        VIEW_CHECK_EVERY steps, and when the example ends, every view is compared as well."""
-        self.s.check_invariants(gifts=self.gifts)
-        self.s.assert_state_matches()
-        if self.steps - self.views_checked_at >= VIEW_CHECK_EVERY:
-            self.compare_views()
-
-    def compare_views(self) -> None:
-        """Every view against the model. While a feed is stale the views that need its price
-        revert, so the comparison then runs on a throwaway snapshot in which the same prices are
-        republished (state unchanged)."""
-        self.views_checked_at = self.steps
-        stale = [m for m in MARKETS if self.is_stale(m)]
-        if not stale:
-            self.s.assert_system_matches()
-            return
-        with boa.env.anchor():
-            for m in stale:
-                publish(self.s, m, self.s.model.index[m])
-            self.s.assert_system_matches()
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    def is_stale(self, market_id: int) -> bool:
-        return self.s.now - self.updated_at[market_id] > HEARTBEAT
-
-    def account(self, i: int):
-        return self.accounts[i % len(self.accounts)]
-
-    def publish(self, market_id: int, index: int) -> None:
-        low, high = INITIAL_PRICE[market_id] * WAD // 100, INITIAL_PRICE[market_id] * WAD * 100
-        index = min(max(index, low), high)
-        publish(self.s, market_id, index - index % FEED_TO_WAD)
-        self.updated_at[market_id] = self.s.now
-
-    def refresh_prices(self) -> None:
-        for m in MARKETS:
-            self.publish(m, self.s.model.index[m])
-
-    def trade(self, who, sub: int, market_id: int, size: int, acceptable: int | None = None):
-        """A trade on both sides; a revert must carry the model's reason (System checks it) or,
-        when a price it needs is stale, "oracle: stale price". Returns the fill or None."""
-        s, account = self.s, (who, sub)
-        if acceptable is None:
-            acceptable = MAX_UINT if size > 0 else 0
-        stale_others = [m for m in s.model.open_markets(account) if m != market_id and self.is_stale(m)]
-        if size != 0 and (self.is_stale(market_id) or stale_others):
-            reason = STALE
-            if not self.is_stale(market_id):
-                # the traded market's price is fine: the execution checks come first, the
-                # account's valuation (which reads the stale feeds) after
-                try:
-                    copy.deepcopy(s.model).trade(account, market_id, size, acceptable)
-                except ModelRevert as revert:
-                    if revert.reason not in MARGIN_REASONS:
-                        reason = revert.reason
-            s.accounts.add(account)
-            with boa.reverts(reason), boa.env.prank(who):
-                s.exchange.trade(sub, market_id, size, acceptable)
-            self.events[f"trade refused: {reason}"] += 1
-            return None
-        try:
-            fill = s.trade(who, market_id, size, acceptable, sub_account=sub)
-        except ModelRevert as revert:
-            self.events[f"trade refused: {revert.reason}"] += 1
-            return None
-        self.events["trade"] += 1
-        return fill
-
-    def withdraw(self, who, sub: int, amount: int) -> bool:
-        """Vault.withdraw of `amount` token units on both sides; a refused withdrawal reverts
-        with the model's reason (or the stale-price one) and changes nothing."""
-        s, account = self.s, (who, sub)
-        open_markets = s.model.open_markets(account)
-        if amount > 0 and any(self.is_stale(m) for m in open_markets):
-            with boa.reverts(STALE), boa.env.prank(who):
-                s.vault.withdraw(sub, amount)
-            self.events["withdraw refused: stale price"] += 1
-            return False
-        try:
-            s.model.withdraw(account, amount)  # checks before it changes anything
-        except ModelRevert as revert:
-            with boa.reverts(revert.reason), boa.env.prank(who):
-                s.vault.withdraw(sub, amount)
-            self.events[f"withdraw refused: {revert.reason}"] += 1
-            return False
-        before = s.usdc.balanceOf(who)
-        with boa.env.prank(who):
-            debited = s.vault.withdraw(sub, amount)
-        assert debited == amount * SCALE
-        assert s.usdc.balanceOf(who) == before + amount
-        if open_markets:
-            # DESIGN.md invariant 5: nobody withdraws below the initial requirement
-            _, equity, initial, _ = s.exchange.account_state(who, sub)
-            assert equity >= initial, (equity, initial)
-        self.events["withdraw"] += 1
-        return True
-
-    def levered_size(self, account, market_id: int, side: int, percent: int) -> int:
-        """The size that uses `percent` % of the account's free margin at the initial margin
-        ratio: around 100 % it lands on both sides of "insufficient margin"."""
-        view = self.s.model.account_view(account)
-        free = view.equity - max(view.initial, view.maintenance)
-        if free <= 0:
-            return side * SIZE_LIMIT[market_id] // 100
-        notional = free * WAD // self.s.model.params[market_id].initial_margin_ratio
-        return side * max(notional * WAD // self.s.model.index[market_id] * percent // 100, 1)
-
-    # -- rules --------------------------------------------------------------------------------
-
-    @first_step(amounts=st.lists(st.integers(0, 50_000), min_size=6, max_size=6))
-    def traders_fund_accounts(self, amounts):
-        for (who, sub), usd in zip(self.accounts, amounts):
-            if usd:
-                self.s.deposit(who, usd, sub)
-
-    @step(i=ACCOUNT, amount=st.one_of(st.just(0), COLLATERAL))
-    def deposit(self, i, amount):
-        who, sub = self.account(i)
-        try:
-            deposit(self.s, who, sub, amount)
-        except ModelRevert as revert:
-            assert amount == 0 and revert.reason == "vault: zero amount"
-
-    @step(
-        i=ACCOUNT,
-        mode=st.sampled_from(["percent", "all", "one more", "any", "zero"]),
-        percent=st.integers(1, 100),
-        any_amount=st.integers(1, 10**12),
-    )
-    def withdraw_collateral(self, i, mode, percent, any_amount):
-        who, sub = self.account(i)
-        free = self.s.model.account_view((who, sub)).withdrawable // SCALE  # token units
-        amount = {
-            "percent": free * percent // 100,
-            "all": free,
-            "one more": free + 1,  # always above the free collateral: must be refused
-            "any": any_amount,
-            "zero": 0,
-        }[mode]
-        done = self.withdraw(who, sub, amount)
-        if mode in ("one more", "zero"):
-            assert not done
-
-    @step(i=ACCOUNT, market_id=MARKET, per_mille=PER_MILLE, dust=DUST)
-    def trade_random(self, i, market_id, per_mille, dust):
-        who, sub = self.account(i)
-        self.trade(who, sub, market_id, size_of(market_id, per_mille, dust))
-
-    @step(i=ACCOUNT, market_id=MARKET, side=st.sampled_from([1, -1]), percent=st.integers(30, 130))
-    def trade_levered(self, i, market_id, side, percent):
-        """Open or add up to (and past) the initial margin limit."""
-        account = self.account(i)
-        self.trade(*account, market_id, self.levered_size(account, market_id, side, percent))
-
-    @step(i=ACCOUNT, market_id=MARKET, per_mille=PER_MILLE, dust=DUST, slack=st.integers(-2, 2))
-    def trade_with_slippage_bound(self, i, market_id, per_mille, dust, slack):
-        """acceptable_price a few wei around the quoted fill: the bound is exact."""
-        who, sub = self.account(i)
-        s = self.s
-        size = size_of(market_id, per_mille, dust)
-        try:
-            quote = s.model.fill_price(market_id, size)
-        except ModelRevert:
-            quote = s.model.index[market_id]
-        else:
-            if not self.is_stale(market_id):
-                assert s.exchange.fill_price(market_id, size) == quote  # the quoting view
-        acceptable = max(quote + slack if size > 0 else quote - slack, 0)
-        fill = self.trade(who, sub, market_id, size, acceptable)
-        if fill is not None:
-            assert fill.fill_price == quote
-            assert slack >= 0
-
-    @step(i=ACCOUNT, market_id=MARKET, extra=st.integers(0, 1_000))
-    def close_or_flip(self, i, market_id, extra):
-        """Close a position exactly or flip it to the other side (open one if there is none)."""
-        who, sub = self.account(i)
-        size = self.s.model.position((who, sub), market_id).size
-        flip = sign(size) * extra * SIZE_LIMIT[market_id] // 1_000
-        if size:
-            fill = self.trade(who, sub, market_id, -size - flip)
-            if fill is not None:
-                assert self.s.exchange.position_state(who, sub, market_id)[0] == -flip
-        else:
-            self.trade(who, sub, market_id, flip or SIZE_LIMIT[market_id] // 10)
-
-    @step(market_id=MARKET, bps=MOVE_BPS)
-    def move_price(self, market_id, bps):
-        self.publish(market_id, self.s.model.index[market_id] * (10_000 + bps) // 10_000)
-
-    @step(paused=st.sampled_from([False, False, False, True]))
-    def guardian_pauses(self, paused):
-        """The guardian switches reduce-only mode; nobody else can."""
-        s = self.s
-        with boa.reverts("exchange: caller is not the guardian"), boa.env.prank(s.attacker):
-            s.exchange.set_paused(not paused)
-        with boa.env.prank(s.owner):  # System.owner is the guardian
-            s.exchange.set_paused(paused)
-        s.model.paused = paused
-        assert s.exchange.paused() == paused
-
-
 class TradingMachine(PerpdexMachine):
     """Trading and funding with oracle faults: prices move and gap, time passes (funding
-    accrues), feeds go stale, the guardian pauses; anyone may gift tokens to the vault."""
+    accrues), feeds go stale (market orders then wait), the guardian pauses; anyone may gift
+    tokens to the vault."""
 
     @first_step(lp=st.integers(100_000, 2_000_000))
     def lp_capital(self, lp):
@@ -500,7 +86,7 @@ class TradingMachine(PerpdexMachine):
     @step(seconds=st.integers(1, HEARTBEAT - 1), republish=st.sampled_from([True, True, False]))
     def time_passes(self, seconds, republish):
         """Funding accrues; without a new round the feeds eventually go stale."""
-        self.s.warp(seconds)
+        self.advance(seconds)
         if republish:
             self.refresh_prices()
 
@@ -513,17 +99,54 @@ class TradingMachine(PerpdexMachine):
     @step(seconds=st.integers(HEARTBEAT + 1, 4 * HEARTBEAT), i=ACCOUNT, market_id=MARKET, per_mille=PER_MILLE)
     def stale_period(self, seconds, i, market_id, per_mille):
         """Time passes the heartbeat with no new round: every price-dependent action reverts
-        with the oracle's reason (until a new round, the other rules check the same of trades
-        and withdrawals, and that deposits and position-free withdrawals keep working)."""
+        with the oracle's reason (until a new round, the other rules check the same of
+        executions and withdrawals, and that deposits and position-free withdrawals keep
+        working). A market order committed meanwhile cannot execute at the stale latest round
+        (which is also older than the order); it waits, pending, for the next round."""
         s = self.s
-        s.warp(seconds)
+        self.advance(seconds)
         for m in MARKETS:
             with boa.reverts(STALE):
                 s.exchange.index_price(m)
             with boa.reverts(STALE):
                 s.exchange.touch_market(m)
         who, sub = self.account(i)
-        self.trade(who, sub, market_id, size_of(market_id, per_mille, 0))  # reverts: stale
+        size = size_of(market_id, per_mille, 0)
+        try:
+            order_id = self.commit(who, sub, market_id, size, worst_price(size))
+        except ModelRevert as revert:
+            self.events[f"order refused: {revert.reason}"] += 1
+            return
+        latest = self.latest_round(market_id)
+        assert refusal(self.execute, order_id, latest) == (STALE if latest > 1 else NO_PREVIOUS_ROUND)
+        self.events["market order waits for a fresh round"] += 1
+
+    @precondition(lambda self: self.open_order_ids())
+    @step(early=st.booleans())
+    def keeper_settles_pending_orders(self, early):
+        """A keeper executes every pending market order at its first round after the delay
+        (refused with the oracle's reason while a price it reads is stale; `early`: first at
+        the round before, which is refused) and anyone cancels the expired ones for the fee."""
+        s = self.s
+        for order_id in self.open_order_ids():
+            o = s.model.order(order_id)
+            if s.now >= o.expiry:
+                self.cancel(s.attacker, order_id)
+                self.events["pending order expired"] += 1
+                continue
+            round_id = self.first_round(o.market_id, o.not_before)
+            if round_id is None:
+                continue
+            if early and round_id > 2:
+                too_early = f"order: round published before the order's delay ended at {o.not_before}"
+                assert refusal(self.execute, order_id, round_id - 1) in (STALE, too_early)
+            try:
+                result = self.execute(order_id, round_id)
+            except ModelRevert as revert:
+                assert revert.reason == STALE, revert.reason
+                self.events["pending order still waits: stale price"] += 1
+                continue
+            self.events["pending order filled" if result.filled else f"pending order cancelled: {result.reason}"] += 1
 
     @step(market_id=MARKET)
     def touch_market(self, market_id):
@@ -1020,18 +643,6 @@ class LiquidityVaultMachine(PerpdexMachine):
 # ============================================================================================
 # the tests
 # ============================================================================================
-
-
-def run_machine(machine: type[PerpdexMachine], fuzz_settings, fuzz_stats) -> None:
-    machine.stats = fuzz_stats
-    base_system()  # deploy once, outside the timed run
-    started = time.perf_counter()
-    try:
-        run_state_machine_as_test(machine, settings=fuzz_settings)
-    finally:
-        stats = fuzz_stats.get(machine.__name__)
-        if stats is not None:
-            stats["wall_seconds"] = stats.get("wall_seconds", 0.0) + time.perf_counter() - started
 
 
 def test_trading_and_funding(fuzz_settings, fuzz_stats):
