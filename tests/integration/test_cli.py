@@ -415,6 +415,33 @@ def test_open_no_wait_returns_once_committed_and_the_keeper_fills_it_later(cli, 
     assert d.exchange.position(trader, 0, BTC)[0] == WAD // 4
 
 
+def test_open_and_close_wait_for_the_keeper_of_perpdex_keeper(cli, d, trader, accounts, owner, chain, monkeypatch,
+                                                              tmp_path):
+    """The keeper the devnet runs (perpdex.keeper.Keeper, one pass per pause of the wait) and
+    a pusher publishing a round a second: open and close each print the keeper's fill."""
+    from perpdex.keeper import Keeper
+
+    keeper_account = accounts[5]
+    start = chain.blocks.head.number
+    keeper = Keeper(d, keeper_account, tmp_path / "keeper.json", start_block=start)
+
+    def keeper_pass(_seconds: float) -> None:
+        chain.pending_timestamp += 1
+        for feeds in d.aggregators.values():
+            feeds[0].update_answer(feeds[0].latestAnswer(), sender=owner)
+        keeper.run_once()
+
+    monkeypatch.setattr(wallet, "_sleep", keeper_pass)
+    ok(cli("deposit", "10000", account=trader))
+    quote = d.exchange.fill_price(ETH, 4 * WAD)
+    out = ok(cli("open", "ETH", "4", account=trader))
+    assert f"executed by {keeper_account.address}" in out and f"bought 4 ETH-USD at {usd(quote)}" in out
+    out = ok(cli("close", "ETH", account=trader))
+    assert f"executed by {keeper_account.address}" in out and "position now +0.0000" in out
+    assert d.exchange.position(trader, 0, ETH)[0] == 0
+    assert d.vault.cash(keeper_account, 0) == 2 * d.order_book.order_params().execution_fee
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
