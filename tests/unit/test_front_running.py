@@ -407,6 +407,25 @@ def test_a_cancellation_back_running_the_crossing_round_in_its_own_second_does_n
     assert s.exchange.position_state(trader, 0, BTC)[0] == 0
 
 
+def test_a_late_execution_with_nothing_left_to_reduce_changes_nothing(system, trader, keeper):
+    """After cancelling its triggered stop-loss the owner closes the position itself (a market
+    order, at the first round after its commit). The crossing round can no longer execute the
+    stop-loss: nothing is left to reduce, and a cancelled order is not cancelled twice, so the
+    execution reverts and nobody is paid the fee again."""
+    s = system
+    order_id = stop_loss_setup(s, trader, usd(1), 10_000)
+    s.warp(10)
+    crossing = land(s, usd(38_900))
+    s.warp(1)
+    s.cancel_order(trader, order_id)
+    s.trade(trader, BTC, -usd(1))
+    cash, keeper_cash = s.vault.cash(trader, 0), s.vault.cash(keeper, 0)
+    with pytest.raises(ModelRevert, match="^order: nothing left to reduce$"):
+        s.execute_order(order_id, crossing, executor=keeper)
+    assert (s.vault.cash(trader, 0), s.vault.cash(keeper, 0)) == (cash, keeper_cash)
+    assert s.order_book.order(order_id).state == STATE_CANCELLED
+
+
 def test_cancelling_a_stop_loss_before_its_crossing_does_prevent_it(system, trader, keeper):
     s = system
     order_id = stop_loss_setup(s, trader, usd(1), 10_000)

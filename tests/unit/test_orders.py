@@ -385,13 +385,22 @@ def test_reduce_only_order_with_nothing_left_to_reduce_is_cancelled_and_the_keep
     assert s.vault.cash(keeper, 0) == FEE
 
 
-def test_order_failing_its_margin_at_execution_is_cancelled_with_the_reason_and_the_keeper_paid(s, trader, keeper):
-    """Margin is checked at execution, not at the commit: 1 BTC (2,000 USD of initial margin at
-    5 %) on 1,000 USD commits, then is cancelled at its round."""
+@pytest.mark.parametrize("kind", [KIND_MARKET, KIND_LIMIT], ids=["market", "limit"])
+def test_order_failing_its_margin_at_execution_is_cancelled_with_the_reason_and_the_keeper_paid(
+    s, trader, keeper, kind
+):
+    """Margin is checked at execution, not at the commit: 1 BTC (about 2,000 USD of initial
+    margin at 5 %) on 1,000 USD commits, then is cancelled at its round (a limit order too: it
+    does not keep resting, as it does for its acceptable price)."""
     s.set_order_params(execution_fee=FEE)
     s.deposit(trader, 1_000)
-    order_id = s.commit_order(trader, BTC, usd(1))
-    result, cancelled = execute(s, order_id, next_round(s), keeper)
+    if kind == KIND_MARKET:
+        order_id = s.commit_order(trader, BTC, usd(1))
+        round_id = next_round(s)
+    else:
+        order_id = s.commit_order(trader, BTC, usd(1), MAX_UINT, KIND_LIMIT, usd(39_000))
+        round_id = next_round(s, usd(38_900))
+    result, cancelled = execute(s, order_id, round_id, keeper)
     assert not result.filled
     assert (cancelled.reason, cancelled.fee, cancelled.fee_to) == ("exchange: insufficient margin", FEE, keeper)
     assert size_of(s, trader) == 0
