@@ -65,6 +65,7 @@ REJECTERS = {
     "liquidator": "the liquidator",
     "order": "the order book",
     "erc20": "the collateral token",
+    "mock": "the devnet collateral token",
 }
 
 
@@ -180,12 +181,28 @@ def explain_revert(reason: str) -> str:
 
 
 @contextmanager
+def quiet_traces() -> Iterator[None]:
+    """No call trace on stdout when a call reverts: ape's anvil provider prints one for every
+    refused simulation, which would bury the reason the wallet prints in a developer's tree."""
+    from ape_ethereum.trace import Trace
+
+    show = Trace.show
+    Trace.show = lambda self, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        Trace.show = show
+
+
+@contextmanager
 def contract_errors() -> Iterator[None]:
-    """Turn ape's revert and transaction errors into a `CliError` a person can read."""
+    """Turn ape's revert and transaction errors into a `CliError` a person can read (and keep
+    ape's call traces off the screen meanwhile)."""
     from ape.exceptions import AccountsError, ContractLogicError, TransactionError
 
     try:
-        yield
+        with quiet_traces():
+            yield
     except ContractLogicError as err:
         raise CliError(explain_revert(revert_reason(err))) from None
     except TransactionError as err:
@@ -294,6 +311,16 @@ def deposit(deployment: Deployment, account: AccountAPI, amount: str | Decimal, 
         ensure_allowance(deployment.collateral, account, deployment.vault.address, units)
         _send(deployment.vault.deposit, sub_account, units, account=account)
     return CashMove(sub_account, units, decimals, int(deployment.vault.cash(account.address, sub_account)))
+
+
+def faucet(deployment: Deployment, account: AccountAPI, amount: str | Decimal) -> str:
+    """Mint `amount` USD of the devnet's mock collateral to the wallet (the mock's faucet)."""
+    decimals = token_decimals(deployment)
+    units = positive_amount(amount, decimals)
+    with contract_errors():
+        _send(deployment.collateral.faucet, units, account=account)
+    balance = int(deployment.collateral.balanceOf(account.address))
+    return f"minted {tokens(units, decimals)} USD of devnet collateral; the wallet holds {tokens(balance, decimals)}"
 
 
 def withdraw(deployment: Deployment, account: AccountAPI, amount: str | Decimal, sub_account: int = 0) -> CashMove:
@@ -870,7 +897,8 @@ def read_market(deployment: Deployment, market: MarketConfig) -> MarketView:
         long_oi=int(long_oi), short_oi=int(short_oi), funding_rate=int(ex.funding_rate(market.id)),
     )
     try:
-        index = int(ex.index_price(market.id))
+        with quiet_traces():
+            index = int(ex.index_price(market.id))
     except ContractLogicError as err:
         return MarketView(**common, index_price=None, mark_price=None, pnl_factor=None, oracle_error=revert_reason(err))
     return MarketView(

@@ -31,12 +31,18 @@ done
 export APE_FOUNDRY_HOST="http://127.0.0.1:$PORT"
 KEEPER=0x70997970C51812dc3A010C7d01b50e0d17dc79C8  # anvil test account 1
 ape run deploy --network "$NETWORK" --account TEST::0 --adl-keeper "$KEEPER"
+# the liquidity vault's capital: without it any trader's profit is above the PnL cap and the
+# keeper auto-deleverages it within seconds
+ape run trade faucet 1000000 --network "$NETWORK" --account TEST::0
+ape run trade lp deposit 1000000 --network "$NETWORK" --account TEST::0
 ape run keeper --network "$NETWORK" --account TEST::1 > "$LOGS/keeper.log" 2>&1 &
 pids+=($!)
 ape run pusher --network "$NETWORK" --account TEST::0 --random-walk --seed 7 --volatility 0.001 \
   --interval 60 --speed 30 > "$LOGS/pusher.log" 2>&1 &
 pids+=($!)
 echo "devnet up on http://127.0.0.1:$PORT (chain 31337); manifest deployments/31337.json"
-echo "logs in $LOGS/ ; trade with: ape run trade --network $NETWORK --account TEST::2 deposit 10000"
-echo "  then: ape run trade --network $NETWORK --account TEST::2 open BTC-USD 0.1   (a market order; waits for the keeper)"
+echo "logs in $LOGS/ ; trade with (APE_FOUNDRY_HOST=$APE_FOUNDRY_HOST unless on port 8545):"
+echo "  ape run trade faucet 10000 --network $NETWORK --account TEST::2    (mock USDC to the wallet)"
+echo "  ape run trade deposit 10000 --network $NETWORK --account TEST::2"
+echo "  ape run trade open BTC-USD 0.1 --network $NETWORK --account TEST::2   (a market order; waits for the keeper)"
 wait

@@ -1,5 +1,6 @@
 """`ape run trade <command> --network <network> --account <alias>`: the perpdex wallet.
 
+    ape run trade faucet 10000                   devnet collateral to the wallet (mock USDC)
     ape run trade deposit 1000 --sub 0          USD of collateral into a sub-account
     ape run trade open BTC-USD 0.5 --slippage 0.5   buy 0.5 BTC (a negative size sells) with a
                                                  market order; waits for a keeper to execute it
@@ -48,6 +49,15 @@ def deposit(account, deployment, sub_account, amount):
     """Deposit AMOUNT USD of collateral (approves the vault when needed)."""
     d = load_deployment(deployment)
     wallet.show(wallet.deposit(d, account, amount, sub_account).summary("deposited"))
+
+
+@cli.command(cls=ConnectedProviderCommand)
+@account_option()
+@deployment_option
+@click.argument("amount")
+def faucet(account, deployment, amount):
+    """Mint AMOUNT USD of the devnet's mock collateral to the wallet (devnets only)."""
+    wallet.show(wallet.faucet(load_deployment(deployment), account, amount))
 
 
 @cli.command(cls=ConnectedProviderCommand)

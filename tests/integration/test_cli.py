@@ -487,6 +487,16 @@ def test_execution_fee_above_free_collateral_is_refused_at_commit(cli, d, trader
     assert trader.nonce == nonce
 
 
+def test_faucet_mints_devnet_collateral_to_the_wallet(cli, d, accounts):
+    newcomer = accounts[7]
+    before = d.collateral.balanceOf(newcomer)
+    out = ok(cli("faucet", "2500.5", account=newcomer))
+    assert d.collateral.balanceOf(newcomer) - before == 2_500_500_000
+    assert "minted 2,500.50 USD of devnet collateral" in out
+    refused = cli("faucet", "2000000", account=newcomer)  # above the mock's cap of 1,000,000 per call
+    assert refused.exit_code == 1 and "Rejected by the devnet collateral token: faucet cap" in refused.output
+
+
 # --------------------------------------------------------------------------- liquidity
 
 
