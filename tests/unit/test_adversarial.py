@@ -21,7 +21,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector as selector
 
 from perpdex.model import ExchangeModel, ModelRevert
-from system import FEED_DECIMALS, HEARTBEAT, System, default_params, fresh, params_tuple
+from system import FEED_DECIMALS, HEARTBEAT, TEST_ORDER_PARAMS, System, default_params, fresh, params_tuple
 
 BTC, ETH, MED = 0, 1, 2  # MED: a three-feed market (median index), listed by this module's world
 WAD = 10**18
@@ -331,9 +331,16 @@ class TokenSystem(System):
         self.vault.set_liquidator(self.liquidator.address)
         self.insurance_fund = t.insurance_fund.deployer.deploy(self.vault.address, 0)
         self.vault.set_insurance_fund(self.insurance_fund.address)
+        self.order_book = t.order_book.deployer.deploy(
+            self.exchange.address, self.vault.address, self.oracle.address, TEST_ORDER_PARAMS.as_tuple()
+        )
+        self.exchange.set_order_book(self.order_book.address)
+        self.vault.set_order_book(self.order_book.address)
+        self.executor = t.executor
         self.aggregators = {}
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
+        self.model.order_params = TEST_ORDER_PARAMS
         self.accounts = set()
 
 
@@ -1048,16 +1055,17 @@ def test_empty_and_unknown_things_read_as_zero(system, trader, keeper):
 
 OWNER_ONLY = "ownable: caller is not the owner"
 NOT_NEW_OWNER = "ownable_2step: caller is not the new owner"
-CONTRACTS = ("vault", "exchange", "oracle", "liquidity_vault", "liquidator", "insurance_fund")
+CONTRACTS = ("vault", "exchange", "oracle", "liquidity_vault", "liquidator", "insurance_fund", "order_book")
 
 # state-changing functions anyone may call (each has its own checks on the caller's funds)
 PERMISSIONLESS = {
     "vault": {"deposit", "withdraw"},
-    "exchange": {"trade", "touch_market"},
+    "exchange": {"touch_market"},
     "oracle": set(),
     "liquidity_vault": {"deposit", "mint", "withdraw", "redeem", "transfer", "transferFrom", "approve"},
     "liquidator": {"liquidate", "liquidate_many"},
     "insurance_fund": {"donate"},
+    "order_book": {"commit_order", "execute_order", "cancel_order"},
 }
 
 
@@ -1087,7 +1095,10 @@ def _restricted(s: System, caller: str) -> dict:
                 lambda c: c.withdraw_liquidity(caller, 1), "vault: caller is not the liquidity vault"
             ),
             "withdraw_fees": (lambda c: c.withdraw_fees(caller, 1), "vault: caller is not the fee receiver"),
+            "escrow_fee": (lambda c: c.escrow_fee(s.owner, 0, WAD), "vault: caller is not the order book"),
+            "release_fee": (lambda c: c.release_fee(caller, 0, WAD), "vault: caller is not the order book"),
             "set_exchange": (lambda c: c.set_exchange(caller), OWNER_ONLY),
+            "set_order_book": (lambda c: c.set_order_book(caller), OWNER_ONLY),
             "set_liquidity_vault": (lambda c: c.set_liquidity_vault(caller), OWNER_ONLY),
             "set_liquidator": (lambda c: c.set_liquidator(caller), OWNER_ONLY),
             "set_insurance_fund": (lambda c: c.set_insurance_fund(caller), OWNER_ONLY),
@@ -1099,7 +1110,12 @@ def _restricted(s: System, caller: str) -> dict:
             "set_market_params": (lambda c: c.set_market_params(BTC, params), OWNER_ONLY),
             "set_global_params": (lambda c: c.set_global_params(0, WAD, 0, 0), OWNER_ONLY),
             "set_liquidator": (lambda c: c.set_liquidator(caller), OWNER_ONLY),
+            "set_order_book": (lambda c: c.set_order_book(caller), OWNER_ONLY),
             "set_guardian": (lambda c: c.set_guardian(caller), OWNER_ONLY),
+            "execute_trade": (
+                lambda c: c.execute_trade(s.owner, 0, BTC, WAD, MAX_UINT, usd(40_000)),
+                "exchange: caller is not the order book",
+            ),
             "set_paused": (lambda c: c.set_paused(True), "exchange: caller is not the guardian"),
             "close_for": (
                 lambda c: c.close_for(s.owner, 0, BTC, -WAD, False), "exchange: caller is not the liquidator"
@@ -1129,6 +1145,10 @@ def _restricted(s: System, caller: str) -> dict:
             "set_target": (lambda c: c.set_target(0), OWNER_ONLY),
             **ownership,
         },
+        "order_book": {
+            "set_order_params": (lambda c: c.set_order_params((600, 86_400, WAD, 1)), OWNER_ONLY),
+            **ownership,
+        },
     }
 
 
@@ -1139,6 +1159,7 @@ def admin_state(s: System, *people) -> tuple:
         [(c[n].owner(), c[n].pending_owner()) for n in CONTRACTS],
         (s.vault.exchange(), s.vault.liquidity_vault(), s.vault.liquidator(), s.vault.insurance_fund()),
         (s.vault.fee_receiver(), s.exchange.liquidator(), s.exchange.guardian(), s.exchange.paused()),
+        (s.vault.order_book(), s.exchange.order_book(), tuple(s.order_book.order_params())),
         [tuple(s.exchange.market_params(m)) for m in range(4)],
         (s.exchange.insurance_fee_share(), s.exchange.protocol_fee_share(), s.exchange.keeper_min_reward()),
         s.exchange.keeper_reward_share(),
@@ -1186,6 +1207,9 @@ def test_every_admin_and_role_function_rejects_everyone_else(
         ("vault", "withdraw_insurance"): {s.insurance_fund.address},
         ("vault", "deposit_liquidity"): {s.liquidity_vault.address},
         ("vault", "withdraw_liquidity"): {s.liquidity_vault.address},
+        ("vault", "escrow_fee"): {s.order_book.address},
+        ("vault", "release_fee"): {s.order_book.address},
+        ("exchange", "execute_trade"): {s.order_book.address},
         ("exchange", "set_paused"): {guardian},
         ("exchange", "close_for"): {s.liquidator.address},
         ("oracle", "set_feeds"): {s.exchange.address},
@@ -1240,8 +1264,9 @@ def test_ownership_transfer_is_two_step_on_every_contract(system, name, attacker
 
 def test_wiring_is_set_once_and_never_to_zero(system, attacker):
     """The contracts that can move cash are wired once: even the owner cannot re-point the
-    vault's exchange, liquidity vault, liquidator or insurance fund, nor the exchange's
-    liquidator. A fresh, unwired vault and exchange refuse the zero address."""
+    vault's exchange, liquidity vault, liquidator, insurance fund or order book, nor the
+    exchange's liquidator or order book. A fresh, unwired vault and exchange refuse the zero
+    address."""
     s = system
     before = admin_state(s)
     once = [
@@ -1249,7 +1274,9 @@ def test_wiring_is_set_once_and_never_to_zero(system, attacker):
         (s.vault.set_liquidity_vault, "vault: liquidity vault already set"),
         (s.vault.set_liquidator, "vault: liquidator already set"),
         (s.vault.set_insurance_fund, "vault: insurance fund already set"),
+        (s.vault.set_order_book, "vault: order book already set"),
         (s.exchange.set_liquidator, "exchange: liquidator already set"),
+        (s.exchange.set_order_book, "exchange: order book already set"),
     ]
     for setter, reason in once:
         for target in (attacker, ZERO_ADDRESS, s.owner):
@@ -1260,13 +1287,13 @@ def test_wiring_is_set_once_and_never_to_zero(system, attacker):
     with boa.env.prank(s.owner):
         vault = s.vault.deployer.deploy(s.usdc.address)
         exchange = s.exchange.deployer.deploy(vault.address, s.oracle.address)
-        for setter in (vault.set_exchange, vault.set_liquidity_vault, vault.set_liquidator, vault.set_insurance_fund):
+        vault_setters = (vault.set_exchange, vault.set_liquidity_vault, vault.set_liquidator, vault.set_insurance_fund)
+        for setter in (*vault_setters, vault.set_order_book, vault.set_fee_receiver):
             with boa.reverts("vault: zero address"):
                 setter(ZERO_ADDRESS)
-        with boa.reverts("vault: zero address"):
-            vault.set_fee_receiver(ZERO_ADDRESS)
-        with boa.reverts("exchange: zero address"):
-            exchange.set_liquidator(ZERO_ADDRESS)
+        for setter in (exchange.set_liquidator, exchange.set_order_book):
+            with boa.reverts("exchange: zero address"):
+                setter(ZERO_ADDRESS)
         vault.set_exchange(exchange.address)
         with boa.reverts("vault: exchange already set"):
             vault.set_exchange(attacker)
@@ -1364,6 +1391,10 @@ def test_flash_skew_push_costs_the_fees_and_cannot_liquidate_a_healthy_account(s
     victim = trader
     s.deposit(victim, 2_300)
     s.trade(victim, BTC, WAD)
+    # a second later, the price that the attacker's orders fill at: both fills and the
+    # liquidation attempt between them happen in that second (orders committed earlier can
+    # all execute at the same round), so no funding accrues during the push
+    s.warp(1)
     publish(s, BTC, usd(39_000))
     health = s.exchange.account_state(victim, 0)
     assert health[1] - health[3] < usd(100)  # equity - maintenance: close to the edge
