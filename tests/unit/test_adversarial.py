@@ -21,6 +21,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector as selector
 
 from perpdex.model import ExchangeModel, ModelRevert
+from perpdex.orders import KIND_MARKET
 from system import FEED_DECIMALS, HEARTBEAT, TEST_ORDER_PARAMS, System, default_params, fresh, params_tuple
 
 BTC, ETH, MED = 0, 1, 2  # MED: a three-feed market (median index), listed by this module's world
@@ -409,6 +410,22 @@ def empty_system(empty_world, request):
 # reentrancy from token callbacks
 # ============================================================================================
 
+def _token_order_execution(s: System) -> bytes:
+    """The token's own market order (0.1 BTC, from its cash), its delay passed and its round
+    published: the `execute_order` calldata a keeper would send. The execution reaches the
+    exchange and the vault."""
+    order_id = s.commit_order(s.usdc.address, BTC, WAD // 10)
+    s.warp(s.model.order_params.min_order_delay)
+    return s.order_book.execute_order.prepare_calldata(order_id, [s.publish(BTC)])
+
+
+def _token_order_commit(s: System) -> bytes:
+    """`commit_order` calldata for a market order of the token's own, with an execution fee to
+    escrow from its cash: the commit reaches the vault."""
+    s.set_order_params(execution_fee=WAD)
+    return s.order_book.commit_order.prepare_calldata(0, BTC, WAD // 10, MAX_UINT, KIND_MARKET, 0, False, 0)
+
+
 # (outer action, re-entered call): the hook fires inside the outer action's token transfer,
 # with the token itself as the caller. Each re-entered call would succeed outside the hook.
 REENTRY = {
@@ -416,16 +433,10 @@ REENTRY = {
     "deposit -> vault.withdraw": ("deposit", lambda s: s.vault.withdraw.prepare_calldata(0, 100 * USDC), "vault"),
     "withdraw -> vault.withdraw": ("withdraw", lambda s: s.vault.withdraw.prepare_calldata(0, 100 * USDC), "vault"),
     "withdraw -> vault.deposit": ("withdraw", lambda s: s.vault.deposit.prepare_calldata(0, 100 * USDC), "vault"),
-    "deposit -> exchange.trade": (
-        "deposit",
-        lambda s: s.exchange.trade.prepare_calldata(0, BTC, WAD // 10, MAX_UINT),
-        "exchange",
-    ),
-    "withdraw -> exchange.trade": (
-        "withdraw",
-        lambda s: s.exchange.trade.prepare_calldata(0, BTC, WAD // 10, MAX_UINT),
-        "exchange",
-    ),
+    "deposit -> order_book.execute_order": ("deposit", _token_order_execution, "order_book"),
+    "withdraw -> order_book.execute_order": ("withdraw", _token_order_execution, "order_book"),
+    "deposit -> order_book.commit_order (fee)": ("deposit", _token_order_commit, "order_book"),
+    "withdraw -> order_book.commit_order (fee)": ("withdraw", _token_order_commit, "order_book"),
     "deposit -> lp.deposit": (
         "deposit",
         lambda s: s.liquidity_vault.deposit.prepare_calldata(100 * USDC, s.usdc.address),
@@ -451,11 +462,7 @@ REENTRY = {
         lambda s: s.liquidity_vault.deposit.prepare_calldata(100 * USDC, s.usdc.address),
         "liquidity_vault",
     ),
-    "lp.redeem -> exchange.trade": (
-        "lp_redeem",
-        lambda s: s.exchange.trade.prepare_calldata(0, BTC, WAD // 10, MAX_UINT),
-        "exchange",
-    ),
+    "lp.redeem -> order_book.execute_order": ("lp_redeem", _token_order_execution, "order_book"),
 }
 
 
@@ -493,8 +500,12 @@ def test_token_callback_cannot_reenter(hooked, trader, case):
     assert s.liquidity_vault.balanceOf(token.address) == s.model.lv_shares[token.address]
     s.assert_system_matches()
 
+    assert s.order_book.open_orders(token.address, 0) == s.model.open_orders((token.address, 0))
     with boa.env.anchor():  # the very same call, from the token, outside any hook
-        assert not boa.env.execute_code(to_address=target_address, sender=token.address, data=payload).is_error
+        computation = boa.env.execute_code(to_address=target_address, sender=token.address, data=payload)
+        assert not computation.is_error
+        if "execute_order" in case:  # it fills
+            assert s.exchange.position_state(token.address, 0, BTC)[0] == WAD // 10
 
 
 def test_token_callback_reentry_that_bubbles_up_reverts_the_outer_call(hooked, trader):
@@ -512,21 +523,26 @@ def test_token_callback_reentry_that_bubbles_up_reverts_the_outer_call(hooked, t
     s.deposit(trader, 1_000)
 
 
-def test_trade_from_an_lp_deposit_callback_equals_deposit_then_trade(hooked, lp):
+def test_execution_from_an_lp_deposit_callback_equals_deposit_then_execution(hooked, lp):
     """The only callback that is not inside a locked contract: the liquidity vault pulls the
-    LP's tokens before it calls the vault, so a hook there may trade. The shares are priced
-    with the value read before the pull, so the outcome is exactly "deposit, then trade" (the
-    model runs them in that order and matches to the wei): the re-entry gains nothing."""
+    LP's tokens before it calls the vault, so a hook there may execute an order (the token's
+    own, committed earlier). The shares are priced with the value read before the pull, so the
+    outcome is exactly "deposit, then execute" (the model runs them in that order and matches
+    to the wei): the re-entry gains nothing."""
     s = hooked
     token = s.usdc.address
     amount = lp_fund(s, lp, 100_000)
-    s.usdc.arm(s.exchange.address, s.exchange.trade.prepare_calldata(0, BTC, WAD, MAX_UINT), True, False)
+    order_id = s.commit_order(token, BTC, WAD)
+    s.warp(s.model.order_params.min_order_delay)
+    round_id = s.publish(BTC)
+    s.usdc.arm(s.order_book.address, s.order_book.execute_order.prepare_calldata(order_id, [round_id]), True, False)
     with boa.env.prank(lp):
         shares = s.liquidity_vault.deposit(amount, lp)
-    assert s.usdc.hook_success() is True  # the trade went through, inside the LP's deposit
+    assert s.usdc.hook_success() is True  # the order filled, inside the LP's deposit
     assert shares == s.model.lp_deposit(lp, amount)  # priced as if the deposit came first
-    s.model.trade((token, 0), BTC, WAD, MAX_UINT)
+    assert s.model.execute_order(order_id, token, s.round_price(BTC, round_id)).filled  # the token executed it
     assert s.exchange.position_state(token, 0, BTC)[0] == WAD
+    s.assert_order_matches(order_id)
     s.assert_system_matches()
 
 
