@@ -526,7 +526,8 @@ class OrderOutcome:
                 f"{utc_time(self.round_published)}:\n  {self.trade.summary()}; execution fee {usd(self.execution_fee)}"
             )
         return (
-            f"order {o.order_id:#x} cancelled by {self.executor}: {explain_revert(self.reason)};\n"
+            f"order {o.order_id:#x} cancelled by {self.executor}: "
+            f"{explain_revert(self.reason) if ': ' in self.reason else self.reason};\n"
             f"  the execution fee {usd(self.execution_fee)} USD went to {self.fee_to}"
         )
 
@@ -683,14 +684,15 @@ def order_outcome(deployment: Deployment, order: OrderView, from_block: int) -> 
                 funding_paid=int(trade.funding_paid), new_size=int(trade.new_size),
             ),
         )
-    for log in book.OrderCancelled.range(from_block, chain.blocks.height + 1, search_topics=topics):
-        if log.reason == "cancelled by owner":
-            continue  # a trigger order may still execute at an earlier round
-        return OrderOutcome(
-            order=order, executor=log.by, filled=False, execution_fee=int(log.fee), reason=log.reason,
-            fee_to=log.fee_to,
-        )
-    return None
+    cancelled = list(book.OrderCancelled.range(from_block, chain.blocks.height + 1, search_topics=topics))
+    if not cancelled:
+        return None
+    # a keeper's or an expiry's cancellation is the last word; an owner's cancellation of a
+    # trigger order is the outcome only while no earlier round executed it (checked above)
+    log = min(cancelled, key=lambda c: c.reason == "cancelled by owner")
+    return OrderOutcome(
+        order=order, executor=log.by, filled=False, execution_fee=int(log.fee), reason=log.reason, fee_to=log.fee_to,
+    )
 
 
 def wait_for_order(
