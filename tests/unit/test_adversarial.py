@@ -21,7 +21,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector as selector
 
 from perpdex.model import ExchangeModel, ModelRevert
-from perpdex.orders import KIND_MARKET
+from perpdex.orders import KIND_MARKET, STATE_OPEN, RoundPrice
 from system import FEED_DECIMALS, HEARTBEAT, TEST_ORDER_PARAMS, System, default_params, fresh, params_tuple
 
 BTC, ETH, MED = 0, 1, 2  # MED: a three-feed market (median index), listed by this module's world
@@ -49,6 +49,8 @@ def list_with_feeds(s: System, market_id: int, symbol: str, feeds, price: int, m
         s.exchange.list_market(market_id, symbol, [(a.address, hb) for a, hb in feeds], max_deviation, params_tuple(p))
     s.model.list_market(market_id, p)
     s.model.index[market_id] = price
+    # a new dict, not an update: `fresh` copies share the base's attributes
+    s.market_feeds = {**getattr(s, "market_feeds", {}), market_id: [a for a, _ in feeds]}
     assert s.exchange.index_price(market_id) == price
 
 
@@ -67,7 +69,8 @@ def list_single_feed(s: System, market_id: int, answer: int, decimals: int = FEE
 
 
 def feeds_of(s: System, market_id: int) -> list:
-    return s.median_feeds if market_id == MED else [s.aggregators[market_id]]
+    """The market's feeds, in configuration order."""
+    return getattr(s, "market_feeds", {}).get(market_id) or [s.aggregators[market_id]]
 
 
 def publish(s: System, market_id: int, price: int) -> None:
@@ -84,6 +87,50 @@ def refresh(s: System) -> None:
         s.oracle.set_sequencer_feed(ZERO_ADDRESS, 0)
     for market_id in s.model.params:
         publish(s, market_id, s.model.index[market_id])
+
+
+def round_price_of(s: System, market_id: int, round_ids: list[int]) -> RoundPrice:
+    """The model's input for an execution at `round_ids` (one per feed, in configuration
+    order), read from the feeds themselves: the median answer of those rounds and of the
+    rounds before them, the earliest publication of the former and the latest of the latter."""
+    prices, previous, published, previous_published = [], [], [], []
+    for feed, round_id in zip(feeds_of(s, market_id), round_ids, strict=True):
+        scale = 10 ** (18 - feed.decimals())
+        _, answer, _, updated, _ = feed.getRoundData(round_id)
+        _, answer_before, _, updated_before, _ = feed.getRoundData(round_id - 1)
+        prices.append(answer * scale)
+        previous.append(answer_before * scale)
+        published.append(updated)
+        previous_published.append(updated_before)
+
+    def median(values: list[int]) -> int:
+        assert len(values) % 2 == 1
+        return sorted(values)[len(values) // 2]
+
+    return RoundPrice(median(prices), median(previous), min(published), max(previous_published))
+
+
+def trade(s: System, who: str, market_id: int, size: int, sub_account: int = 0):
+    """`System.trade` on any market: System's own for a market of one 8-decimal feed; for
+    other markets a market order committed now, a round published on every feed after its
+    delay at the model's price and the order executed there, on both sides. The fill."""
+    if market_id in s.aggregators and feeds_of(s, market_id)[0].decimals() == FEED_DECIMALS:
+        return s.trade(who, market_id, size, sub_account=sub_account)
+    order_id = s.commit_order(who, market_id, size, sub_account=sub_account)
+    s.warp(s.model.order_params.min_order_delay)
+    publish(s, market_id, s.model.index[market_id])
+    round_ids = [feed.latestRound() for feed in feeds_of(s, market_id)]
+    price = round_price_of(s, market_id, round_ids)
+    s.accounts.add((s.executor, 0))
+    expected, filled = s.mirror(
+        s.executor,
+        lambda: s.model.execute_order(order_id, s.executor, price),
+        lambda: s.order_book.execute_order(order_id, round_ids),
+    )
+    assert filled and expected.filled, expected.reason
+    s.assert_order_matches(order_id)
+    s.assert_account_matches(who, sub_account)
+    return s.model.last_trade
 
 
 def usd(amount) -> int:
@@ -121,14 +168,17 @@ def adl_keeper(system):
 
 
 def snapshot(s: System, *extra_holders) -> tuple:
-    """Everything an action could change, read without the oracle: positions, cash and masks
-    of every known account, markets, system balances, LP shares, token balances, deficits."""
+    """Everything an action could change, read without the oracle: positions, cash, masks and
+    open orders of every known account, markets, system balances, escrowed execution fees, LP
+    shares, token balances, deficits."""
     accounts = sorted(s.accounts)
     markets = sorted(s.model.params)
     holders = sorted({w for w, _ in accounts} | set(extra_holders))
     return (
         [tuple(s.exchange.position_state(w, sub, m)) for w, sub in accounts for m in markets],
         [tuple(s.vault.account(w, sub)) for w, sub in accounts],
+        [tuple(s.order_book.open_orders(w, sub)) for w, sub in accounts],
+        s.vault.order_escrow_cash(),
         [tuple(s.exchange.open_interest(m)) for m in markets],
         [tuple(s.exchange.funding_state(m)) for m in markets],
         [s.exchange.open_notional_sum(m) for m in markets],
@@ -658,32 +708,37 @@ def test_oracle_fault_blocks_every_price_dependent_action_and_changes_nothing(
     system, trader, other_trader, keeper, lp, fault
 ):
     """Under each oracle fault every action that needs the market's price reverts with that
-    fault's own reason - trades that add, reduce or close, a withdrawal from an account with a
-    position, liquidation (single and batch), funding accrual, LP deposit and redemption while
-    the market has skew, and the views - and nothing changes. Accounts without positions keep
-    depositing and withdrawing. A fresh round brings everything back, and the liquidation that
-    was blocked then happens exactly as modelled."""
+    fault's own reason - executing market orders that add, reduce, close or open at the
+    latest round (after their delay), a withdrawal from an account with a position,
+    liquidation (single and batch), funding accrual, LP deposit and redemption while the market
+    has skew, and the views - and nothing changes: the orders stay open. Accounts without
+    positions keep depositing and withdrawing. A fresh round brings everything back, and the
+    liquidation that was blocked then happens exactly as modelled."""
     s = system
     market_id, reason, inject = ORACLE_FAULTS[fault]
-    victim, idle = other_trader, boa.env.generate_address("idle")
+    victim, idle, newcomer = other_trader, boa.env.generate_address("idle"), boa.env.generate_address("newcomer")
     s.deposit(trader, 10_000)
-    s.trade(trader, market_id, WAD)
+    trade(s, trader, market_id, WAD)
+    s.deposit(trader, 5_000, sub_account=1)
+    trade(s, trader, market_id, WAD // 10, sub_account=1)  # a position and no pending order
     s.deposit(victim, 2_200)
-    s.trade(victim, market_id, WAD)
+    trade(s, victim, market_id, WAD)
     s.deposit(idle, 1_000)
+    s.deposit(newcomer, 1_000)
     s.lp_deposit(lp, 10_000)
     publish(s, market_id, usd(39_000))
     assert s.liquidator.is_liquidatable(victim, 0)
     lp_fund(s, lp, 1_000)
+    orders = [s.commit_order(trader, market_id, size) for size in (WAD // 10, -WAD // 2, -WAD)]  # add, reduce, close
+    orders.append(s.commit_order(newcomer, market_id, WAD // 10))  # open
+    s.warp(s.model.order_params.min_order_delay)
 
     inject(s)
+    round_ids = [feed.latestRound() for feed in feeds_of(s, market_id)]
     before = snapshot(s, lp)
-    blocked = [
-        (trader, lambda: s.exchange.trade(0, market_id, WAD // 10, MAX_UINT)),
-        (trader, lambda: s.exchange.trade(0, market_id, -WAD // 2, 0)),
-        (trader, lambda: s.exchange.trade(0, market_id, -WAD, 0)),
-        (idle, lambda: s.exchange.trade(0, market_id, WAD // 10, MAX_UINT)),
-        (trader, lambda: s.vault.withdraw(0, USDC)),
+    blocked = [(keeper, lambda o=order_id: s.order_book.execute_order(o, round_ids)) for order_id in orders]
+    blocked += [
+        (trader, lambda: s.vault.withdraw(1, USDC)),
         (keeper, lambda: s.liquidator.liquidate(victim, 0)),
         (keeper, lambda: s.liquidator.liquidate_many([(victim, 0), (trader, 0)])),
         (keeper, lambda: s.exchange.touch_market(market_id)),
@@ -703,6 +758,9 @@ def test_oracle_fault_blocks_every_price_dependent_action_and_changes_nothing(
         with boa.reverts(reason), boa.env.prank(caller):
             call()
     assert snapshot(s, lp) == before
+    for order_id in orders:
+        assert s.model.order(order_id).state == STATE_OPEN
+        s.assert_order_matches(order_id)
 
     s.deposit(idle, 500)  # no position: no oracle needed
     s.withdraw(idle, 1_500 * USDC)
@@ -711,7 +769,8 @@ def test_oracle_fault_blocks_every_price_dependent_action_and_changes_nothing(
     refresh(s)
     s.liquidate(keeper, victim)
     assert s.exchange.position_state(victim, 0, market_id)[0] == 0
-    s.trade(trader, market_id, -WAD)
+    s.warp(1)  # the round a market order executes at needs a valid round before it: the fresh one
+    trade(s, trader, market_id, -WAD)
 
 
 def test_feeds_with_8_and_18_decimals_give_the_same_index_and_fills(system, trader, other_trader):
@@ -732,7 +791,7 @@ def test_feeds_with_8_and_18_decimals_give_the_same_index_and_fills(system, trad
     fills, states = [], []
     for who, market_id in ((trader, 3), (other_trader, 4), (third, 5)):
         s.deposit(who, 5_000)
-        fills.append(s.trade(who, market_id, 7 * WAD).fill_price)
+        fills.append(trade(s, who, market_id, 7 * WAD).fill_price)
         states.append((s.exchange.position_state(who, 0, market_id)[:2], s.exchange.account_state(who, 0)))
     assert fills[0] == fills[1] == fills[2]
     assert states[0] == states[1] == states[2]
@@ -742,7 +801,8 @@ def test_limitation_a_stale_feed_blocks_reducing_other_markets_of_a_cross_margin
     system, trader, keeper
 ):
     """Known limitation (docs/SECURITY.md): health needs every open market's price, so while
-    ETH's feed is stale a cross-margined sub-account cannot even reduce its BTC position, and a
+    ETH's feed is stale a cross-margined sub-account cannot even reduce its BTC position (the
+    execution of its order reverts at a fresh BTC round, and the order stays open), and a
     liquidation batch that names it reverts as a whole. An isolated sub-account holding only
     BTC trades normally."""
     s = system
@@ -753,12 +813,16 @@ def test_limitation_a_stale_feed_blocks_reducing_other_markets_of_a_cross_margin
     s.trade(trader, BTC, WAD // 2, sub_account=1)
 
     _next_round(s, ETH, updated=s.now - HEARTBEAT - 1)
+    close_btc = s.commit_order(trader, BTC, -WAD, sub_account=0)
+    s.warp(s.model.order_params.min_order_delay)
+    btc_round = s.publish(BTC)  # a fresh BTC round: the order's own market is priced
     before = snapshot(s)
-    with boa.reverts("oracle: stale price"), boa.env.prank(trader):
-        s.exchange.trade(0, BTC, -WAD, 0)
+    with boa.reverts("oracle: stale price"), boa.env.prank(keeper):
+        s.order_book.execute_order(close_btc, [btc_round])
     with boa.reverts("oracle: stale price"), boa.env.prank(keeper):
         s.liquidator.liquidate_many([(trader, 1), (trader, 0)])
     assert snapshot(s) == before
+    assert s.model.order(close_btc).state == STATE_OPEN
     s.trade(trader, BTC, -WAD // 2, sub_account=1)  # the isolated BTC account closes
     assert s.exchange.open_markets(trader, 1) == 0
     refresh(s)
