@@ -19,7 +19,7 @@ import time
 
 from perpdex.config import load_markets
 from perpdex.fixed_point import WAD
-from perpdex.keeper import AccountState, Snapshot
+from perpdex.keeper.core import AccountState, Snapshot
 from perpdex.model import ExchangeModel, MarketState
 
 NOW = 1_700_000_000

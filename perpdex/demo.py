@@ -1,16 +1,19 @@
 """`make demo`: the March 2020 crash, replayed hour by hour on ape's embedded chain.
 
-Deploys perpdex, lets an LP seed the liquidity vault, opens positions for two dozen traders
-(2x-25x, longs and shorts, BTC and ETH), then replays 8-16 March 2020 from
-../shared/data/prices: every hour the oracle publishes the close, the keeper
-(`perpdex.keeper.Keeper`) liquidates and auto-deleverages, and DESIGN.md's invariants are
-checked from on-chain state. Prints the report and writes reports/demo.json and
-reports/demo.png.
+Deploys perpdex, lets an LP seed the liquidity vault, and has two dozen traders (2x-25x, longs
+and shorts, BTC and ETH) commit market orders, which the keeper (`perpdex.keeper.Keeper`)
+executes at the next oracle round; half of them then set stop-losses. It replays 8-16 March
+2020 from ../shared/data/prices: every hour the oracle publishes the close and the keeper
+liquidates, auto-deleverages, fires the stop-losses the close crossed and executes or cancels
+the dip buyers' market orders; DESIGN.md's invariants are checked from on-chain state after
+every pass. Prints the report (with the orders committed, executed and cancelled by reason)
+and writes reports/demo.json and reports/demo.png.
 """
 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import json
 import logging
 import time
@@ -24,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from perpdex.fixed_point import WAD
+from perpdex.orders import KIND_NAMES, KIND_STOP_LOSS
 from perpdex.snapshot import apply_accounts, apply_markets, load_globals, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +41,13 @@ COLLATERAL_USD = 10_000
 LP_USD = 3_000_000
 WHALE_USD = 60_000  # a 25x whale long, opened just before the steepest hour of the window
 WHALE_TIME = int(datetime(2020, 3, 12, 9, tzinfo=timezone.utc).timestamp())  # then -18 % in one hour
+# dip buyers: every 6 hours of the crash each commits a BTC market buy (a third of its collateral,
+# 1 % slippage) half-way to the next hourly round; the last one gives its orders 15 minutes
+DIP_BUYERS = 3
+DIP_USD = 20_000
+DIP_START = int(datetime(2020, 3, 12, 0, tzinfo=timezone.utc).timestamp())
+DIP_END = int(datetime(2020, 3, 14, 6, tzinfo=timezone.utc).timestamp())
+DIP_EVERY = 6 * HOUR
 console = Console(width=120)
 
 
@@ -50,6 +61,8 @@ class StepRecord:
     liquidity_vault_value: float
     liquidated: int
     adl_targets: int
+    orders_executed: int
+    orders_cancelled: int
 
 
 @dataclass
@@ -95,7 +108,7 @@ def run(steps: int | None = None) -> dict:
         console.rule("[bold]perpdex: the March 2020 crash, hour by hour")
         d = deploy_local(owner)
         d.liquidator.set_adl_keeper(keeper_account, True, sender=owner)
-        first_block = chain.blocks.head.number
+        fee = d.order_book.order_params().execution_fee
 
         def publish(btc: float, eth: float) -> None:
             d.aggregators[0][0].update_answer(int(btc * 10**FEED_DECIMALS), sender=owner)
@@ -107,110 +120,199 @@ def run(steps: int | None = None) -> dict:
             d.collateral.approve(spender.address, 2**256 - 1, sender=who)
             return amount
 
+        def newcomer(collateral_usd: int):
+            who = accounts.test_accounts.generate_test_account()
+            owner.transfer(who, 10**18)
+            d.vault.deposit(0, fund(who, collateral_usd, d.vault), sender=who)
+            return who
+
         _, btc0, eth0 = path[0]
         publish(btc0, eth0)
         d.liquidity_vault.deposit(fund(lp, LP_USD, d.liquidity_vault), lp, sender=lp)
         lv_start = d.exchange.liquidity_vault_value()
+        globals_ = load_globals(d.exchange)
+        keeper = Keeper(d, keeper_account)
+        orders = OrderLog()
 
-        traders, leverages = [], []
+        # every trader commits a market order sized on a plan of the fills before it (the
+        # keeper executes them in commit order at the next round, at this same price)
+        traders, wallets, leverages, sides = [], [], [], []
+        first_block = chain.blocks.head.number + 1
+        plan = load_model(d, [], chain.pending_timestamp, globals_)
         for i in range(TRADERS):
-            trader = accounts.test_accounts.generate_test_account()
-            owner.transfer(trader, 10**18)
+            trader = newcomer(COLLATERAL_USD)
             leverage = LEVERAGES[i % len(LEVERAGES)]
             side = -1 if i % 3 == 2 else 1  # two longs for every short, in both markets: a long skew
             market, price = (0, btc0) if i % 2 == 0 else (1, eth0)
-            d.vault.deposit(0, fund(trader, COLLATERAL_USD, d.vault), sender=trader)
-            size = largest_size(d, (trader.address, 0), market, COLLATERAL_USD * leverage / price * side, chain)
-            bound = 2**256 - 1 if side > 0 else 0
-            d.exchange.trade(0, market, size, bound, sender=trader)
-            traders.append((trader.address, 0))
-            leverages.append(abs(size) * price / WAD / COLLATERAL_USD)
+            account = (trader.address, 0)
+            plan.cash[account] = COLLATERAL_USD * WAD - fee  # the execution fee is escrowed at commit
+            size = largest_size(plan, account, market, COLLATERAL_USD * leverage / price * side)
+            plan.trade(account, market, size, 2**256 - 1 if size > 0 else 0)
+            orders.commit(d, trader, market, size, slippage_bound(plan.index[market], size, 0.01))
+            traders.append(account)
+            wallets.append(trader)
+            sides.append(side)
         known = traders + [(keeper_account.address, 0)]
-        console.print(
-            f"{TRADERS} traders opened {min(leverages):.1f}x-{max(leverages):.1f}x positions; LP seeded {LP_USD:,} USDC; "
-            f"BTC {btc0:,.0f}, ETH {eth0:,.2f} on {START:%d %b %Y}"
-        )
 
         # stress: the insurance fund starts the crash empty (the owner took the fee share out),
         # so bad debt it cannot cover goes to auto-deleveraging
         surplus = d.insurance_fund.surplus()
         if surplus:
             d.insurance_fund.withdraw_surplus(owner, surplus, sender=owner)
-        globals_ = load_globals(d.exchange)
-        keeper = Keeper(d, keeper_account)
         risk_log: list[tuple[int, int, set]] = []
         events = EventLog()
         invariants = InvariantLog()
         records: list[StepRecord] = []
-        last_block = chain.blocks.head.number
-        settlements = 2 * TRADERS  # every trade and accrual so far may have rounded once
+        state = {"last_block": first_block - 1, "settlements": 0}
+
+        def keeper_pass():
+            """One keeper pass, its events collected and DESIGN.md's invariants checked."""
+            before = load_model(d, known, chain.blocks.head.timestamp, globals_)  # eth_call's clock
+            at_risk = {a for a in known if before.is_liquidatable(a)}
+            report = keeper.run_once()
+            head, first = chain.blocks.head.number, state["last_block"] + 1
+            risk_log.append((first, head, at_risk))
+            logs = fetch_events(d, first, head)
+            events.collect(logs)
+            orders.collect(logs)
+            state["settlements"], lv_value = check_invariants(
+                d, known, invariants, state["settlements"], logs, chain.blocks.head.timestamp, globals_, orders
+            )
+            state["last_block"] = head
+            return report, lv_value
+
+        def heartbeat_round(btc: float, eth: float) -> None:
+            """The feeds publish the same answers again a few seconds later: the round the
+            market orders committed just before execute at (a devnet pusher does this)."""
+            chain.pending_timestamp += 5
+            publish(btc, eth)
+
+        heartbeat_round(btc0, eth0)
+        keeper_pass()
+        fills = {(e.owner, e.sub_account): e for e in orders.executed}
+        assert set(fills) == set(traders), "every opening order fills"
+        for i, account in enumerate(traders):
+            size = d.exchange.position_state(*account, i % 2)[0]
+            leverages.append(abs(size) * (btc0 if i % 2 == 0 else eth0) / WAD / COLLATERAL_USD)
+            if i % 2 == 0 or i % 3 == 2:  # every BTC trader and every short: a stop at half the margin lost
+                entry = fills[account].fill_price
+                trigger = int(entry * (1 - sides[i] * 0.5 / leverages[-1]))
+                orders.commit_stop(d, wallets[i], i % 2, -size, trigger, slippage_bound(trigger, -size, 0.2))
+        console.print(
+            f"{TRADERS} traders opened {min(leverages):.1f}x-{max(leverages):.1f}x positions through market orders, "
+            f"{len(orders.stops)} set stop-losses; LP seeded {LP_USD:,} USDC; "
+            f"BTC {btc0:,.0f}, ETH {eth0:,.2f} on {START:%d %b %Y}"
+        )
+
+        dip_buyers = [newcomer(DIP_USD) for _ in range(DIP_BUYERS)]
+        known += [(b.address, 0) for b in dip_buyers]
+        t0 = chain.pending_timestamp
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("replaying", total=len(path))
             for step, (timestamp, btc, eth) in enumerate(path):
                 if step:
-                    chain.pending_timestamp += HOUR
+                    chain.pending_timestamp = max(t0 + step * HOUR, chain.pending_timestamp)
                     publish(btc, eth)
+                report, lv_value = keeper_pass()
                 if timestamp == WHALE_TIME:
-                    whale = accounts.test_accounts.generate_test_account()
-                    owner.transfer(whale, 10**18)
-                    d.vault.deposit(0, fund(whale, WHALE_USD, d.vault), sender=whale)
-                    size = largest_size(d, (whale.address, 0), 0, WHALE_USD * 25 / btc, chain)
-                    d.exchange.trade(0, 0, size, 2**256 - 1, sender=whale)
-                    traders.append((whale.address, 0))
-                    known.append((whale.address, 0))
-                before = load_model(d, known, chain.blocks.head.timestamp, globals_)  # eth_call's clock
-                at_risk = {a for a in traders if before.is_liquidatable(a)}
-                report = keeper.run_once()
-                head = chain.blocks.head.number
-                risk_log.append((last_block + 1, head, at_risk))
-                events.collect(d, last_block + 1, head)
-                settlements, lv_value = check_invariants(
-                    d, known, invariants, settlements, last_block + 1, head, chain.blocks.head.timestamp, globals_
-                )
-                last_block = head
+                    whale = newcomer(WHALE_USD)
+                    account = (whale.address, 0)
+                    plan = load_model(d, [account], chain.pending_timestamp, globals_)
+                    plan.cash[account] -= fee
+                    size = largest_size(plan, account, 0, WHALE_USD * 25 / btc)
+                    orders.commit(d, whale, 0, size, slippage_bound(plan.index[0], size, 0.01))
+                    traders.append(account)
+                    known.append(account)
+                    heartbeat_round(btc, eth)
+                    report, lv_value = keeper_pass()
+                if (timestamp - DIP_START) % DIP_EVERY == 0 and DIP_START <= timestamp < DIP_END:
+                    # dip buyers commit half-way to the next hourly round, at 1 % slippage
+                    chain.pending_timestamp = max(t0 + step * HOUR + HOUR // 2, chain.pending_timestamp)
+                    for j, buyer in enumerate(dip_buyers):
+                        size = int(DIP_USD / 3 / btc * WAD)
+                        expiry = chain.pending_timestamp + 900 if j == DIP_BUYERS - 1 else 0  # the impatient one
+                        orders.commit(d, buyer, 0, size, slippage_bound(int(btc * WAD), size, 0.01), expiry)
                 records.append(record(d, timestamp, btc, eth, report, lv_value))
                 progress.update(task, advance=1, description=f"{datetime.fromtimestamp(timestamp, timezone.utc):%d %b %H:%M}")
 
         check_actions(events, risk_log, invariants)
-        summary = summarize(d, events, lv_start, records, invariants, time.perf_counter() - started)
+        summary = summarize(d, events, orders, lv_start, records, invariants, time.perf_counter() - started)
     print_report(summary)
     write_outputs(summary, records)
     return summary
 
 
-def largest_size(d, account, market: int, nominal: float, chain) -> int:
-    """The largest size up to `nominal` (base units, signed) that the exchange accepts now:
-    fees and the price impact of the current skew eat into the initial margin. Found with the
-    reference model, so no transaction is sent that would revert."""
+def slippage_bound(price: int, size: int, slippage: float) -> int:
+    """The acceptable price `slippage` away from `price` (WAD) against the order's side."""
+    return int(price * (1 + slippage)) if size > 0 else int(price * (1 - slippage))
+
+
+def largest_size(model, account, market: int, nominal: float) -> int:
+    """The largest size up to `nominal` (base units, signed) that the exchange accepts from
+    `account` on `model`, less 0.5 % for the funding that accrues until its execution: fees and
+    the price impact of the current skew eat into the initial margin. Found with the reference
+    model, so that the order fills."""
     import copy
 
     from perpdex.model import ModelRevert
 
-    base = load_model(d, [account], chain.pending_timestamp)
     wanted = int(abs(nominal) * WAD)
     side = 1 if nominal > 0 else -1
     low, high = 0, wanted
     while high - low > WAD // 1000:
         mid = (low + high) // 2
         try:
-            copy.deepcopy(base).trade(account, market, side * mid, 2**256 - 1 if side > 0 else 0)
+            copy.deepcopy(model).trade(account, market, side * mid, 2**256 - 1 if side > 0 else 0)
             low = mid
         except ModelRevert:
             high = mid
-    return side * low
+    return side * (low * 995 // 1000)
+
+
+@dataclass
+class OrderLog:
+    """The orders the demo's traders commit, and the order book's events."""
+
+    stops: list[int] = field(default_factory=list)
+    committed: list = field(default_factory=list)
+    executed: list = field(default_factory=list)
+    cancelled: list = field(default_factory=list)
+
+    def commit(self, d, who, market: int, size: int, acceptable: int, expiry: int = 0) -> int:
+        receipt = d.order_book.commit_order(0, market, size, acceptable, 0, 0, False, expiry, sender=who)
+        return receipt.decode_logs(d.order_book.OrderCommitted)[0].order_id
+
+    def commit_stop(self, d, who, market: int, size: int, trigger: int, acceptable: int) -> int:
+        receipt = d.order_book.commit_order(0, market, size, acceptable, KIND_STOP_LOSS, trigger, True, 0, sender=who)
+        order_id = receipt.decode_logs(d.order_book.OrderCommitted)[0].order_id
+        self.stops.append(order_id)
+        return order_id
+
+    def collect(self, logs: dict[str, list]) -> None:
+        self.committed += logs["OrderCommitted"]
+        self.executed += logs["OrderExecuted"]
+        self.cancelled += logs["OrderCancelled"]
+
+    def escrowed(self) -> int:
+        """Fees of the orders still open: what the vault's order escrow must hold."""
+        return sum(e.fee for e in self.committed) - sum(e.fee for e in self.executed) - sum(
+            e.fee for e in self.cancelled
+        )
 
 
 def check_invariants(
-    d, known, invariants: InvariantLog, settlements: int, from_block: int, to_block: int, now: int, globals_
+    d, known, invariants: InvariantLog, settlements: int, logs: dict[str, list], now: int, globals_, orders: OrderLog
 ) -> tuple[int, int]:
     """DESIGN.md invariants 1-4 from on-chain state after the keeper acted. `settlements`
     bounds the rounded funding settlements so far; returns the new bound and the liquidity
     vault's value."""
     accounts = d.lens.accounts(known)
     system = [d.vault.liquidity_cash(), d.vault.insurance_cash(), d.vault.fee_cash(), d.vault.funding_pool_cash()]
+    escrow = d.vault.order_escrow_cash()
     balance = d.collateral.balanceOf(d.vault.address) * 10**12
-    invariants.ok("1 ledger balances exactly", sum(int(a.cash) for a in accounts) + sum(system) == balance)
+    invariants.ok("1 ledger balances exactly", sum(int(a.cash) for a in accounts) + sum(system) + escrow == balance)
+    invariants.ok("6 order escrow holds the fees of the open orders", escrow == orders.escrowed(), f"{escrow}")
 
     markets = d.lens.markets()
     for m in markets:
@@ -222,8 +324,7 @@ def check_invariants(
             and sum(bases) == m.open_notional_sum,
         )
 
-    settlements += len(list(d.exchange.Trade.range(from_block, to_block + 1)))
-    settlements += len(list(d.exchange.FundingAccrued.range(from_block, to_block + 1)))
+    settlements += len(logs["Trade"]) + len(logs["FundingAccrued"])
     unsettled = 0
     for m in markets:
         fpu = d.exchange.funding_per_unit(m.market_id)
@@ -257,6 +358,33 @@ def check_invariants(
     return settlements, lv_value
 
 
+DEMO_EVENTS = (
+    ("liquidator", "Liquidation"), ("liquidator", "BadDebt"), ("liquidator", "AutoDeleveraged"),
+    ("exchange", "Trade"), ("exchange", "FundingAccrued"), ("vault", "Settled"),
+    ("order_book", "OrderCommitted"), ("order_book", "OrderExecuted"), ("order_book", "OrderCancelled"),
+)
+
+
+def fetch_events(d, first: int, last: int) -> dict[str, list]:
+    """The DEMO_EVENTS of blocks first..last by name, in one eth_getLogs."""
+    from ape import chain
+    from ape.types import LogFilter
+    from eth_utils import encode_hex, keccak
+
+    abis = [getattr(getattr(d, contract), name).abi for contract, name in DEMO_EVENTS]
+    log_filter = LogFilter(
+        addresses=sorted({getattr(d, contract).address for contract, _ in DEMO_EVENTS}),
+        events=abis,
+        topic_filter=[[encode_hex(keccak(text=abi.selector)) for abi in abis]],
+        start_block=first,
+        stop_block=last,
+    )
+    by_name: dict[str, list] = {name: [] for _, name in DEMO_EVENTS}
+    for log in chain.provider.get_contract_logs(log_filter):
+        by_name[log.event_name].append(log)
+    return by_name
+
+
 @dataclass
 class EventLog:
     """The replay's money-moving events, gathered step by step over the few new blocks."""
@@ -268,14 +396,13 @@ class EventLog:
     accruals: list = field(default_factory=list)
     insurance_in: int = 0
 
-    def collect(self, d, first: int, last: int) -> None:
-        blocks = (first, last + 1)
-        self.liquidations += d.liquidator.Liquidation.range(*blocks)
-        self.bad_debt += d.liquidator.BadDebt.range(*blocks)
-        self.adl += d.liquidator.AutoDeleveraged.range(*blocks)
-        self.trades += d.exchange.Trade.range(*blocks)
-        self.accruals += d.exchange.FundingAccrued.range(*blocks)
-        self.insurance_in += sum(e.insurance for e in d.vault.Settled.range(*blocks) if e.insurance > 0)
+    def collect(self, logs: dict[str, list]) -> None:
+        self.liquidations += logs["Liquidation"]
+        self.bad_debt += logs["BadDebt"]
+        self.adl += logs["AutoDeleveraged"]
+        self.trades += logs["Trade"]
+        self.accruals += logs["FundingAccrued"]
+        self.insurance_in += sum(e.insurance for e in logs["Settled"] if e.insurance > 0)
 
 
 def check_actions(events: EventLog, risk_log, invariants: InvariantLog) -> None:
@@ -300,10 +427,30 @@ def record(d, timestamp: int, btc: float, eth: float, report, lv_value: int) -> 
         liquidity_vault_value=usd(lv_value),
         liquidated=report.liquidated,
         adl_targets=report.adl_targets,
+        orders_executed=report.orders_executed,
+        orders_cancelled=report.orders_cancelled,
     )
 
 
-def summarize(d, events: EventLog, lv_start: int, records, invariants: InvariantLog, seconds: float) -> dict:
+def tally(items) -> dict[str, int]:
+    return dict(sorted(Counter(items).items()))
+
+
+def order_summary(orders: OrderLog) -> dict:
+    kinds = {e.order_id: KIND_NAMES[e.kind] for e in orders.committed}
+    return {
+        "committed": tally([kinds[e.order_id] for e in orders.committed]),
+        "executed": tally([kinds[e.order_id] for e in orders.executed]),
+        "cancelled_by_reason": tally([e.reason for e in orders.cancelled]),
+        "stop_losses_fired": sum(1 for e in orders.executed if e.order_id in set(orders.stops)),
+        "open_at_end": len(orders.committed) - len(orders.executed) - len(orders.cancelled),
+        "execution_fees_usd": usd(sum(e.fee for e in orders.executed) + sum(e.fee for e in orders.cancelled)),
+    }
+
+
+def summarize(
+    d, events: EventLog, orders: OrderLog, lv_start: int, records, invariants: InvariantLog, seconds: float
+) -> dict:
     liquidations, bad_debt, adl = events.liquidations, events.bad_debt, events.adl
     trades, accruals = events.trades, events.accruals
     # the insurance deltas of Settled are the fee share (penalties move through PairSettled)
@@ -340,9 +487,15 @@ def summarize(d, events: EventLog, lv_start: int, records, invariants: Invariant
             "end_usd": usd(d.exchange.liquidity_vault_value()),
             "pnl_usd": usd(d.exchange.liquidity_vault_value() - lv_start),
         },
+        "orders": order_summary(orders),
         "invariants": invariants.checked,
         "invariants_held": True,
     }
+
+
+def by_kind(counts: dict[str, int]) -> str:
+    """`40 (24 market, 16 stop-loss)`."""
+    return f"{sum(counts.values())} ({', '.join(f'{n} {kind}' for kind, n in counts.items())})"
 
 
 def print_report(summary: dict) -> None:
@@ -363,6 +516,15 @@ def print_report(summary: dict) -> None:
         ("funding received by positions", f"{summary['funding']['received_by_positions_usd']:,.2f} USD"),
         ("funding received by the LP vault", f"{summary['funding']['received_by_liquidity_vault_usd']:,.2f} USD"),
         ("liquidity vault PnL", f"{lv['pnl_usd']:+,.2f} USD ({lv['start_usd']:,.0f} -> {lv['end_usd']:,.0f})"),
+    ]
+    o = summary["orders"]
+    rows += [
+        ("orders committed", by_kind(o["committed"])),
+        ("orders executed by the keeper", by_kind(o["executed"])),
+        ("stop-losses fired", f"{o['stop_losses_fired']}"),
+        *((f"orders cancelled: {reason}", f"{n}") for reason, n in o["cancelled_by_reason"].items()),
+        ("orders still open at the end", f"{o['open_at_end']}"),
+        ("execution fees to the keeper", f"{o['execution_fees_usd']:,.2f} USD"),
     ]
     for row in rows:
         table.add_row(*row)

@@ -1,11 +1,13 @@
-"""`ape run keeper --network <network> --account <alias>`: the liquidation and ADL keeper.
+"""`ape run keeper --network <network> --account <alias>`: the liquidation, ADL and order keeper.
 
 Loads the deployment from <deployments>/<chain_id>.json, resumes from its checkpoint
 (<deployments>/keeper-<chain_id>.json by default) and runs passes until SIGINT/SIGTERM, or one
 pass with `--once` (for cron; exit code 1 when the pass could not complete). Several keepers
 may run at once (each with its own account and checkpoint): they compete for liquidations
-(a lost race never reverts) and take turns for auto-deleveraging. The logic is
-perpdex.keeper."""
+(a lost race never reverts), take turns for auto-deleveraging, and, given each other's
+addresses with `--order-keeper`, take turns per order (without, two keepers reacting to the
+same oracle round in the same block would both send, and one transaction would revert). The
+logic is perpdex.keeper."""
 
 from pathlib import Path
 
@@ -38,10 +40,16 @@ from perpdex.keeper import (
     "--adl-turn-blocks", default=ADL_TURN_BLOCKS, show_default=True, type=click.IntRange(ADL_TURN_MARGIN + 1),
     help="blocks per turn when several ADL keepers run (the same value for all of them)",
 )
+@click.option("--orders/--no-orders", default=True, show_default=True, help="execute and cancel trader orders")
+@click.option(
+    "--order-keeper", "order_keepers", multiple=True, metavar="ADDRESS",
+    help="another keeper executing orders (repeat for each): the keepers take turns per order",
+)
 @click.option("--json-logs", is_flag=True, help="one JSON object per log line")
 @click.option("--deployments", default=str(DEPLOYMENTS_DIR), show_default=True, help="directory of the manifests")
-def cli(account, once, interval, checkpoint, batch_size, adl_turn_blocks, json_logs, deployments):
-    """Liquidate unhealthy sub-accounts and auto-deleverage when a trigger holds."""
+def cli(account, once, interval, checkpoint, batch_size, adl_turn_blocks, orders, order_keepers, json_logs, deployments):
+    """Liquidate unhealthy sub-accounts, auto-deleverage when a trigger holds, execute orders
+    at their oracle round and cancel expired ones."""
     import threading
 
     from ape import chain
@@ -54,6 +62,8 @@ def cli(account, once, interval, checkpoint, batch_size, adl_turn_blocks, json_l
         checkpoint_path=checkpoint or default_checkpoint_path(chain.chain_id, deployments),
         batch_size=batch_size,
         adl_turn_blocks=adl_turn_blocks,
+        execute_orders=orders,
+        order_keepers=tuple(order_keepers),
     )
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -36,6 +36,7 @@ INDEXED_EVENTS = (
 ORDER_EVENTS = (
     ("vault", "FeeEscrowed"), ("vault", "EscrowReleased"),
     ("order_book", "OrderCommitted"), ("order_book", "OrderExecuted"), ("order_book", "OrderCancelled"),
+    ("order_book", "OrderParamsSet"), ("oracle", "FeedsSet"),
 )
 
 
@@ -161,7 +162,7 @@ class ChainClient:
         events = [getattr(getattr(d, contract), name).abi for contract, name in wanted]
         addresses = [d.vault.address, d.exchange.address, d.liquidator.address]
         if self.order_book is not None:
-            addresses.append(self.order_book.address)
+            addresses += [self.order_book.address, d.oracle.address]
         log_filter = LogFilter(
             addresses=addresses,
             events=events,

@@ -17,7 +17,8 @@ order book's events and reads the feeds' rounds through a `fetch(round_id)` call
 - Whether an execution fills, is cancelled by the contract (fee still to the executor) or would
   revert (a trigger order beyond its acceptable price keeps resting) is for the reference model
   to say: `choose_execution` replays each candidate round on `perpdex.model` and returns the
-  first that does not revert.
+  first that does not revert; `apply_execution` carries a sent execution into the snapshot, so
+  that the next order of the pass is simulated after it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from perpdex.keeper.core import AccountKey, AccountState, Snapshot
-from perpdex.model import ExchangeModel, ModelRevert
+from perpdex.model import LIQUIDITY_VAULT, ExchangeModel, ModelRevert
 from perpdex.oracle import MAX_PRICE, feeds_disagree, median, normalize
 from perpdex.orders import (
     KIND_MARKET,
@@ -436,6 +438,28 @@ def install_order(model: ExchangeModel, order_id: int, order: Order) -> None:
         book[1] |= 1 << slot
 
 
+def execution_model(
+    snapshot: Snapshot,
+    states: Mapping[AccountKey, AccountState],
+    order_id: int,
+    order: Order,
+    executor: str,
+    now: int,
+    params: OrderParams,
+) -> ExchangeModel:
+    """A model of the snapshot holding the order's account and the executor's sub-account 0
+    as cached, and the order, at time `now`."""
+    account = order.account
+    involved = {account: states.get(account, AccountState(0))}
+    if (executor, 0) != account:
+        involved[(executor, 0)] = states.get((executor, 0), AccountState(0))
+    model = snapshot.account_model(involved)
+    model.now = now
+    model.order_params = params
+    install_order(model, order_id, order)
+    return model
+
+
 def simulate_execution(
     snapshot: Snapshot,
     states: Mapping[AccountKey, AccountState],
@@ -449,15 +473,14 @@ def simulate_execution(
     """The model's `execute_order` at `execution`'s rounds for the order's account as cached:
     the fill or the cancellation; raises ModelRevert with the contract's reason when the call
     would revert. The snapshot is left untouched."""
-    account = order.account
-    involved = {account: states.get(account, AccountState(0))}
-    if (executor, 0) != account:
-        involved[(executor, 0)] = states.get((executor, 0), AccountState(0))
-    model = snapshot.account_model(involved)
-    model.now = now
-    model.order_params = params
-    install_order(model, order_id, order)
+    model = execution_model(snapshot, states, order_id, order, executor, now, params)
     return model.execute_order(order_id, executor, execution.round_price)
+
+
+class Choice(NamedTuple):
+    execution: Execution | None  # None: every round reverts
+    result: ExecutionResult | str  # the model's fill or cancellation, or the last revert reason
+    model: ExchangeModel | None  # the model after the execution
 
 
 def choose_execution(
@@ -468,19 +491,33 @@ def choose_execution(
     executor: str,
     now: int,
     params: OrderParams,
-) -> tuple[Execution | None, ExecutionResult | str]:
+) -> Choice:
     """The first of the action's rounds at which the model executes the order without a revert
-    (filled or cancelled by the contract), with the model's result; else (None, the last
-    revert reason)."""
+    (filled or cancelled by the contract), with the model's result; else the last revert
+    reason."""
     reason = "order: no round to try"
     for execution in action.executions:
+        model = execution_model(snapshot, states, action.order_id, order, executor, now, params)
         try:
-            return execution, simulate_execution(
-                snapshot, states, action.order_id, order, execution, executor, now, params
-            )
+            return Choice(execution, model.execute_order(action.order_id, executor, execution.round_price), model)
         except ModelRevert as err:
             reason = err.reason
-    return None, reason
+    return Choice(None, reason, None)
+
+
+def apply_execution(
+    snapshot: Snapshot, states: dict[AccountKey, AccountState], order: Order, executor: str, model: ExchangeModel
+) -> None:
+    """After an execution was sent: the snapshot's market and the cached accounts as the model
+    left them, so that the next order of the same pass is simulated after this one (the next
+    sync reads them from the chain again)."""
+    snapshot.model.markets[order.market_id] = model.markets[order.market_id]
+    snapshot.model.cash[LIQUIDITY_VAULT] = model.cash_of(LIQUIDITY_VAULT)
+    for key in {order.account, (executor, 0)}:
+        positions = {
+            m: (p.size, p.open_notional, p.funding_snapshot) for (a, m), p in model.positions.items() if a == key and p.size
+        }
+        states[key] = AccountState(model.cash_of(key), positions)
 
 
 def order_from_event(args: Mapping) -> Order:

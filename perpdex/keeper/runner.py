@@ -2,8 +2,9 @@
 
 One pass (`Keeper.run_once`):
 1. **Index.** The vault's `Deposit`, `Withdraw`, `PairSettled`, `FeeEscrowed`,
-   `EscrowReleased`, the exchange's `Trade` and the order book's `OrderCommitted`,
-   `OrderExecuted`, `OrderCancelled` logs from the last checkpointed block + 1 to the head.
+   `EscrowReleased`, the exchange's `Trade`, the order book's `OrderCommitted`,
+   `OrderExecuted`, `OrderCancelled`, `OrderParamsSet` and the oracle's `FeedsSet` logs from
+   the last checkpointed block + 1 to the head.
    `Deposit`, `Trade` and `OrderCommitted` reveal sub-accounts; every one of these events marks
    the sub-accounts it names as touched. Nothing else changes a trader's cash or positions, so
    the cached state of the others stays exact. The order events keep the open orders (and the
@@ -56,7 +57,7 @@ from perpdex.keeper.adl import (
     plan_adl,
     replay_adl,
 )
-from perpdex.keeper.chain import ChainClient, LogEntry, read_checkpoint, revert_reason, is_rpc_error, write_checkpoint
+from perpdex.keeper.chain import ChainClient, FeedConfig, LogEntry, read_checkpoint, revert_reason, is_rpc_error, write_checkpoint
 from perpdex.keeper.core import MAX_BATCH, AccountKey, AccountState, Evaluation, Health, Snapshot, take_turn
 from perpdex.keeper.log import LOGGER, Ratio, Size, Usd, emit
 from perpdex.keeper.orders import (
@@ -66,6 +67,7 @@ from perpdex.keeper.orders import (
     FeedRound,
     MarketFeeds,
     OrderAction,
+    apply_execution,
     cancelled_by_owner,
     choose_execution,
     decide_orders,
@@ -172,7 +174,8 @@ class Keeper:
         # earlier crossing may still execute them
         self.orders: dict[int, Order] = {}
         self._owner_cancelled: set[int] = set()  # cancelled_at still to read
-        self.order_params: OrderParams | None = None
+        self.order_params: OrderParams | None = None  # from OrderParamsSet events (read once if none seen)
+        self._feeds: dict[int, tuple[list[FeedConfig], int]] = {}  # market -> feeds; dropped on FeedsSet
         self.order_markets: dict[int, MarketFeeds] = {}
         self._rounds: dict[str, dict[int, FeedRound]] = {}  # aggregator -> rounds read (they never change)
         self._waiting: dict[int, str] = {}  # order -> why it waits, as last logged
@@ -250,6 +253,13 @@ class Keeper:
             self.adl_keepers[args["keeper"]] = bool(args["allowed"])
         elif name == "DeficitRecorded":
             self.deficit_since[int(args["market_id"])] = log.block
+        elif name == "OrderParamsSet":
+            self.order_params = OrderParams(
+                int(args["min_order_delay"]), int(args["max_order_age"]), int(args["execution_fee"]),
+                int(args["max_open_orders"]),
+            )
+        elif name == "FeedsSet":
+            self._feeds.pop(int(args["market_id"]), None)
         elif name == "EscrowReleased":
             self._touch((args["payee"], int(args["sub_account"])), report)
         elif name == "OrderCommitted":
@@ -308,7 +318,9 @@ class Keeper:
         if not self.orders:
             self.order_markets = {}
             return
-        params = self.order_params = self.client.order_params(block)
+        if self.order_params is None:
+            self.order_params = self.client.order_params(block)
+        params = self.order_params
         now = timestamp + 1
         since: dict[int, int] = {}
         anchors: dict[int, set[int]] = {}
@@ -319,7 +331,9 @@ class Keeper:
                 anchors.setdefault(m, set()).add(order.not_before)
         markets: dict[int, MarketFeeds] = {}
         for market_id in sorted(since):
-            configs, max_deviation = self.client.market_feeds(market_id, block)
+            if market_id not in self._feeds:
+                self._feeds[market_id] = self.client.market_feeds(market_id, block)
+            configs, max_deviation = self._feeds[market_id]
             feeds: list[Feed] = []
             for config in configs:
                 latest = self.client.latest_round(config, block)
@@ -609,7 +623,7 @@ class Keeper:
     def _execute_order(self, action: OrderAction, now: int, report: PassReport) -> bool:
         order_id = action.order_id
         order = self.orders[order_id]
-        execution, result = choose_execution(
+        execution, result, model = choose_execution(
             self.snapshot, self.states, order, action, self.address, now, self.order_params
         )
         if execution is None:  # e.g. a trigger order beyond its acceptable price: it keeps resting
@@ -618,11 +632,11 @@ class Keeper:
             )
             return False
         try:
-            filled = self.client.simulate_execute_order(order_id, execution.round_ids)
-            if bool(filled) != result.filled:
+            filled = bool(self.client.simulate_execute_order(order_id, execution.round_ids))
+            if filled != result.filled:  # the contract decides: logged, sent anyway
                 self._emit(
                     logging.WARNING, "order.simulation_mismatch", order=order_id, model_filled=result.filled,
-                    chain_filled=bool(filled), model_reason=result.reason,
+                    chain_filled=filled, model_reason=result.reason,
                 )
             receipt = self.client.execute_order(order_id, execution.round_ids)
         except Exception as err:
@@ -639,6 +653,8 @@ class Keeper:
                 )
             return False
         report.transactions += 1
+        if filled == result.filled:
+            apply_execution(self.snapshot, self.states, order, self.address, model)
         self._record_order_receipt(receipt, order_id, order, report)
         return True
 

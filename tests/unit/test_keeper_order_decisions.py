@@ -318,7 +318,7 @@ def test_a_trigger_order_beyond_its_acceptable_price_at_one_crossing_is_tried_at
     (action,) = decide_orders({ORDER_ID: stop}, markets, T0 + 31, PARAMS).actions
     assert [e.round_ids for e in action.executions] == [(2,), (4,)]
 
-    execution, result = choose_execution(snapshot, states, stop, action, EXECUTOR, T0 + 31, PARAMS)
+    execution, result, _ = choose_execution(snapshot, states, stop, action, EXECUTOR, T0 + 31, PARAMS)
     assert execution.round_ids == (4,)  # at 37,000 the fill is below the 38,000 minimum: it keeps resting
     assert result.filled and result.size_delta == -WAD and result.fill_price >= usd(38_000)
     assert result.fee == PARAMS.execution_fee
@@ -329,21 +329,21 @@ def test_the_model_says_when_the_contract_cancels_instead_of_filling():
     too_big = make_order(size=WAD)  # 40,000 USD on 100 USD of margin
     markets = one_market([(T0, 40_000), (T0 + 2, 40_000)])
     (action,) = decide_orders({ORDER_ID: too_big}, markets, T0 + 3, PARAMS).actions
-    execution, result = choose_execution(snapshot, states, too_big, action, EXECUTOR, T0 + 3, PARAMS)
+    execution, result, _ = choose_execution(snapshot, states, too_big, action, EXECUTOR, T0 + 3, PARAMS)
     assert execution is not None and not result.filled
     assert result.reason == "exchange: insufficient margin" and result.fee == PARAMS.execution_fee
 
     nothing_to_reduce = make_order(KIND_STOP_LOSS, -WAD, 39_000)  # the position is gone
     markets = one_market([(T0, 40_000), (T0 + 10, 38_500)])
     (action,) = decide_orders({ORDER_ID: nothing_to_reduce}, markets, T0 + 11, PARAMS).actions
-    _, result = choose_execution(snapshot, states, nothing_to_reduce, action, EXECUTOR, T0 + 11, PARAMS)
+    _, result, _ = choose_execution(snapshot, states, nothing_to_reduce, action, EXECUTOR, T0 + 11, PARAMS)
     assert not result.filled and result.reason == "order: nothing left to reduce"
 
     # a late execution reverts instead (the owner's cancellation stands): nothing is sent
     late = replace(nothing_to_reduce, state=STATE_CANCELLED, cancelled_at=T0 + 20)
     (action,) = decide_orders({ORDER_ID: late}, markets, T0 + 21, PARAMS).actions
     assert choose_execution(snapshot, states, late, action, EXECUTOR, T0 + 21, PARAMS) == (
-        None, "order: nothing left to reduce"
+        None, "order: nothing left to reduce", None
     )
     assert snapshot.model.cash_of((TRADER, 0)) == states[(TRADER, 0)].cash  # the snapshot is untouched
 
