@@ -186,7 +186,14 @@ def __init__(vault: IVault, oracle: IIndexOracle):
 
 @external
 def execute_trade(
-    owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, acceptable_price: uint256, index: uint256
+    owner: address,
+    sub_account: uint256,
+    market_id: uint256,
+    size_delta: int256,
+    acceptable_price: uint256,
+    index: uint256,
+    executor: address,
+    execution_fee: uint256,
 ) -> uint256:
     """
     @notice Fill a trader's order against the liquidity vault at `index` (the oracle round the
@@ -198,10 +205,15 @@ def execute_trade(
     @param size_delta Signed size in base units (WAD): > 0 buys, < 0 sells.
     @param acceptable_price Worst fill price accepted: a maximum for buys, a minimum for sells.
     @param index The index price of the order's execution round (WAD).
+    @param executor Who executes the order: its escrowed execution fee is paid to the
+           executor's sub-account 0 in the same settlement.
+    @param execution_fee The order's escrowed execution fee (WAD).
     @return The fill price (WAD).
     """
     assert msg.sender == self.order_book, "exchange: caller is not the order book"
-    fill: Fill = self._execute(owner, sub_account, market_id, size_delta, acceptable_price, MODE_TRADE, index)
+    fill: Fill = self._execute(
+        owner, sub_account, market_id, size_delta, acceptable_price, MODE_TRADE, index, executor, execution_fee
+    )
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
@@ -224,7 +236,7 @@ def close_for(owner: address, sub_account: uint256, market_id: uint256, size_del
     mode: uint256 = MODE_LIQUIDATION
     if at_index:
         mode = MODE_ADL
-    return self._execute(owner, sub_account, market_id, size_delta, 0, mode, 0)
+    return self._execute(owner, sub_account, market_id, size_delta, 0, mode, 0, empty(address), 0)
 
 
 @external
@@ -660,13 +672,17 @@ def _execute(
     acceptable_price: uint256,
     mode: uint256,
     known_index: uint256,
+    fee_payee: address,
+    escrow_release: uint256,
 ) -> Fill:
     """
     @dev One code path for every position change: accrue the market, settle the position's
          funding, fill against the liquidity vault, update open interest, settle cash in one
          balanced vault call. Trades pay fees and face slippage, caps and pause; forced closes
          (liquidation at the fill price, ADL at the index) may only reduce and pay no fee.
-         `known_index` is the index of an order's execution round (0: the oracle's latest).
+         `known_index` is the index of an order's execution round (0: the oracle's latest);
+         `escrow_release` is the order's execution fee, paid to `fee_payee` by the same
+         settlement.
     """
     assert size_delta != 0, "exchange: zero size"
     p0: uint256 = self._params[market_id][0]
@@ -753,6 +769,8 @@ def _execute(
         convert(to_protocol, int256),
         funding_paid + lv_funding,
         toggled,
+        fee_payee,
+        escrow_release,
     )
     log Trade(
         owner=owner,
@@ -821,7 +839,7 @@ def _touch(market_id: uint256):
         market_id, self._skew_of(market_id), p0 >> 128, (self._params[market_id][1] >> 64) & MASK64, index
     )
     if lv_funding != 0:
-        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding, 0)
+        extcall VAULT.settle(empty(address), 0, 0, -lv_funding, 0, 0, lv_funding, 0, empty(address), 0)
 
 
 @internal

@@ -265,7 +265,8 @@ def round_price(market_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> I
     sequencer: uint256 = self._sequencer_config
     if sequencer & ADDRESS_MASK != 0:
         self._check_sequencer(sequencer)
-    count: uint256 = self._market_config[market_id] & COUNT_MASK
+    head: uint256 = self._feed_config[market_id][0]
+    count: uint256 = head >> HEAD_COUNT_SHIFT
     assert count != 0, "oracle: unknown market"
     assert len(round_ids) == count, "oracle: one round id per feed expected"
 
@@ -274,7 +275,9 @@ def round_price(market_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> I
     published: uint256 = max_value(uint256)
     previous_published: uint256 = 0
     for i: uint256 in range(count, bound=MAX_FEEDS):
-        config: uint256 = self._feed_config[market_id][i]
+        config: uint256 = head
+        if i > 0:
+            config = self._feed_config[market_id][i]
         round_id: uint80 = round_ids[i]
         # a previous round exists inside the same Chainlink phase (low 64 bits of the id)
         assert convert(round_id, uint256) & (2**64 - 1) > 1, "oracle: no previous round"

@@ -219,7 +219,7 @@ def commit_order(
 ) -> uint256:
     """
     @notice Commit an order of the caller's `sub_account`; a keeper executes it later. The
-            execution fee is escrowed now from the sub-account's free collateral. Only what
+            execution fee is escrowed now from the sub-account's cash. Only what
             cannot change is checked here; margin is checked at execution.
     @param sub_account The caller's sub-account (below 2**32).
     @param market_id A listed market.
@@ -430,7 +430,13 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
             size_delta = -size
 
     fill_price: uint256 = 0
+    fee_unpaid: bool = fee != 0
     if reason == "":
+        # the fill's settlement pays the escrowed fee to the executor (a late execution's fee
+        # was refunded at the cancellation: it is charged again after the fill, below)
+        in_fill: uint256 = fee
+        if late:
+            in_fill = 0
         success: bool = False
         response: Bytes[256] = b""
         success, response = raw_call(
@@ -442,17 +448,19 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
                 size_delta,
                 acceptable_price,
                 rp.price,
-                method_id=method_id("execute_trade(address,uint256,uint256,int256,uint256,uint256)"),
+                msg.sender,
+                in_fill,
+                method_id=method_id("execute_trade(address,uint256,uint256,int256,uint256,uint256,address,uint256)"),
             ),
             max_outsize=256,
             revert_on_failure=False,
         )
         if success:
             fill_price = abi_decode(response, uint256)
-            if late and fee != 0:
-                # the fee was refunded at the cancellation: the execution pays it again, from
-                # the free collateral after the fill (a stop-loss frees the margin it closes, so
-                # a trader left with no free collateral by the crossing cannot block it)
+            fee_unpaid = late and fee != 0
+            if fee_unpaid:
+                # from the cash after the fill (a stop-loss realizes what it closes, so a
+                # trader the crossing left short cannot block it)
                 extcall VAULT.escrow_fee(owner, sub_account, fee)
         else:
             reason = self._order_reason(response)
@@ -469,7 +477,7 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
         if kind == KIND_MARKET:
             book -= 1 << PENDING_SHIFT
     self._book[owner][sub_account] = book
-    if fee != 0:
+    if fee_unpaid:
         extcall VAULT.release_fee(msg.sender, 0, fee)
     if reason == "":
         self._orders[owner][sub_account][slot][0] = self._with_state(meta, STATE_EXECUTED, cancelled_at)

@@ -301,8 +301,9 @@ def token_scale() -> uint256:
 @external
 def escrow_fee(owner: address, sub_account: uint256, amount: uint256):
     """
-    @notice Move an order's execution fee from the sub-account's free collateral into the
-            order escrow. Order book only.
+    @notice Move an order's execution fee from the sub-account's cash into the order escrow.
+            Order book only. Only the cash is checked (the fee is small and bounded): margin
+            is checked when the order executes.
     @param owner The trader.
     @param sub_account The trader's sub-account.
     @param amount The fee (WAD).
@@ -311,7 +312,7 @@ def escrow_fee(owner: address, sub_account: uint256, amount: uint256):
     cash: int256 = 0
     mask: uint256 = 0
     cash, mask = self._load(owner, sub_account)
-    assert amount <= self._free(owner, sub_account, cash, mask), "vault: execution fee above free collateral"
+    assert convert(amount, int256) <= cash, "vault: execution fee above cash"
     self._store(owner, sub_account, cash - convert(amount, int256), mask)
     self.order_escrow_cash += amount
     log FeeEscrowed(owner=owner, sub_account=sub_account, amount=amount)
@@ -320,19 +321,14 @@ def escrow_fee(owner: address, sub_account: uint256, amount: uint256):
 @external
 def release_fee(payee: address, sub_account: uint256, amount: uint256):
     """
-    @notice Pay an escrowed execution fee to `payee` (the executor, a canceller of an expired
-            order, or the trader on a refund). Order book only.
+    @notice Pay an escrowed execution fee to `payee` (the executor of a cancelled order, a
+            canceller of an expired order, or the trader on a refund). Order book only.
     @param payee The receiving ledger account's owner.
     @param sub_account Its sub-account.
     @param amount The fee (WAD).
     """
     assert msg.sender == self.order_book, "vault: caller is not the order book"
-    self.order_escrow_cash -= amount
-    cash: int256 = 0
-    mask: uint256 = 0
-    cash, mask = self._load(payee, sub_account)
-    self._store(payee, sub_account, cash + convert(amount, int256), mask)
-    log EscrowReleased(payee=payee, sub_account=sub_account, amount=amount)
+    self._release(payee, sub_account, amount)
 
 # ============================================================================================
 # EXCHANGE
@@ -348,10 +344,14 @@ def settle(
     fees: int256,
     funding_pool: int256,
     markets_toggled: uint256,
+    fee_payee: address,
+    escrow_release: uint256,
 ) -> (int256, uint256):
     """
     @notice Move cash between a trader sub-account and the system accounts, and flip the bits
-            of the markets where the account opened or closed its position. Exchange only.
+            of the markets where the account opened or closed its position; with an order's
+            fill, also pay its escrowed execution fee to the executor (`fee_payee`'s
+            sub-account 0). Exchange only.
     @dev The deltas must sum to exactly zero: the ledger can only be rearranged, never grown.
     @return The trader's new cash balance and open-markets mask.
     """
@@ -381,6 +381,8 @@ def settle(
         fees=fees,
         funding_pool=funding_pool,
     )
+    if escrow_release != 0:
+        self._release(fee_payee, 0, escrow_release)
     return cash, mask
 
 @external
@@ -608,6 +610,16 @@ def _push(receiver: address, amount: uint256):
     # than the token's own revert.
     assert staticcall TOKEN.balanceOf(self) >= amount, "vault: insufficient token balance"
     assert extcall TOKEN.transfer(receiver, amount, default_return_value=True), "vault: transfer failed"
+
+
+@internal
+def _release(payee: address, sub_account: uint256, amount: uint256):
+    self.order_escrow_cash -= amount
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(payee, sub_account)
+    self._store(payee, sub_account, cash + convert(amount, int256), mask)
+    log EscrowReleased(payee=payee, sub_account=sub_account, amount=amount)
 
 
 @internal

@@ -250,8 +250,8 @@ class OrderBookMixin:
         _require(False, "order: every slot is held by a cancelled order that can still execute; retry later")
 
     def _escrow_fee(self, account, fee: int) -> None:
-        """Vault.escrow_fee: from the sub-account's free collateral into the escrow."""
-        _require(fee <= self.account_view(account).withdrawable, "vault: execution fee above free collateral")
+        """Vault.escrow_fee: from the sub-account's cash into the escrow (only the cash is checked)."""
+        _require(fee <= self.cash_of(account), "vault: execution fee above cash")
         self._credit(account, -fee)
         self._credit(ORDER_ESCROW, fee)
 
@@ -339,7 +339,7 @@ class OrderBookMixin:
             finally:
                 self.index[o.market_id] = saved_index
             if late and o.fee:
-                # refunded at the cancellation: charged again from the free collateral after the fill
+                # refunded at the cancellation: charged again from the cash after the fill
                 self._escrow_fee(account, o.fee)
 
         book = self._book(account)

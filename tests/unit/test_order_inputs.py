@@ -213,20 +213,19 @@ def test_a_lower_configured_maximum_of_open_orders(s, trader, keeper):
     s.commit_order(trader, BTC, usd("0.01"))
 
 
-def test_fee_not_covered_by_free_collateral_is_refused(s, trader, other_trader):
+def test_fee_not_covered_by_cash_is_refused(s, trader, other_trader):
     s.deposit(other_trader, 4)
-    refused(s, lambda: s.commit_order(other_trader, BTC, usd("0.01")), "vault: execution fee above free collateral")
-    # cash covers it but the margin of an open position holds it all
+    refused(s, lambda: s.commit_order(other_trader, BTC, usd("0.01")), "vault: execution fee above cash")
+    # only the cash is checked at commit: a position whose margin holds all the collateral can
+    # still get a stop-loss (its margin is checked when an order executes)
     s.trade(trader, BTC, usd(4))  # 160,000 USD of notional: 8,000 of initial margin
     free = s.exchange.withdrawable(trader, 0)
     s.withdraw(trader, free // 10**12 - 4 * 10**6)  # leaves 4 USD free
     assert 4 * WAD <= s.exchange.withdrawable(trader, 0) < FEE
-    assert s.vault.cash(trader, 0) > 1_000 * WAD
-    refused(
-        s,
-        lambda: s.commit_order(trader, BTC, -usd(4), 0, KIND_STOP_LOSS, usd(30_000)),
-        "vault: execution fee above free collateral",
-    )
+    cash = s.vault.cash(trader, 0)
+    assert cash > 1_000 * WAD
+    s.commit_order(trader, BTC, -usd(4), 0, KIND_STOP_LOSS, usd(30_000))
+    assert s.vault.cash(trader, 0) == cash - FEE
 
 
 # ============================================================================================

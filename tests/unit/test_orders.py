@@ -449,10 +449,10 @@ def test_orders_keep_the_fee_they_were_committed_with(s, trader, keeper):
     s.check_invariants()
 
 
-def test_fee_above_the_free_collateral_is_refused_at_commit(s, trader):
+def test_fee_above_the_cash_is_refused_at_commit(s, trader):
     s.set_order_params(execution_fee=FEE)
     s.deposit(trader, 4)
-    with pytest.raises(ModelRevert, match="^vault: execution fee above free collateral$"):
+    with pytest.raises(ModelRevert, match="^vault: execution fee above cash$"):
         s.commit_order(trader, BTC, usd("0.01"))
     assert (s.vault.cash(trader, 0), s.vault.order_escrow_cash()) == (usd(4), 0)
     s.deposit(trader, 1)
