@@ -14,7 +14,7 @@ import pytest
 
 from perpdex.config import load_markets
 from perpdex.fixed_point import WAD
-from perpdex.keeper.core import Snapshot, states_from_model
+from perpdex.keeper.core import Snapshot, states_from_model, take_turn
 from perpdex.keeper.orders import (
     CANCEL,
     DISAGREE,
@@ -355,3 +355,13 @@ def test_the_decision_core_imports_no_chain_client():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_keepers_that_know_each_other_take_turns_per_order_each_order_starting_with_another():
+    keepers = ["0xCC", "0xaa", "0xBb"]
+    for first in range(3):
+        for now in range(95, 140):  # at most one keeper may send at any moment
+            assert sum(take_turn(k, keepers, 100, now, 4, 2, first=first)[0] for k in keepers) <= 1
+    starters = [next(k for k in keepers if take_turn(k, keepers, 100, 100, 4, 2, first=f)[0]) for f in range(3)]
+    assert sorted(s.lower() for s in starters) == ["0xaa", "0xbb", "0xcc"]  # the orders' work is spread
+    assert take_turn("0xaa", ["0xaa"], 100, 100, 4, 2) == (True, 100)  # alone: at once
