@@ -12,6 +12,7 @@ nothing was lost. Tests named `test_bug_...` describe defects found here; they f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -22,7 +23,16 @@ from eth_utils import function_signature_to_4byte_selector as selector
 
 from perpdex.model import ExchangeModel, ModelRevert
 from perpdex.orders import KIND_MARKET, STATE_OPEN, RoundPrice
-from system import FEED_DECIMALS, HEARTBEAT, TEST_ORDER_PARAMS, System, default_params, fresh, params_tuple
+from system import (
+    FEED_DECIMALS,
+    HEARTBEAT,
+    TEST_ORDER_PARAMS,
+    OrderCancelled,
+    System,
+    default_params,
+    fresh,
+    params_tuple,
+)
 
 BTC, ETH, MED = 0, 1, 2  # MED: a three-feed market (median index), listed by this module's world
 WAD = 10**18
@@ -906,25 +916,35 @@ def test_sizes_exactly_at_the_caps_fill_and_one_wei_more_reverts(system, trader,
 
 
 def test_huge_sub_account_ids_are_ordinary_isolated_accounts(system, trader, keeper):
-    """Sub-account ids up to max_value(uint256) deposit, trade, get liquidated and withdraw
-    like sub-account 0, and nothing leaks between them."""
+    """Sub-account ids up to max_value(uint256) deposit and withdraw like sub-account 0. Orders
+    take ids up to 2**32 - 1 (an order id packs the sub-account in 32 bits; beyond, the commit
+    is refused with that reason), and the largest of them trades, gets liquidated and withdraws
+    like sub-account 0. Nothing leaks between them."""
     s = system
-    huge = MAX_UINT
+    top = 2**32 - 1
     s.deposit(trader, 1_000, sub_account=0)
-    s.deposit(trader, 2_200, sub_account=huge)
+    s.deposit(trader, 2_200, sub_account=top)
     s.deposit(trader, 700, sub_account=2**255)
-    s.trade(trader, BTC, WAD, sub_account=huge)
-    assert s.exchange.open_markets(trader, huge) == 1 << BTC
-    assert s.exchange.open_markets(trader, 0) == s.exchange.open_markets(trader, 2**255) == 0
+    s.deposit(trader, 300, sub_account=MAX_UINT)
+    for sub in (top + 1, 2**255, MAX_UINT):
+        with pytest.raises(ModelRevert, match=re.escape("order: sub-account above 2**32 - 1")):
+            s.commit_order(trader, BTC, WAD, sub_account=sub)
+    s.trade(trader, BTC, WAD, sub_account=top)
+    [executed] = [e for e in s.last_logs if type(e).__name__ == "OrderExecuted"]
+    assert (executed.owner, executed.sub_account, executed.order_id >> 160 & (2**32 - 1)) == (trader, top, top)
+    assert s.exchange.open_markets(trader, top) == 1 << BTC
+    assert [s.exchange.open_markets(trader, sub) for sub in (0, top + 1, 2**255, MAX_UINT)] == [0] * 4
 
     publish(s, BTC, usd(39_000))
-    assert s.liquidator.is_liquidatable(trader, huge)
+    assert s.liquidator.is_liquidatable(trader, top)
     assert not s.liquidator.is_liquidatable(trader, 0)
-    s.liquidate(keeper, trader, huge)
+    s.liquidate(keeper, trader, top)
     assert s.vault.cash(trader, 0) == usd(1_000) and s.vault.cash(trader, 2**255) == usd(700)
+    assert s.vault.cash(trader, MAX_UINT) == usd(300)
     assert s.vault.cash(keeper, 0) > 0  # the keeper's reward lands in its sub-account 0
-    s.withdraw(trader, s.vault.cash(trader, huge) // 10**12, sub_account=huge)
+    s.withdraw(trader, s.vault.cash(trader, top) // 10**12, sub_account=top)
     s.withdraw(trader, 700 * USDC, sub_account=2**255)
+    s.withdraw(trader, 300 * USDC, sub_account=MAX_UINT)
     assert s.exchange.account_state(trader, 1) == (0, 0, 0, 0)  # never used: empty, not an error
 
 
@@ -949,10 +969,10 @@ def _abi_raw(s: System, who: dict) -> dict:
             ),
         ),
         "set_paused(2) (owner)": ("owner", s.exchange.address, calldata("set_paused(bool)", ["uint256"], [2])),
-        "trade with a truncated size argument": (
+        "commit_order with a truncated expiry argument": (
             "trader",
-            s.exchange.address,
-            s.exchange.trade.prepare_calldata(0, BTC, WAD, MAX_UINT)[:-40],
+            s.order_book.address,
+            s.order_book.commit_order.prepare_calldata(0, BTC, WAD, MAX_UINT, KIND_MARKET, 0, False, 0)[:-40],
         ),
         "aggregator set_round with round id 2**80 (owner)": (
             "owner",
@@ -966,39 +986,44 @@ def _abi_raw(s: System, who: dict) -> dict:
     }
 
 
+ABOVE_MAX_SIZE = f"order: size above the market's max position size of {10_000 * WAD} (WAD)"
+
+# label -> (sub-account, size, acceptable price, reason): orders that commit but that the
+# exchange refuses at execution, so the keeper's execution cancels them with that reason
+REFUSED_AT_EXECUTION = {
+    # the fill price would reach 0
+    "sell of 2 x (skew_scale + skew)": (0, -2_002 * WAD, 0, "exchange: fill price out of range"),
+    "sell, acceptable_price max uint256": (0, -WAD // 10, MAX_UINT, "exchange: price beyond acceptable"),
+    "buy, acceptable_price 0": (0, WAD // 10, 0, "exchange: price beyond acceptable"),
+    "buy in an empty sub-account 2**32 - 1": (2**32 - 1, WAD, MAX_UINT, "exchange: insufficient margin"),
+}
+
+
 def _bad_calls(s: System, who: dict) -> dict:
     """label -> (caller role, call, expected reason or None for a revert without one)."""
     trader, lp, owner = who["trader"], who["lp"], s.owner
-    ex, vault, lv, liq, fund = s.exchange, s.vault, s.liquidity_vault, s.liquidator, s.insurance_fund
+    ex, vault, lv, liq, fund, ob = s.exchange, s.vault, s.liquidity_vault, s.liquidator, s.insurance_fund, s.order_book
+
+    def commit(sub_account, market_id, size, acceptable):
+        return ob.commit_order(sub_account, market_id, size, acceptable, KIND_MARKET, 0, False, 0)
+
     return {
-        # Exchange.trade
-        "trade size max int256": ("trader", lambda: ex.trade(0, BTC, MAX_INT, MAX_UINT), None),
-        "trade size min int256": ("trader", lambda: ex.trade(0, BTC, MIN_INT, 0), None),
-        "trade size -max int256": ("trader", lambda: ex.trade(0, BTC, -MAX_INT, 0), None),
-        "trade size 2**120 + 1": ("trader", lambda: ex.trade(0, BTC, 2**120 + 1, MAX_UINT), None),
-        "trade size 2**100": (
-            "trader", lambda: ex.trade(0, BTC, 2**100, MAX_UINT), "exchange: position above max size"
+        # OrderBook.commit_order (a market order) and the order book's keepers' entry points
+        "commit size max int256": ("trader", lambda: commit(0, BTC, MAX_INT, MAX_UINT), ABOVE_MAX_SIZE),
+        "commit size min int256": ("trader", lambda: commit(0, BTC, MIN_INT, 0), None),
+        "commit size -max int256": ("trader", lambda: commit(0, BTC, -MAX_INT, 0), ABOVE_MAX_SIZE),
+        "commit size 2**120 + 1": ("trader", lambda: commit(0, BTC, 2**120 + 1, MAX_UINT), ABOVE_MAX_SIZE),
+        "commit size 2**100": ("trader", lambda: commit(0, BTC, 2**100, MAX_UINT), ABOVE_MAX_SIZE),
+        "commit size 0": ("trader", lambda: commit(0, BTC, 0, MAX_UINT), "order: zero size"),
+        "commit market 31 (unlisted)": ("trader", lambda: commit(0, 31, WAD, MAX_UINT), "order: unknown market"),
+        "commit market 32 (out of range)": ("trader", lambda: commit(0, 32, WAD, MAX_UINT), "order: unknown market"),
+        "commit market max uint256": ("trader", lambda: commit(0, MAX_UINT, WAD, MAX_UINT), "order: unknown market"),
+        "commit in sub-account max uint256": (
+            "trader", lambda: commit(MAX_UINT, BTC, WAD, MAX_UINT), "order: sub-account above 2**32 - 1"
         ),
-        "trade sell of 2 x (skew_scale + skew)": (  # the fill price would reach 0
-            "trader", lambda: ex.trade(0, BTC, -2_002 * WAD, 0), "exchange: fill price out of range"
-        ),
-        "trade sell, acceptable_price max uint256": (
-            "trader", lambda: ex.trade(0, BTC, -WAD // 10, MAX_UINT), "exchange: price beyond acceptable"
-        ),
-        "trade buy, acceptable_price 0": (
-            "trader", lambda: ex.trade(0, BTC, WAD // 10, 0), "exchange: price beyond acceptable"
-        ),
-        "trade size 0": ("trader", lambda: ex.trade(0, BTC, 0, MAX_UINT), "exchange: zero size"),
-        "trade market 31 (unlisted)": ("trader", lambda: ex.trade(0, 31, WAD, MAX_UINT), "exchange: unknown market"),
-        "trade market 32 (out of range)": (
-            "trader", lambda: ex.trade(0, 32, WAD, MAX_UINT), "exchange: unknown market"
-        ),
-        "trade market max uint256": (
-            "trader", lambda: ex.trade(0, MAX_UINT, WAD, MAX_UINT), "exchange: unknown market"
-        ),
-        "trade in empty sub-account max uint256": (
-            "trader", lambda: ex.trade(MAX_UINT, BTC, WAD, MAX_UINT), "exchange: insufficient margin"
-        ),
+        "execute_order id max uint256": ("keeper", lambda: ob.execute_order(MAX_UINT, [1]), "order: unknown order"),
+        "cancel_order id max uint256": ("trader", lambda: ob.cancel_order(MAX_UINT), "order: unknown order"),
+        # Exchange
         "touch_market 31": ("trader", lambda: ex.touch_market(31), "exchange: unknown market"),
         "touch_market max uint256": ("trader", lambda: ex.touch_market(MAX_UINT), "exchange: unknown market"),
         "fill_price size 0": ("trader", lambda: ex.fill_price(BTC, 0), "exchange: zero size"),
@@ -1091,11 +1116,14 @@ def bad_input_setup(system, trader, lp, keeper, adl_keeper):
 
 def test_bad_inputs_revert_cleanly_and_change_nothing(bad_input_setup):
     """Every out-of-range, zero, maximal or nonsensical argument the wallet ABI accepts is
-    refused with its exact reason (or, for arithmetic overflow, without one), and after all of
-    them every position, balance and parameter is exactly as before: nothing moved, nothing
-    was lost."""
+    refused with its exact reason (or, for arithmetic overflow, without one); an order that
+    only the exchange can refuse (price, margin) is cancelled at its execution with the
+    exchange's reason. After all of them every position, balance, open order and parameter is
+    exactly as before: nothing moved, nothing was lost."""
     s, who = bad_input_setup
-    before = admin_state(s, *who.values())  # positions, balances, roles and parameters
+    trader = who["trader"]
+    s.accounts.update({(trader, sub) for sub, *_ in REFUSED_AT_EXECUTION.values()} | {(s.executor, 0)})
+    before = admin_state(s, *who.values())  # positions, balances, open orders, roles and parameters
     wrong = {}
     for label, (role, call, reason) in _bad_calls(s, who).items():
         try:
@@ -1109,6 +1137,10 @@ def test_bad_inputs_revert_cleanly_and_change_nothing(bad_input_setup):
     assert wrong == {}
     for label, (role, to, data) in _abi_raw(s, who).items():
         assert raw_revert(to, data, who[role]) == b"", label  # ABI decoding: no reason
+    for label, (sub, size, acceptable, reason) in REFUSED_AT_EXECUTION.items():
+        with pytest.raises(OrderCancelled) as cancelled:
+            s.trade(trader, BTC, size, acceptable, sub_account=sub)
+        assert cancelled.value.reason == reason, label
     assert admin_state(s, *who.values()) == before
     assert tuple(s.exchange.market_params(BTC)) == params_tuple(s.model.params[BTC])
 
@@ -1149,6 +1181,23 @@ PERMISSIONLESS = {
 }
 
 
+def _zero(abi_type: dict):
+    """The zero value of an ABI parameter."""
+    kind = abi_type["type"]
+    if kind.endswith("]"):
+        return []
+    if kind == "tuple":
+        return tuple(_zero(component) for component in abi_type["components"])
+    return {"address": ZERO_ADDRESS, "bool": False, "string": "", "bytes": b""}.get(kind, 0)
+
+
+def _call(function, *args):
+    """Call a contract function with `args`, then zero values for any further parameters: a
+    role check comes before any argument is used, so only the caller matters."""
+    [abi] = [f for f in function.contract.abi if f.get("name") == function.fn_ast.name]
+    return function(*args, *(_zero(p) for p in abi["inputs"][len(args):]))
+
+
 def _restricted(s: System, caller: str) -> dict:
     """contract -> function -> (call, reason for a caller without the role). Every
     state-changing function outside PERMISSIONLESS must be here (checked against the ABIs)."""
@@ -1161,7 +1210,7 @@ def _restricted(s: System, caller: str) -> dict:
     return {
         "vault": {
             "settle": (
-                lambda c: c.settle(caller, 0, 10 * WAD, -10 * WAD, 0, 0, 0, 0), "vault: caller is not the exchange"
+                lambda c: _call(c.settle, caller, 0, 10 * WAD, -10 * WAD), "vault: caller is not the exchange"
             ),
             "settle_pair": (
                 lambda c: c.settle_pair(s.owner, 0, caller, 0, -WAD, WAD, 0), "vault: caller is not the liquidator"
@@ -1193,7 +1242,7 @@ def _restricted(s: System, caller: str) -> dict:
             "set_order_book": (lambda c: c.set_order_book(caller), OWNER_ONLY),
             "set_guardian": (lambda c: c.set_guardian(caller), OWNER_ONLY),
             "execute_trade": (
-                lambda c: c.execute_trade(s.owner, 0, BTC, WAD, MAX_UINT, usd(40_000)),
+                lambda c: _call(c.execute_trade, s.owner, 0, BTC, WAD, MAX_UINT, usd(40_000)),
                 "exchange: caller is not the order book",
             ),
             "set_paused": (lambda c: c.set_paused(True), "exchange: caller is not the guardian"),
@@ -1407,7 +1456,7 @@ def test_guardian_can_pause_but_cannot_move_funds(system, guardian, trader, lp):
         s.exchange.set_paused(False)
     before = snapshot(s, guardian)
     attempts = [
-        (lambda: s.vault.settle(guardian, 0, WAD, -WAD, 0, 0, 0, 0), "vault: caller is not the exchange"),
+        (lambda: _call(s.vault.settle, guardian, 0, WAD, -WAD), "vault: caller is not the exchange"),
         (lambda: s.vault.settle_pair(trader, 0, guardian, 0, -WAD, WAD, 0), "vault: caller is not the liquidator"),
         (lambda: s.vault.withdraw_liquidity(guardian, USDC), "vault: caller is not the liquidity vault"),
         (lambda: s.vault.withdraw_insurance(guardian, USDC), "vault: caller is not the insurance fund"),
