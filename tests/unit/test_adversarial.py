@@ -583,7 +583,7 @@ def test_token_callback_reentry_that_bubbles_up_reverts_the_outer_call(hooked, t
     s.deposit(trader, 1_000)
 
 
-def test_execution_from_an_lp_deposit_callback_equals_deposit_then_execution(hooked, lp):
+def test_trade_from_an_lp_deposit_callback_equals_deposit_then_trade(hooked, lp):
     """The only callback that is not inside a locked contract: the liquidity vault pulls the
     LP's tokens before it calls the vault, so a hook there may execute an order (the token's
     own, committed earlier). The shares are priced with the value read before the pull, so the
