@@ -94,6 +94,7 @@ class Feed:
     heartbeat: int
     rounds: dict[int, FeedRound] = field(default_factory=dict)
     latest: int = 0  # the latest round id, 0 before the first round
+    complete: bool = True  # False: the walk was capped before the oldest round that matters
     _timeline: list[tuple[int, int]] | None = field(default=None, repr=False)
 
     @property
@@ -146,19 +147,22 @@ def walk_feed(
     """The rounds from `latest` back while they were published at or after `since`, and the
     first one published before it (the previous round of the oldest that counts): at most
     `cap` rounds, each taken from `cache` or read with `fetch`. Returns the rounds and whether
-    the walk reached `since` (False: capped, or the feed's history ends)."""
+    the walk saw every round that matters (False: it was capped; the start of the feed's
+    history, or of its phase, ends it complete)."""
     cache = cache or {}
     rounds = {latest.round_id: latest}
     current = latest
     while current.updated_at >= since:
         rid = current.round_id - 1
-        if phase_round(rid) < 1 or len(rounds) >= cap:
+        if phase_round(rid) < 1:
+            return rounds, True
+        if len(rounds) >= cap:
             return rounds, False
         previous = cache.get(rid)
         if previous is None:
             previous = fetch(rid)
             if previous is None:
-                return rounds, False
+                return rounds, True
         rounds[rid] = previous
         current = previous
     return rounds, True
@@ -233,7 +237,7 @@ def load_feed(
         for t in sorted(set(anchors)):
             if oldest > t:
                 rounds.update(search_first_round(fetch, latest, t, {**(cache or {}), **rounds}))
-    return Feed(heartbeat, rounds, latest.round_id)
+    return Feed(heartbeat, rounds, latest.round_id, complete)
 
 
 def round_price(market: MarketFeeds, round_ids: tuple[int, ...], now: int) -> RoundPrice | str:

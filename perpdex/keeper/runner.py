@@ -342,6 +342,11 @@ class Keeper:
                     anchors.get(market_id, ()), self._rounds.get(config.aggregator), self.max_walk,
                 )
                 self._rounds[config.aggregator] = feed.rounds
+                if not feed.complete:  # crossings older than the rounds read are not seen
+                    self._warn_once(
+                        f"walk:{config.aggregator}:{since[market_id]}", "order.history_capped", market=market_id,
+                        feed=config.aggregator, rounds=len(feed.rounds), since=since[market_id],
+                    )
                 feeds.append(feed)
             markets[market_id] = MarketFeeds(feeds, max_deviation)
         self.order_markets = markets
