@@ -493,12 +493,9 @@ class PerpdexMachine(RuleBasedStateMachine):
         and the escrow agree); a refusal raises ModelRevert after the contract reverted with the
         model's reason. The OrderCommitted event carries the order as stored."""
         s = self.s
-        reads = ([market_id] if kind != KIND_MARKET else []) + (
-            s.model.open_markets((who, sub)) if s.model.order_params.execution_fee else []
-        )
-        # a trigger order's commit reads its market's index, the fee escrow the account's
-        # equity: the machines only commit those while the prices are fresh
-        assert not any(self.is_stale(m) for m in reads), "commit reading a stale price"
+        # a trigger order's commit reads its market's index (the fee escrow checks the cash
+        # only): the machines commit those only while the price is fresh
+        assert kind == KIND_MARKET or not self.is_stale(market_id), "commit reading a stale price"
         order_id = s.commit_order(who, market_id, size, acceptable, kind, trigger, reduce_only, expiry, sub_account=sub)
         o = s.model.order(order_id)
         (event,) = events_named(s.last_logs, "OrderCommitted")
@@ -549,25 +546,23 @@ class PerpdexMachine(RuleBasedStateMachine):
 
     def execution_reads_stale(self, order_id: int, o: Order, round_id: int, executor) -> bool:
         """Whether the execution, as the model would run it, reads a stale price on-chain first:
-        a late execution escrows the fee again (the vault values every open position), and a
-        fill or a margin refusal values the account's other open positions at the oracle's
-        latest answers. Refusals that come before those reads keep their own reason."""
+        the margin check after a fill values the account's other open positions at the
+        oracle's latest answers. Refusals that come before it keep their own reason; what
+        comes after it (a late execution's fee, charged after the fill) is not reached."""
         stale = {m for m in MARKETS if self.is_stale(m)}
         if not stale:
             return False
         s = self.s
-        held = set(s.model.open_markets(o.account))
+        others = set(s.model.open_markets(o.account)) - {o.market_id}
+        if not others & stale:
+            return False
         trial = copy.deepcopy(s.model)
         try:
             result = trial.execute_order(order_id, executor, self.round_price(o.market_id, round_id))
             reason = "" if result.filled else result.reason
         except ModelRevert as revert:
-            if revert.reason.startswith("order: "):
-                return False  # the order's and the round's checks come before any price is read
             reason = revert.reason
-        if o.state == STATE_CANCELLED and o.fee and held & stale:
-            return True
-        return (reason == "" or reason in MARGIN_REASONS) and bool((held - {o.market_id}) & stale)
+        return reason == "" or reason in MARGIN_REASONS or reason.startswith("vault: execution fee")
 
     def audit_execution(self, order_id, o: Order, round_id, executor, result, size_before, executor_cash) -> None:
         """A fill: at a round published once the order could execute, before its end, the very
@@ -582,7 +577,8 @@ class PerpdexMachine(RuleBasedStateMachine):
         if o.kind == KIND_MARKET:
             assert previous_published < o.not_before and s.now < o.expiry, "a market order after its first round"
         else:
-            end = min(o.expiry, o.cancelled_at) if o.cancelled_at else o.expiry
+            # an owner's cancellation stops the rounds published after its own second
+            end = min(o.expiry, o.cancelled_at + 1) if o.cancelled_at else o.expiry
             assert published < end and s.now <= published + s.model.order_params.max_order_age
             assert triggered(o.kind, o.size_delta, o.trigger_price, price), "executed without its trigger"
             assert not triggered(o.kind, o.size_delta, o.trigger_price, previous), "executed past the crossing"
