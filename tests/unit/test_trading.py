@@ -1,6 +1,9 @@
 """Trading through the exchange: funding, fill prices, fees, margin, slippage, oracle faults,
 caps, pause, admin and the vault's ledger.
 
+Trades are market orders: `System.trade` commits one, publishes the round it executes at and
+executes it as a keeper; an order the exchange refuses at execution is cancelled with the
+exchange's reason (`OrderCancelled`), one the order book refuses is never committed.
 Almost every action goes through `System` (tests/system.py), which runs it on the contracts and
 on the reference model and compares the two to the wei; the conftest `system` fixture gives each
 test a fresh snapshot of `world` and asserts DESIGN.md's invariants 1-3 and full model parity on
