@@ -138,6 +138,10 @@ class ChainClient:
         self._aggregators: dict[str, Any] = {}
         self.on_nonce_retry: Callable[[Exception], None] | None = None  # the keeper logs the retry
 
+    # the runner asks the client what an error means: another transport has other exceptions
+    revert_reason = staticmethod(revert_reason)
+    is_rpc_error = staticmethod(is_rpc_error)
+
     @property
     def chain_id(self) -> int:
         return self.chain.chain_id

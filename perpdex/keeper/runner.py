@@ -57,7 +57,7 @@ from perpdex.keeper.adl import (
     plan_adl,
     replay_adl,
 )
-from perpdex.keeper.chain import ChainClient, FeedConfig, LogEntry, read_checkpoint, revert_reason, is_rpc_error, write_checkpoint
+from perpdex.keeper.chain import ChainClient, FeedConfig, LogEntry, read_checkpoint, write_checkpoint
 from perpdex.keeper.core import MAX_BATCH, AccountKey, AccountState, Evaluation, Health, Snapshot, take_turn
 from perpdex.keeper.log import LOGGER, Ratio, Size, Usd, emit
 from perpdex.keeper.orders import (
@@ -113,7 +113,9 @@ class PassReport:
 
 class Keeper:
     """Liquidation, ADL and order keeper over a perpdex.deploy.Deployment (ape contract
-    handles). Order execution is on when the deployment has an order book."""
+    handles). Order execution is on when the deployment has an order book. Every chain read and
+    transaction goes through `client` (default: `ChainClient` over ape); another transport (a
+    titanoboa one for the simulator) provides the same methods."""
 
     def __init__(
         self,
@@ -169,7 +171,7 @@ class Keeper:
         self.adl_keepers: dict[str, bool] = {}  # ADL role by address, from AdlKeeperSet events
         self.deficit_since: dict[int, int] = {}  # market -> block of its last DeficitRecorded event
         self._pnl_trigger_since: dict[int, int] = {}  # market -> first block we saw trigger 2 hold
-        self._turn_logged: dict[Any, int] = {}  # market or order -> the next turn last logged
+        self._turn_logged: dict[int, int] = {}  # market -> the next ADL turn last logged
         # orders, in commit order: open ones, and trigger orders their owner cancelled while an
         # earlier crossing may still execute them
         self.orders: dict[int, Order] = {}
@@ -179,6 +181,7 @@ class Keeper:
         self.order_markets: dict[int, MarketFeeds] = {}
         self._rounds: dict[str, dict[int, FeedRound]] = {}  # aggregator -> rounds read (they never change)
         self._waiting: dict[int, str] = {}  # order -> why it waits, as last logged
+        self._order_turn_logged: dict[int, int] = {}  # order -> its next turn, as last logged
         self._stop = threading.Event()
         first = start_block if start_block is not None else getattr(deployment, "block", None) or 0
         self.block = first - 1  # the last block indexed
@@ -413,7 +416,7 @@ class Keeper:
                 return False
             receipt = self.client.liquidate_many(batch)
         except Exception as err:
-            reason = revert_reason(err)
+            reason = self.client.revert_reason(err)
             if reason is None:
                 raise
             report.errors += 1
@@ -502,7 +505,7 @@ class Keeper:
                 return False
             receipt = self.client.auto_deleverage(plan.call_args())
         except Exception as err:
-            reason = revert_reason(err)
+            reason = self.client.revert_reason(err)
             if reason is None:
                 raise
             if reason in ADL_RACE_REASONS:
@@ -579,8 +582,8 @@ class Keeper:
             self.address, keepers, action.due_since, now, self.order_turn_seconds, ORDER_TURN_MARGIN,
             first=action.order_id % len(keepers),
         )
-        if not ours and self._turn_logged.get(action.order_id) != next_turn:
-            self._turn_logged[action.order_id] = next_turn
+        if not ours and self._order_turn_logged.get(action.order_id) != next_turn:
+            self._order_turn_logged[action.order_id] = next_turn
             self._emit(logging.DEBUG, "order.waiting_turn", order=action.order_id, next_turn=next_turn)
         return ours
 
@@ -645,7 +648,7 @@ class Keeper:
                 )
             receipt = self.client.execute_order(order_id, execution.round_ids)
         except Exception as err:
-            reason = revert_reason(err)
+            reason = self.client.revert_reason(err)
             if reason is None:
                 raise
             if reason in ORDER_RACE_REASONS:
@@ -670,7 +673,7 @@ class Keeper:
             self.client.simulate_cancel_order(order_id)
             receipt = self.client.cancel_order(order_id)
         except Exception as err:
-            reason = revert_reason(err)
+            reason = self.client.revert_reason(err)
             if reason is None:
                 raise
             if reason in ORDER_RACE_REASONS:
@@ -694,6 +697,8 @@ class Keeper:
         decisions = decide_orders(self.orders, self.order_markets, now, self.order_params)
         for order_id in decisions.finished:
             self.orders.pop(order_id, None)
+        for order_id in set(self._order_turn_logged) - set(self.orders):
+            del self._order_turn_logged[order_id]
         self._log_waiting(decisions.waiting)
         sent = False
         for action in decisions.actions:
@@ -741,7 +746,7 @@ class Keeper:
         return report
 
     def _backoff(self, err: Exception, delay: float) -> None:
-        if is_rpc_error(err):
+        if self.client.is_rpc_error(err):
             self._emit(logging.WARNING, "rpc.error", error=f"{type(err).__name__}: {err}"[:300], retry_in=delay)
         else:
             self.log.exception("pass failed", extra={"event": "pass.failed", "fields": {"retry_in": delay}})
