@@ -65,6 +65,8 @@ MAX_EXECUTION_FEE: public(constant(uint256)) = 50 * 10**18
 # @notice Longest life of a trigger order, in seconds.
 MAX_TRIGGER_LIFETIME: public(constant(uint256)) = 365 * 86400
 MAX_FEEDS: constant(uint256) = 5
+# @notice Most orders one `execute_orders` call executes.
+MAX_BATCH: public(constant(uint256)) = 20
 MAX_SUB_ACCOUNT: constant(uint256) = 2**32 - 1
 MAX_PRICE: constant(uint256) = 2**128 - 1
 OFFSET: constant(int256) = 2**127
@@ -375,6 +377,59 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
     @param round_ids The execution round of each of the market's feeds.
     @return True if filled, False if cancelled.
     """
+    return self._execute_order(order_id, round_ids, msg.sender)
+
+
+@external
+@reentrant
+def execute_orders(
+    order_ids: DynArray[uint256, MAX_BATCH], round_ids: DynArray[DynArray[uint80, MAX_FEEDS], MAX_BATCH]
+) -> uint256:
+    """
+    @notice Execute several orders in one transaction, each at its own rounds, as
+            `execute_order` would (fill or cancel, the fee to the caller each time); an order
+            that cannot execute at its rounds (already executed by another keeper, not yet
+            triggered, an oracle refusal...) is skipped, never reverting the batch, so
+            competing keepers waste no transaction.
+    @dev Each order runs in its own call to `execute_order_in_batch` (the batch itself holds
+         no lock and changes nothing but through those calls), so a skipped order changes
+         nothing.
+    @param order_ids The orders.
+    @param round_ids The execution rounds of each order, one per feed of its market.
+    @return How many orders were executed or cancelled.
+    """
+    assert len(order_ids) == len(round_ids), "order: one list of round ids per order expected"
+    acted: uint256 = 0
+    for i: uint256 in range(len(order_ids), bound=MAX_BATCH):
+        success: bool = False
+        response: Bytes[32] = b""
+        success, response = raw_call(
+            self,
+            abi_encode(
+                order_ids[i],
+                round_ids[i],
+                msg.sender,
+                method_id=method_id("execute_order_in_batch(uint256,uint80[],address)"),
+            ),
+            max_outsize=32,
+            revert_on_failure=False,
+        )
+        if success:
+            acted += 1
+    return acted
+
+
+@external
+def execute_order_in_batch(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], executor: address) -> bool:
+    """
+    @notice One order of `execute_orders`, for `executor`. Only this contract calls it.
+    """
+    assert msg.sender == self, "order: only execute_orders calls this"
+    return self._execute_order(order_id, round_ids, executor)
+
+
+@internal
+def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], executor: address) -> bool:
     # the cancellation reason, set before any check: a debugger that decodes the frame of a
     # failed check (titanoboa's) then reads an empty string, not leftover memory
     reason: String[96] = ""
@@ -448,7 +503,7 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
                 size_delta,
                 acceptable_price,
                 rp.price,
-                msg.sender,
+                executor,
                 in_fill,
                 method_id=method_id("execute_trade(address,uint256,uint256,int256,uint256,uint256,address,uint256)"),
             ),
@@ -478,13 +533,13 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
             book -= 1 << PENDING_SHIFT
     self._book[owner][sub_account] = book
     if fee_unpaid:
-        extcall VAULT.release_fee(msg.sender, 0, fee)
+        extcall VAULT.release_fee(executor, 0, fee)
     if reason == "":
         self._orders[owner][sub_account][slot][0] = self._with_state(meta, STATE_EXECUTED, cancelled_at)
         log OrderExecuted(
             order_id=order_id,
             owner=owner,
-            executor=msg.sender,
+            executor=executor,
             sub_account=sub_account,
             market_id=market_id,
             size_delta=size_delta,
@@ -498,11 +553,11 @@ def execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> 
     log OrderCancelled(
         order_id=order_id,
         owner=owner,
-        by=msg.sender,
+        by=executor,
         sub_account=sub_account,
         reason=reason,
         fee=fee,
-        fee_to=msg.sender,
+        fee_to=executor,
     )
     return False
 

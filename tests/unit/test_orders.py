@@ -685,3 +685,51 @@ def test_three_feed_market_executes_at_the_median_of_the_named_rounds(s, med, tr
     assert executed.fill_price == result.fill_price == fill_price(usd(40_150), 0, usd("0.5"))
     assert executed.round_published == s.now - 1  # the earliest of the named rounds
     assert size_of(s, trader, MED) == usd("0.5")
+
+
+# ============================================================================================
+# batches: several orders in one transaction, the ones that cannot execute skipped
+# ============================================================================================
+
+
+def test_a_batch_executes_what_it_can_and_skips_the_rest_without_reverting(s, trader, other_trader, keeper, stranger):
+    s.set_order_params(execution_fee=FEE)
+    for who in (trader, other_trader, stranger):
+        s.deposit(who, 10_000)
+    buy = s.commit_order(trader, BTC, usd("0.1"))
+    sell = s.commit_order(other_trader, BTC, -usd("0.2"))
+    taken = s.commit_order(stranger, BTC, usd("0.05"))
+    round_id = next_round(s)
+    later = next_round(s)
+    # another keeper was faster for one of them
+    execute(s, taken, round_id, stranger)
+    keeper_cash = s.vault.cash(keeper, 0)
+    with boa.env.prank(keeper):
+        acted = s.order_book.execute_orders([taken, buy, sell, sell], [[round_id], [round_id], [later], [round_id]])
+    # skipped: the order already executed, and `sell` at a round that is not its first; then
+    # `sell` at its first round
+    assert acted == 2
+    executed = [e for e in s.order_book.get_logs() if type(e).__name__ == "OrderExecuted"]
+    assert [e.order_id for e in executed] == [buy, sell]
+    assert all(e.executor == keeper for e in executed)
+    for order_id in (buy, sell):
+        s.model.execute_order(order_id, keeper, s.round_price(BTC, round_id))
+    for order_id in (buy, sell):
+        s.assert_order_matches(order_id)
+    s.accounts.add((keeper, 0))
+    assert s.vault.cash(keeper, 0) == keeper_cash + 2 * FEE
+    assert size_of(s, trader) == usd("0.1") and size_of(s, other_trader) == -usd("0.2")
+    s.assert_account_matches(trader)
+    s.assert_account_matches(other_trader)
+    s.check_invariants()
+
+
+def test_a_batch_needs_one_list_of_rounds_per_order_and_only_it_calls_the_batch_step(s, trader, keeper):
+    s.deposit(trader, 1_000)
+    order_id = s.commit_order(trader, BTC, usd("0.01"))
+    round_id = next_round(s)
+    with boa.reverts("order: one list of round ids per order expected"), boa.env.prank(keeper):
+        s.order_book.execute_orders([order_id], [])
+    with boa.reverts("order: only execute_orders calls this"), boa.env.prank(keeper):
+        s.order_book.execute_order_in_batch(order_id, [round_id], keeper)
+    assert state_of(s, order_id) == STATE_OPEN
