@@ -804,5 +804,5 @@ def _order_reason(response: Bytes[256]) -> String[96]:
 @pure
 def _abs(x: int256) -> uint256:
     if x < 0:
-        return convert(-x, uint256)
+        return convert(-(x + 1), uint256) + 1  # no overflow at min_value(int256)
     return convert(x, uint256)

@@ -407,6 +407,8 @@ class System:
         exchange's reason. When the commit cannot be placed in the past (a round already
         published this second after another one, or an escrowed fee whose margin check would
         read a round from the future), it is committed now and executed a delay later."""
+        if market_id not in self.aggregators:  # an unlisted market: the commit refuses it
+            return self.commit_order(who, market_id, size_delta, acceptable_price, sub_account=sub_account)
         delay = self.model.order_params.min_order_delay
         now = self.now
         agg = self.aggregators[market_id]

@@ -381,6 +381,9 @@ class ChainClient:
     def execute_order(self, order_id: int, round_ids: Iterable[int]):
         return self.send(self.order_book.execute_order, order_id, list(round_ids))
 
+    def execute_orders(self, order_ids: list[int], round_ids: list[list[int]]):
+        return self.send(self.order_book.execute_orders, order_ids, round_ids)
+
     def simulate_cancel_order(self, order_id: int) -> None:
         self.order_book.cancel_order.call(order_id, sender=self.account, block_id="pending")
 

@@ -84,6 +84,7 @@ ORDER_TURN_SECONDS = 4  # seconds per keeper's turn on an order, when several ke
 ORDER_TURN_MARGIN = 2  # the last seconds of a turn: nothing is sent, what is in flight gets mined
 # execute/cancel reverts that mean another keeper (or the owner) got there first
 ORDER_RACE_REASONS = ("order: not open", "order: unknown order")
+MAX_ORDER_BATCH = 20  # OrderBook.MAX_BATCH: orders executed in one transaction
 OWNER_CANCELLATION = "cancelled by owner"
 
 
@@ -608,7 +609,7 @@ class Keeper:
         executed, cancelled = self.client.order_events(receipt)
         fields = self._order_fields(order_id, order)
         for e in executed:
-            if e.executor != self.address:
+            if e.executor != self.address or e.order_id != order_id:
                 continue
             report.orders_executed += 1
             report.order_fees += e.fee
@@ -617,7 +618,7 @@ class Keeper:
                 index_price=Usd(e.index_price), round_published=e.round_published, fee=Usd(e.fee), tx=receipt.txn_hash,
             )
         for e in cancelled:
-            if e.by != self.address:
+            if e.by != self.address or e.order_id != order_id:
                 continue
             report.orders_cancelled += 1
             report.cancel_reasons[e.reason] += 1
@@ -628,7 +629,11 @@ class Keeper:
         self._touch(order.account, report)
         self._touch((self.address, 0), report)
 
-    def _execute_order(self, action: OrderAction, now: int, report: PassReport) -> bool:
+    def _prepare_execution(self, action: OrderAction, now: int, report: PassReport):
+        """The rounds to execute `action`'s order at, chosen on the model and simulated on the
+        pending state; None when nothing should be sent for it (it keeps waiting, or another
+        keeper took it). The model snapshot is advanced as if it executed, so the next order of
+        the same pass is chosen against it."""
         order_id = action.order_id
         order = self.orders[order_id]
         execution, result, model = choose_execution(
@@ -638,15 +643,9 @@ class Keeper:
             self._warn_once(
                 f"order:{order_id}:{result}", "order.not_executable", logging.INFO, order=order_id, reason=result
             )
-            return False
+            return None
         try:
             filled = bool(self.client.simulate_execute_order(order_id, execution.round_ids))
-            if filled != result.filled:  # the contract decides: logged, sent anyway
-                self._emit(
-                    logging.WARNING, "order.simulation_mismatch", order=order_id, model_filled=result.filled,
-                    chain_filled=filled, model_reason=result.reason,
-                )
-            receipt = self.client.execute_order(order_id, execution.round_ids)
         except Exception as err:
             reason = self.client.revert_reason(err)
             if reason is None:
@@ -659,11 +658,38 @@ class Keeper:
                     f"order:{order_id}:{reason}", "order.execution_refused", logging.ERROR, order=order_id,
                     rounds=list(execution.round_ids), reason=reason,
                 )
+            return None
+        if filled != result.filled:  # the contract decides: logged, sent anyway
+            self._emit(
+                logging.WARNING, "order.simulation_mismatch", order=order_id, model_filled=result.filled,
+                chain_filled=filled, model_reason=result.reason,
+            )
+        else:
+            apply_execution(self.snapshot, self.states, order, self.address, model)
+        return order_id, order, tuple(execution.round_ids)
+
+    def _send_executions(self, batch: list, report: PassReport) -> bool:
+        """One transaction for the orders of a pass: `execute_order` for one, `execute_orders`
+        (which skips an order another keeper took meanwhile, never reverting) for several."""
+        try:
+            if len(batch) == 1:
+                order_id, _, round_ids = batch[0]
+                receipt = self.client.execute_order(order_id, round_ids)
+            else:
+                receipt = self.client.execute_orders([b[0] for b in batch], [list(b[2]) for b in batch])
+        except Exception as err:
+            reason = self.client.revert_reason(err)
+            if reason is None:
+                raise
+            if len(batch) == 1 and reason in ORDER_RACE_REASONS:
+                self._order_lost(batch[0][0], reason, report)
+            else:
+                report.errors += 1
+                self._emit(logging.ERROR, "order.execution_refused", orders=[b[0] for b in batch], reason=reason)
             return False
         report.transactions += 1
-        if filled == result.filled:
-            apply_execution(self.snapshot, self.states, order, self.address, model)
-        self._record_order_receipt(receipt, order_id, order, report)
+        for order_id, order, _ in batch:
+            self._record_order_receipt(receipt, order_id, order, report)
         return True
 
     def _cancel_order(self, action: OrderAction, report: PassReport) -> bool:
@@ -701,6 +727,7 @@ class Keeper:
             del self._order_turn_logged[order_id]
         self._log_waiting(decisions.waiting)
         sent = False
+        batch = []
         for action in decisions.actions:
             if self._stop.is_set():
                 break
@@ -708,8 +735,12 @@ class Keeper:
                 continue
             if action.action == CANCEL:
                 sent |= self._cancel_order(action, report)
-            else:
-                sent |= self._execute_order(action, now, report)
+            elif len(batch) < MAX_ORDER_BATCH:
+                prepared = self._prepare_execution(action, now, report)
+                if prepared is not None:
+                    batch.append(prepared)
+        if batch and not self._stop.is_set():
+            sent |= self._send_executions(batch, report)
         return sent
 
     # -- passes ----------------------------------------------------------------------------------
