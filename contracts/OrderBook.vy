@@ -67,6 +67,9 @@ MAX_TRIGGER_LIFETIME: public(constant(uint256)) = 365 * 86400
 MAX_FEEDS: constant(uint256) = 5
 # @notice Most orders one `execute_orders` call executes.
 MAX_BATCH: public(constant(uint256)) = 20
+# @notice Gas that must be left before each order of a batch (an execution needs ~200,000;
+#         margin for an account with positions in many markets).
+BATCH_GAS_PER_ORDER: public(constant(uint256)) = 1_000_000
 MAX_SUB_ACCOUNT: constant(uint256) = 2**32 - 1
 MAX_PRICE: constant(uint256) = 2**128 - 1
 OFFSET: constant(int256) = 2**127
@@ -401,6 +404,9 @@ def execute_orders(
     assert len(order_ids) == len(round_ids), "order: one list of round ids per order expected"
     acted: uint256 = 0
     for i: uint256 in range(len(order_ids), bound=MAX_BATCH):
+        # every order gets enough gas: without this, a gas estimate (the least gas with which
+        # the batch does not revert) would starve the last orders, which are skipped silently
+        assert msg.gas >= BATCH_GAS_PER_ORDER, "order: too little gas left for the next order of the batch"
         success: bool = False
         response: Bytes[32] = b""
         success, response = raw_call(

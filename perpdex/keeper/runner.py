@@ -688,8 +688,13 @@ class Keeper:
                 self._emit(logging.ERROR, "order.execution_refused", orders=[b[0] for b in batch], reason=reason)
             return False
         report.transactions += 1
+        executed, cancelled = self.client.order_events(receipt)
+        acted = {e.order_id for e in executed} | {e.order_id for e in cancelled}
         for order_id, order, _ in batch:
-            self._record_order_receipt(receipt, order_id, order, report)
+            if order_id in acted:
+                self._record_order_receipt(receipt, order_id, order, report)
+            else:  # skipped by the batch (another keeper took it meanwhile): the logs will say
+                self._emit(logging.INFO, "order.skipped_in_batch", order=order_id, tx=receipt.txn_hash)
         return True
 
     def _cancel_order(self, action: OrderAction, report: PassReport) -> bool:

@@ -49,6 +49,7 @@ KEEPER_FLOOR = 5 * WAD
 LIQUIDATE_MANY = Web3.keccak(text="liquidate_many((address,uint256)[])")[:4]
 AUTO_DELEVERAGE = Web3.keccak(text="auto_deleverage(uint256,(address,uint256,uint256)[],address,uint256)")[:4]
 EXECUTE_ORDER = Web3.keccak(text="execute_order(uint256,uint80[])")[:4]
+EXECUTE_ORDERS = Web3.keccak(text="execute_orders(uint256[],uint80[][])")[:4]
 CANCEL_ORDER = Web3.keccak(text="cancel_order(uint256)")[:4]
 # anvil dev accounts = ape's TEST::<n>
 DEPLOYER, KEEPER_1, KEEPER_2, CLI_TRADER = 0, 1, 2, 3
@@ -64,11 +65,13 @@ class Scenario:
         self.distances = REPORT.setdefault("liquidation block - price-drop block", [])
         self.drops = 0
 
-    def start_keeper(self, name: str, account: int, checkpoint: str) -> ToolProcess:
-        """`ape run keeper` as TEST::<account>, JSON logs, a pass every 0.2 s."""
+    def start_keeper(self, name: str, account: int, checkpoint: str, *others: int) -> ToolProcess:
+        """`ape run keeper` as TEST::<account>, JSON logs, a pass every 0.2 s; `others`: the
+        accounts of the other keepers executing orders (they take turns per order)."""
+        peers = [arg for other in others for arg in ("--order-keeper", self.chain.account(other))]
         keeper = self.tools(
             name, "keeper", "--account", f"TEST::{account}", "--json-logs", "--interval", "0.2",
-            "--deployments", str(self.deployments), "--checkpoint", str(self.deployments / checkpoint),
+            "--deployments", str(self.deployments), "--checkpoint", str(self.deployments / checkpoint), *peers,
         )
         self.keepers[name] = keeper
         return keeper
@@ -123,14 +126,14 @@ def scenario(node, tools):
 
 def assert_no_failed_transactions(chain: Chain, senders: set[str], start: int) -> list:
     """Every transaction of `senders` since `start` succeeded and called liquidate_many or
-    auto_deleverage on the liquidator, or execute_order / cancel_order on the order book (a
+    auto_deleverage on the liquidator, or execute_order(s) / cancel_order on the order book (a
     keeper never calls `liquidate`, which reverts on a healthy account). Returns them."""
     sent = chain.transactions_from(senders, start)
     for tx, receipt in sent:
         assert receipt.status == 1, f"keeper transaction {tx['hash'].hex()} in block {receipt.blockNumber} reverted"
         selector = bytes(tx["input"][:4])
         if tx["to"] == chain.order_book.address:
-            assert selector in (EXECUTE_ORDER, CANCEL_ORDER)
+            assert selector in (EXECUTE_ORDER, EXECUTE_ORDERS, CANCEL_ORDER)
         else:
             assert tx["to"] == chain.liquidator.address
             assert selector in (LIQUIDATE_MANY, AUTO_DELEVERAGE)
@@ -348,8 +351,10 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
 
 def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transaction(scenario):
     s, chain = scenario, scenario.chain
-    keeper_1 = s.keepers["keeper-a-restarted"]
-    keeper_2 = s.start_keeper("keeper-b", KEEPER_2, "keeper-b.json")
+    # the two keepers know of each other: they take turns per order (and per ADL trigger)
+    s.keepers["keeper-a-restarted"].stop()
+    keeper_1 = s.start_keeper("keeper-a-with-b", KEEPER_1, "keeper-a.json", KEEPER_2)
+    keeper_2 = s.start_keeper("keeper-b", KEEPER_2, "keeper-b.json", KEEPER_1)
     senders = {chain.account(KEEPER_1), chain.account(KEEPER_2)}
     start = chain.head() + 1  # this test's blocks
     owner = chain.account(DEPLOYER)
@@ -430,4 +435,8 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
 def test_a_client_that_is_not_ours_deposits_and_trades_from_the_manifest(scenario):
     chain = scenario.chain
     funder = chain.account(DEPLOYER)
-    deposit_and_trade(chain.w3, chain.manifest, lambda a: chain.transact_value(funder, a, 10**18))
+    executed = deposit_and_trade(
+        chain.w3, chain.manifest, lambda a: chain.transact_value(funder, a, 10**18),
+        publish_round=lambda: chain.heartbeat([BTC], funder),
+    )
+    assert executed["size_delta"] > 0
