@@ -1010,7 +1010,7 @@ def _bad_calls(s: System, who: dict) -> dict:
     return {
         # OrderBook.commit_order (a market order) and the order book's keepers' entry points
         "commit size max int256": ("trader", lambda: commit(0, BTC, MAX_INT, MAX_UINT), ABOVE_MAX_SIZE),
-        "commit size min int256": ("trader", lambda: commit(0, BTC, MIN_INT, 0), None),
+        "commit size min int256": ("trader", lambda: commit(0, BTC, MIN_INT, 0), ABOVE_MAX_SIZE),
         "commit size -max int256": ("trader", lambda: commit(0, BTC, -MAX_INT, 0), ABOVE_MAX_SIZE),
         "commit size 2**120 + 1": ("trader", lambda: commit(0, BTC, 2**120 + 1, MAX_UINT), ABOVE_MAX_SIZE),
         "commit size 2**100": ("trader", lambda: commit(0, BTC, 2**100, MAX_UINT), ABOVE_MAX_SIZE),
