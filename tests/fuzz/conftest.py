@@ -1,17 +1,22 @@
-"""Hypothesis profiles and step accounting for the stateful fuzzers (tests/fuzz/test_stateful.py).
+"""Hypothesis profiles and step accounting for the stateful fuzzers (tests/fuzz/test_stateful.py:
+trading, liquidation, liquidity vault; tests/fuzz/test_orders_stateful.py: orders).
 
 Profiles (registered here, selected with PERPDEX_FUZZ_PROFILE; never loaded as the global
 default, so the other test modules keep their own hypothesis settings):
-- "quick" (default, part of `make test`): each of the three machines runs up to
-  max_examples x stateful_step_count = 25 x 50 = 1,250 steps. Hypothesis ends some examples
-  early (40-45 of 50 steps run on average), so the three together run ~3,200 steps (>= 2,000).
+- "quick" (default, part of `make test`): each of the four machines runs up to
+  max_examples x stateful_step_count = 15 x 50 = 750 steps. Hypothesis ends some examples
+  early (35-45 of 50 steps run on average), so the four together run ~2,600 steps (>= 2,000)
+  in about the time the three machines took before trades became two-step orders (a trade
+  now costs a commit, a round and an execution, each compared with the model).
 - "long" (`make fuzz`): examples of up to 100 steps. tests/fuzz/run_long.py runs each machine
   in rounds, setting PERPDEX_FUZZ_MAX_EXAMPLES per round, until 100,000 steps have run in
   total (examples end early at different rates per machine: 60-90 of their 100 steps).
 
 Cost: after every step the machines check the invariants and compare everything the contracts
-store with the model by reading storage directly (tests/raw_state.py, ~1 ms); every view is
-compared every VIEW_CHECK_EVERY steps. A machine runs 60-90 steps per second per core.
+store with the model, the order book's slots included, by reading storage directly
+(tests/raw_state.py, tests/fuzz/base.py); every view is compared every VIEW_CHECK_EVERY steps.
+A trade is a market order (commit, a new round, a keeper's execution, each compared), so a
+machine runs 30-60 steps per second per core.
 
 PERPDEX_FUZZ_MAX_EXAMPLES and PERPDEX_FUZZ_STEP_COUNT override the profile's max_examples and
 stateful_step_count (per machine), e.g. to fit a time budget.
@@ -39,7 +44,7 @@ _COMMON = dict(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-settings.register_profile("quick", max_examples=25, stateful_step_count=50, **_COMMON)
+settings.register_profile("quick", max_examples=15, stateful_step_count=50, **_COMMON)
 settings.register_profile("long", max_examples=400, stateful_step_count=100, **_COMMON)
 
 _stats_key = pytest.StashKey[dict]()

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Run the stateful fuzzers (tests/fuzz/test_stateful.py) until a total number of steps has run,
-and print steps per second per machine.
+"""Run the stateful fuzzers (tests/fuzz/test_stateful.py, tests/fuzz/test_orders_stateful.py)
+until a total number of steps has run, and print steps per second per machine.
 
     .venv/bin/python tests/fuzz/run_long.py                      # `make fuzz`: 100,000 steps
     .venv/bin/python tests/fuzz/run_long.py --steps 20000
-    .venv/bin/python tests/fuzz/run_long.py --steps 5000 TradingMachine
+    .venv/bin/python tests/fuzz/run_long.py --steps 5000 TradingMachine OrderMachine
 
 The steps are split evenly among the machines. Each machine runs in its own pytest process
 (all at once by default: the operating system shares the cores among them, so no core idles
@@ -38,6 +38,7 @@ TESTS = {
     "TradingMachine": "tests/fuzz/test_stateful.py::test_trading_and_funding",
     "LiquidationMachine": "tests/fuzz/test_stateful.py::test_liquidation_insurance_and_adl",
     "LiquidityVaultMachine": "tests/fuzz/test_stateful.py::test_liquidity_vault",
+    "OrderMachine": "tests/fuzz/test_orders_stateful.py::test_orders",
 }
 STEP_COUNT = {"quick": 50, "long": 100}  # stateful_step_count of the profiles (conftest.py)
 FIRST_GUESS = 0.8  # steps run per example, as a share of the cap, before any is measured

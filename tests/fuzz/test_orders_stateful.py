@@ -20,8 +20,8 @@ every step.
   too, at a crossing published before its cancellation) and cancelling the expired ones;
 - owners cancelling their orders (market orders before expiry are refused; trigger orders are
   refunded and linger), strangers cancelling expired orders for the fee (and refused before);
-- withdrawals with pending market orders (refused), ordinary trades, deposits, withdrawals and
-  the guardian's pause from the shared base;
+- withdrawals with pending market orders (refused), liquidations of accounts with orders,
+  ordinary trades, deposits, withdrawals and the guardian's pause from the shared base;
 - the owner changing the order parameters within their bounds (and refused outside them or
   when not the owner) and the markets' size and open-interest caps, so that orders committed
   under old limits fail at execution.
@@ -368,7 +368,9 @@ class OrderMachine(PerpdexMachine):
             o = s.model.order(order_id)
             self.advance(o.not_before - s.now)
             fires = firing_direction(o.kind, o.size_delta)
-            round_id = self.publish(market_id, o.trigger_price + fires * ticks * FEED_TO_WAD)
+            # on the feed's grid at or through the trigger (rounds carry 8 decimals)
+            on_grid = -(-o.trigger_price // FEED_TO_WAD) * FEED_TO_WAD if fires > 0 else o.trigger_price
+            round_id = self.publish(market_id, on_grid + fires * ticks * FEED_TO_WAD)
             late = then == "cross, owner cancels, keeper executes"
             if late:
                 self.advance(ticks % 3)  # in the crossing's own second or after it
@@ -504,6 +506,20 @@ class OrderMachine(PerpdexMachine):
                 if not lingering and s.now >= o.expiry + s.model.order_params.max_order_age:
                     self.cancel(s.attacker, order_id)
                     self.events["keeper pass: trigger order expired"] += 1
+
+    @step(i=ACCOUNT)
+    def keeper_liquidates(self, i):
+        """A liquidation keeper closes an unhealthy account's positions (refused for a healthy
+        one): its resting reduce-only orders then have nothing left to reduce, its pending
+        market order still executes against what is left."""
+        s = self.s
+        who, sub = self.account(i)
+        try:
+            s.liquidate(s.keeper, who, sub)
+        except ModelRevert as revert:
+            assert revert.reason == "liquidator: account healthy", revert.reason
+            return
+        self.events["liquidated"] += 1
 
     # -- the oracle and time ------------------------------------------------------------------
 
