@@ -397,6 +397,24 @@ class OrderMachine(PerpdexMachine):
         assert s.model.pending_market_orders(account)
         assert not self.withdraw(who, sub, amount)  # refused: PENDING, as withdraw() checks
 
+    @step(i=ACCOUNT, market_id=MARKET, count=st.integers(1, 20), seconds=st.sampled_from([0, 1, 60]))
+    def owner_churns_limit_orders(self, i, market_id, count, seconds):
+        """A trader commits a resting limit order and cancels it, again and again: each cancelled
+        order holds its slot (a round published before the cancellation may still execute it)
+        until max_order_age has passed, so the sixteen slots fill up; commits are then refused
+        until the oldest cancellation is that old, and its slot is reused (older ids of the
+        slot become unknown)."""
+        s = self.s
+        who, sub = self.account(i)
+        size = SIZE_LIMIT[market_id] // 100
+        for _ in range(count):
+            trigger = s.model.index[market_id] * 9 // 10  # a buy 10 % below the index
+            order_id = self.place(who, sub, market_id, size, worst_price(size), KIND_LIMIT, trigger, False, 0)
+            if order_id is None:
+                return
+            self.cancel(who, order_id)
+            self.advance(seconds)
+
     @precondition(lambda self: self.orders)
     @step(pick=PICK, among=AMONG)
     def owner_cancels(self, pick, among):
