@@ -479,11 +479,11 @@ def test_a_stop_loss_must_reduce_the_position(cli, d, trader, keeper):
     assert d.order_book.open_orders(trader, 0) == []
 
 
-def test_execution_fee_above_free_collateral_is_refused_at_commit(cli, d, trader):
+def test_execution_fee_above_the_cash_is_refused_at_commit(cli, d, trader):
     nonce = trader.nonce
     result = cli("order", "market", "BTC", "0.1", account=trader)  # nothing deposited
     assert result.exit_code == 1
-    assert "Rejected by the vault: execution fee above free collateral" in result.output
+    assert "Rejected by the vault: execution fee above cash" in result.output
     assert trader.nonce == nonce
 
 

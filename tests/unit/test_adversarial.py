@@ -1177,7 +1177,7 @@ PERMISSIONLESS = {
     "liquidity_vault": {"deposit", "mint", "withdraw", "redeem", "transfer", "transferFrom", "approve"},
     "liquidator": {"liquidate", "liquidate_many"},
     "insurance_fund": {"donate"},
-    "order_book": {"commit_order", "execute_order", "cancel_order"},
+    "order_book": {"commit_order", "execute_order", "execute_orders", "cancel_order"},
 }
 
 
@@ -1276,6 +1276,9 @@ def _restricted(s: System, caller: str) -> dict:
         },
         "order_book": {
             "set_order_params": (lambda c: c.set_order_params((600, 86_400, WAD, 1)), OWNER_ONLY),
+            "execute_order_in_batch": (
+                lambda c: _call(c.execute_order_in_batch, 0, [1], caller), "order: only execute_orders calls this"
+            ),
             **ownership,
         },
     }
@@ -1343,6 +1346,7 @@ def test_every_admin_and_role_function_rejects_everyone_else(
         ("exchange", "close_for"): {s.liquidator.address},
         ("oracle", "set_feeds"): {s.exchange.address},
         ("liquidator", "auto_deleverage"): {adl_keeper},
+        ("order_book", "execute_order_in_batch"): {s.order_book.address},
     }
     people = [attacker, guardian, adl_keeper, trader, lp, keeper]
     protocol = [getattr(s, n).address for n in CONTRACTS]
