@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import re
 import functools
 import os
 import sys
@@ -201,6 +202,11 @@ def size_of(market_id: int, per_mille: int, dust: int) -> int:
 def worst_price(size: int) -> int:
     """The acceptable price that accepts any fill."""
     return MAX_UINT if size > 0 else 0
+
+
+def brief(reason: str) -> str:
+    """A reason with its figures (timestamps, sizes, prices) as N: one event name per reason."""
+    return re.sub(r"\d+", "N", reason)
 
 
 def events_named(logs, name: str) -> list:
@@ -638,7 +644,7 @@ class PerpdexMachine(RuleBasedStateMachine):
         try:
             order_id = self.commit(who, sub, market_id, size, acceptable)
         except ModelRevert as revert:
-            self.events[f"order refused: {revert.reason}"] += 1
+            self.events[f"order refused: {brief(revert.reason)}"] += 1
             return None
         not_before = s.model.order(order_id).not_before
         self.advance(not_before - s.now)

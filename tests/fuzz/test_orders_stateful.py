@@ -20,6 +20,8 @@ every step.
   too, at a crossing published before its cancellation) and cancelling the expired ones;
 - owners cancelling their orders (market orders before expiry are refused; trigger orders are
   refunded and linger), strangers cancelling expired orders for the fee (and refused before);
+  a trader churning limit orders (commit, cancel, again) until every slot is held by a
+  lingering cancellation, the slots reused once max_order_age has passed;
 - withdrawals with pending market orders (refused), liquidations of accounts with orders,
   ordinary trades, deposits, withdrawals and the guardian's pause from the shared base;
 - the owner changing the order parameters within their bounds (and refused outside them or
@@ -83,6 +85,7 @@ from .base import (
     TOKEN,
     PerpdexMachine,
     first_step,
+    brief,
     refusal,
     run_machine,
     size_of,
@@ -259,8 +262,7 @@ class OrderMachine(PerpdexMachine):
         try:
             order_id = self.commit(who, sub, market_id, size, acceptable, kind, trigger, reduce_only, expiry)
         except ModelRevert as revert:
-            reason = revert.reason.split(" at the index ")[0].split(" of ")[0].split(", ")[0]
-            self.events[f"commit refused ({KIND_NAMES[kind]}): {reason}"] += 1
+            self.events[f"commit refused ({KIND_NAMES[kind]}): {brief(revert.reason)}"] += 1
             return None
         self.events[f"committed: {KIND_NAMES[kind]}{' reduce-only' if self.s.model.order(order_id).reduce_only else ''}"] += 1
         return order_id
@@ -425,7 +427,7 @@ class OrderMachine(PerpdexMachine):
         try:
             self.cancel(who, order_id)
         except ModelRevert as revert:
-            self.events[f"owner cancel refused: {revert.reason.split(' at ')[0].split(' from ')[0]}"] += 1
+            self.events[f"owner cancel refused: {brief(revert.reason)}"] += 1
             return
         self.events["owner cancelled"] += 1
 
@@ -438,7 +440,7 @@ class OrderMachine(PerpdexMachine):
         try:
             self.cancel(s.attacker if who == "attacker" else s.keeper, order_id)
         except ModelRevert as revert:
-            self.events[f"stranger cancel refused: {revert.reason.split(' at ')[0].split(' from ')[0]}"] += 1
+            self.events[f"stranger cancel refused: {brief(revert.reason)}"] += 1
             return
         self.events["stranger cancelled an expired order"] += 1
 
@@ -478,8 +480,7 @@ class OrderMachine(PerpdexMachine):
         try:
             result = self.execute(order_id, round_id, self.keepers[keeper])
         except ModelRevert as revert:
-            reason = revert.reason.split(" at ")[0]
-            self.events[f"execution refused ({mode}): {reason}"] += 1
+            self.events[f"execution refused ({mode}): {brief(revert.reason)}"] += 1
             return
         self.events[f"executed ({mode}): {'filled' if result.filled else 'cancelled'}"] += 1
 
