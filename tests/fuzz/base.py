@@ -615,9 +615,10 @@ class PerpdexMachine(RuleBasedStateMachine):
             self.events[f"cancelled at execution ({KIND_NAMES[o.kind]}): {result.reason}"] += 1
 
     def cancel(self, who, order_id: int) -> None:
-        """OrderBook.cancel_order by `who`, on both sides (ModelRevert when refused). Whoever
-        cancels receives the fee (the owner's refund into the order's sub-account, anyone
-        else's takings into their sub-account 0); the event says so."""
+        """OrderBook.cancel_order by `who`, on both sides (ModelRevert when refused). A market
+        order is cancelled only once expired, someone else's trigger order only once no round
+        can execute it. Whoever cancels receives the fee (the owner's refund into the order's
+        sub-account, anyone else's takings into their sub-account 0); the event says so."""
         s = self.s
         try:
             o = s.model.order(order_id)
@@ -626,6 +627,11 @@ class PerpdexMachine(RuleBasedStateMachine):
         payee = None if o is None else (o.account if who == o.owner else (who, 0))
         before = s.raw.account(*payee)[0] if payee else 0
         s.cancel_order(who, order_id)
+        # no free option: a market order only once expired; someone else's order only once no
+        # round can execute it any more
+        assert o.kind != KIND_MARKET or s.now >= o.expiry, "a market order cancelled before its expiry"
+        if who != o.owner and o.kind != KIND_MARKET:
+            assert s.now >= o.expiry + s.model.order_params.max_order_age, "a stranger cancelled a live order"
         (event,) = events_named(s.last_logs, "OrderCancelled")
         assert (event.order_id, event.by, event.fee_to, event.fee) == (order_id, who, who, o.fee)
         assert event.reason == ("cancelled by owner" if who == o.owner and o.kind != KIND_MARKET else "expired")
