@@ -629,7 +629,7 @@ class Keeper:
         self._touch(order.account, report)
         self._touch((self.address, 0), report)
 
-    def _prepare_execution(self, action: OrderAction, now: int, report: PassReport):
+    def _prepare_execution(self, action: OrderAction, now: int, report: PassReport, first: bool = True):
         """The rounds to execute `action`'s order at, chosen on the model and simulated on the
         pending state; None when nothing should be sent for it (it keeps waiting, or another
         keeper took it). The model snapshot is advanced as if it executed, so the next order of
@@ -660,9 +660,11 @@ class Keeper:
                 )
             return None
         if filled != result.filled:  # the contract decides: logged, sent anyway
+            # the eth_call sees the pending state without the orders batched before this one,
+            # which the model has applied: only the first order's simulation is exact
             self._emit(
-                logging.WARNING, "order.simulation_mismatch", order=order_id, model_filled=result.filled,
-                chain_filled=filled, model_reason=result.reason,
+                logging.WARNING if first else logging.DEBUG, "order.simulation_mismatch", order=order_id,
+                model_filled=result.filled, chain_filled=filled, model_reason=result.reason,
             )
         else:
             apply_execution(self.snapshot, self.states, order, self.address, model)
@@ -740,10 +742,13 @@ class Keeper:
                 continue
             if action.action == CANCEL:
                 sent |= self._cancel_order(action, report)
-            elif len(batch) < MAX_ORDER_BATCH:
-                prepared = self._prepare_execution(action, now, report)
-                if prepared is not None:
-                    batch.append(prepared)
+                continue
+            prepared = self._prepare_execution(action, now, report, first=not batch)
+            if prepared is not None:
+                batch.append(prepared)
+            if len(batch) == MAX_ORDER_BATCH:
+                sent |= self._send_executions(batch, report)
+                batch = []
         if batch and not self._stop.is_set():
             sent |= self._send_executions(batch, report)
         return sent
