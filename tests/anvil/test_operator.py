@@ -355,6 +355,8 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
     s.keepers["keeper-a-restarted"].stop()
     keeper_1 = s.start_keeper("keeper-a-with-b", KEEPER_1, "keeper-a.json", KEEPER_2)
     keeper_2 = s.start_keeper("keeper-b", KEEPER_2, "keeper-b.json", KEEPER_1)
+    for keeper in (keeper_1, keeper_2):  # both running before any order is due: each takes its turns
+        keeper.wait_for(lambda k=keeper: k.records("pass"), 60, "a first pass")
     senders = {chain.account(KEEPER_1), chain.account(KEEPER_2)}
     start = chain.head() + 1  # this test's blocks
     owner = chain.account(DEPLOYER)
