@@ -600,6 +600,18 @@ class Keeper:
             "market": order.market_id,
         }
 
+    def _order_refused(self, err: Exception, order_id: int, event: str, report: PassReport, **fields: Any) -> None:
+        """A simulated or sent order transaction was refused: a lost race (another keeper
+        acted first) or an error logged once; anything but a revert is raised again."""
+        reason = self.client.revert_reason(err)
+        if reason is None:
+            raise err
+        if reason in ORDER_RACE_REASONS:
+            self._order_lost(order_id, reason, report)
+            return
+        report.errors += 1
+        self._warn_once(f"order:{order_id}:{reason}", event, logging.ERROR, order=order_id, reason=reason, **fields)
+
     def _order_lost(self, order_id: int, reason: str, report: PassReport) -> None:
         report.lost_races += 1
         self._emit(logging.INFO, "order.lost_race", order=order_id, reason=reason)
@@ -647,17 +659,7 @@ class Keeper:
         try:
             filled = bool(self.client.simulate_execute_order(order_id, execution.round_ids))
         except Exception as err:
-            reason = self.client.revert_reason(err)
-            if reason is None:
-                raise
-            if reason in ORDER_RACE_REASONS:
-                self._order_lost(order_id, reason, report)
-            else:
-                report.errors += 1
-                self._warn_once(
-                    f"order:{order_id}:{reason}", "order.execution_refused", logging.ERROR, order=order_id,
-                    rounds=list(execution.round_ids), reason=reason,
-                )
+            self._order_refused(err, order_id, "order.execution_refused", report, rounds=list(execution.round_ids))
             return None
         if filled != result.filled:  # the contract decides: logged, sent anyway
             # the eth_call sees the pending state without the orders batched before this one,
@@ -706,16 +708,7 @@ class Keeper:
             self.client.simulate_cancel_order(order_id)
             receipt = self.client.cancel_order(order_id)
         except Exception as err:
-            reason = self.client.revert_reason(err)
-            if reason is None:
-                raise
-            if reason in ORDER_RACE_REASONS:
-                self._order_lost(order_id, reason, report)
-            else:
-                report.errors += 1
-                self._warn_once(
-                    f"order:{order_id}:{reason}", "order.cancel_refused", logging.ERROR, order=order_id, reason=reason
-                )
+            self._order_refused(err, order_id, "order.cancel_refused", report)
             return False
         report.transactions += 1
         self._record_order_receipt(receipt, order_id, order, report)
