@@ -1,4 +1,5 @@
-"""Minimal reproductions of defects found by the stateful fuzzers (tests/fuzz/test_stateful.py).
+"""Minimal reproductions of defects found by the stateful fuzzers (tests/fuzz/test_stateful.py,
+tests/fuzz/test_orders_stateful.py).
 
 Each test states the behaviour the project should have (the two insolvency findings are fixed);
 the one documented design trade-off is a strict xfail instead (it turns into a failure once the
