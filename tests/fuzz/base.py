@@ -74,6 +74,7 @@ NO_PREVIOUS_ROUND = "oracle: no previous round"
 NOT_OPEN = "order: not open"
 MARGIN_REASONS = ("exchange: insufficient margin", "exchange: trade would leave account bankrupt")
 PENDING = "vault: a market order is pending; withdraw after it executes or expires"
+BATCH_GAS = 30_000_000  # execute_orders keeps a million gas for each order of its batch
 # every view is compared with the model this often (and at the end of each example); the state
 # behind them, and the invariants, after every step. A failure that only a view shows shrinks
 # to an example padded up to the next view check; PERPDEX_FUZZ_VIEW_EVERY=1 (views after every
@@ -518,28 +519,15 @@ class PerpdexMachine(RuleBasedStateMachine):
 
     def execute(self, order_id: int, round_id: int, executor=None) -> ExecutionResult:
         """A keeper's OrderBook.execute_order at `round_id`, on both sides. Refusals the model
-        cannot see (an oracle refusal: the round itself or a price the margin check reads is
-        stale; a round without a previous one) are expected here, in the contract's order of
+        cannot see (see `refusal_before_model`) are expected in the contract's order of
         checks; the rest is System.execute_order's mirror. ModelRevert when refused (the
         contract reverted with that reason). Every fill and cancellation is audited."""
         s = self.s
         executor = executor or s.executor
         try:
-            o = s.model.order(order_id)
+            o, reason = self.refusal_before_model(order_id, round_id, executor)
         except ModelRevert as revert:  # unknown (never committed, or its slot was reused)
-            with boa.reverts(revert.reason), boa.env.prank(executor):
-                s.order_book.execute_order(order_id, [round_id])
-            raise
-        late = o.state == STATE_CANCELLED and o.cancelled_at != 0
-        reason = None
-        if o.state != STATE_OPEN and not late:
-            reason = NOT_OPEN
-        elif round_id & (2**64 - 1) <= 1:
-            reason = NO_PREVIOUS_ROUND
-        elif s.now - self.rounds[o.market_id][round_id][1] > HEARTBEAT or self.execution_reads_stale(
-            order_id, o, round_id, executor
-        ):
-            reason = STALE
+            reason = revert.reason
         if reason is not None:
             with boa.reverts(reason), boa.env.prank(executor):
                 s.order_book.execute_order(order_id, [round_id])
@@ -547,8 +535,59 @@ class PerpdexMachine(RuleBasedStateMachine):
         size_before = s.model.position(o.account, o.market_id).size
         executor_cash = s.raw.account(executor, 0)[0]
         result = s.execute_order(order_id, round_id, executor)
-        self.audit_execution(order_id, o, round_id, executor, result, size_before, executor_cash)
+        assert s.raw.account(executor, 0)[0] == executor_cash + o.fee, "the executor earns the fee"
+        (event,) = events_named(s.last_logs, "OrderExecuted" if result.filled else "OrderCancelled")
+        size_after = s.model.position(o.account, o.market_id).size
+        self.audit_execution(order_id, o, round_id, executor, result, size_before, size_after, event)
         return result
+
+    def refusal_before_model(self, order_id: int, round_id: int, executor) -> tuple[Order, str | None]:
+        """The order (ModelRevert if unknown) and the reason the contract refuses its execution
+        at `round_id` with before the model's checks could: not open; a round without a previous
+        one; a stale round, or a fill whose margin check reads a stale price. None otherwise."""
+        s = self.s
+        o = s.model.order(order_id)
+        late = o.state == STATE_CANCELLED and o.cancelled_at != 0
+        if o.state != STATE_OPEN and not late:
+            return o, NOT_OPEN
+        if round_id & (2**64 - 1) <= 1:
+            return o, NO_PREVIOUS_ROUND
+        if s.now - self.rounds[o.market_id][round_id][1] > HEARTBEAT:
+            return o, STALE
+        if self.execution_reads_stale(order_id, o, round_id, executor):
+            return o, STALE
+        return o, None
+
+    def execute_batch(self, batch: list[tuple[int, int]], executor) -> int:
+        """A keeper's OrderBook.execute_orders over (order id, round id) pairs: the model runs
+        them one by one, an order it (or the oracle) refuses is skipped and changes nothing.
+        The count of orders acted on, their events in order, every outcome audited, the
+        executor paid every fee."""
+        s = self.s
+        acted = []
+        for order_id, round_id in batch:
+            try:
+                o, reason = self.refusal_before_model(order_id, round_id, executor)
+                if reason is not None:
+                    continue
+                size_before = s.model.position(o.account, o.market_id).size
+                result = s.model.execute_order(order_id, executor, self.round_price(o.market_id, round_id))
+            except ModelRevert:
+                continue
+            size_after = s.model.position(o.account, o.market_id).size
+            acted.append((order_id, o, round_id, result, size_before, size_after))
+        s.accounts.add((executor, 0))
+        executor_cash = s.raw.account(executor, 0)[0]
+        with boa.env.prank(executor):
+            count = s.order_book.execute_orders([i for i, _ in batch], [[r] for _, r in batch], gas=BATCH_GAS)
+        assert count == len(acted), (count, len(acted))
+        assert s.raw.account(executor, 0)[0] == executor_cash + sum(a[1].fee for a in acted), "the executor's fees"
+        events = [e for e in s.order_book.get_logs() if type(e).__name__ in ("OrderExecuted", "OrderCancelled")]
+        assert len(events) == len(acted)
+        for (order_id, o, round_id, result, size_before, size_after), event in zip(acted, events):
+            assert type(event).__name__ == ("OrderExecuted" if result.filled else "OrderCancelled")
+            self.audit_execution(order_id, o, round_id, executor, result, size_before, size_after, event)
+        return count
 
     def execution_reads_stale(self, order_id: int, o: Order, round_id: int, executor) -> bool:
         """Whether the execution, as the model would run it, reads a stale price on-chain first:
@@ -570,15 +609,15 @@ class PerpdexMachine(RuleBasedStateMachine):
             reason = revert.reason
         return reason == "" or reason in MARGIN_REASONS or reason.startswith("vault: execution fee")
 
-    def audit_execution(self, order_id, o: Order, round_id, executor, result, size_before, executor_cash) -> None:
-        """A fill: at a round published once the order could execute, before its end, the very
-        first such round for a market order and a crossing for a trigger order, within the
-        acceptable price, reduce-only never growing the position, the fee to the executor, never
-        twice. A cancellation at execution: its reason and the fee to the executor."""
+    def audit_execution(self, order_id, o: Order, round_id, executor, result, size_before, size_after, event) -> None:
+        """An execution's event against the order as it was: a fill at a round published once
+        the order could execute, before its end, the very first such round for a market order
+        and a crossing for a trigger order, within the acceptable price, reduce-only never
+        growing the position, the fee to the executor, never twice. A cancellation at
+        execution: its reason and the fee to the executor."""
         s = self.s
         price, published = self.rounds[o.market_id][round_id]
         previous, previous_published = self.rounds[o.market_id][round_id - 1]
-        assert s.raw.account(executor, 0)[0] == executor_cash + o.fee, "the executor earns the fee"
         assert published >= o.not_before, "executed at a round published before the order could execute"
         if o.kind == KIND_MARKET:
             assert previous_published < o.not_before and s.now < o.expiry, "a market order after its first round"
@@ -591,7 +630,6 @@ class PerpdexMachine(RuleBasedStateMachine):
         if result.filled:
             assert order_id not in self.filled, "an order filled twice"
             self.filled.add(order_id)
-            (event,) = events_named(s.last_logs, "OrderExecuted")
             assert (event.order_id, event.owner, event.executor, event.sub_account, event.market_id) == (
                 order_id, o.owner, executor, o.sub_account, o.market_id,
             )
@@ -603,11 +641,9 @@ class PerpdexMachine(RuleBasedStateMachine):
                 assert event.fill_price >= o.acceptable_price, "a sell filled below its acceptable price"
             assert (event.size_delta > 0) == (o.size_delta > 0) and abs(event.size_delta) <= abs(o.size_delta)
             if o.reduce_only:
-                size_after = s.model.position(o.account, o.market_id).size
                 assert size_before * size_after >= 0 and abs(size_after) < abs(size_before), "reduce-only grew"
             self.events[f"filled: {KIND_NAMES[o.kind]}"] += 1
         else:
-            (event,) = events_named(s.last_logs, "OrderCancelled")
             assert (event.order_id, event.by, event.fee_to, event.fee, event.reason) == (
                 order_id, executor, executor, o.fee, result.reason,
             )

@@ -15,7 +15,8 @@ every step.
   pusher publishing a round at least every heartbeat so that feeds never go stale (the rounds
   an order names can: a round older than the heartbeat is refused by the oracle);
 - keepers executing any order (open, executed, cancelled, superseded, unknown) at the right
-  round, the latest, the one before or after the right one, any round, or round 1; an honest
+  round, the latest, the one before or after the right one, any round, or round 1, one at a
+  time or several in one batch (execute_orders: the ones that cannot execute skipped); an honest
   keeper executing every order at its first executable round (an owner-cancelled trigger order
   too, at a crossing published before its cancellation) and cancelling the expired ones;
 - owners cancelling their orders (market orders before expiry are refused; trigger orders are
@@ -96,6 +97,7 @@ from .base import (
 pytestmark = pytest.mark.ignore_isolation
 
 MAX_PRICE = 2**128 - 1
+MAX_BATCH = 20  # OrderBook.MAX_BATCH: orders per execute_orders
 LATE_ESCROW = "vault: execution fee"  # a late execution's fee, charged again after the fill
 NOTHING_TO_REDUCE = "order: nothing left to reduce"
 
@@ -451,12 +453,9 @@ class OrderMachine(PerpdexMachine):
 
     # -- keepers ------------------------------------------------------------------------------
 
-    @precondition(lambda self: self.orders)
-    @step(pick=PICK, among=AMONG, mode=ROUND_MODE, round_pick=PICK, keeper=KEEPER)
-    def keeper_executes(self, pick, among, mode, round_pick, keeper):
-        """A keeper executes any order ever committed (or an unknown id) at a chosen round: the
-        right one, or a wrong, earlier or later one. The contract and the model agree on every
-        refusal; a fill or a cancellation is audited."""
+    def choose_execution(self, pick: int, among: str, mode: str, round_pick: int) -> tuple[int, int]:
+        """(order id, round id) for a keeper: any order ever committed (or an unknown id), at
+        the right round, or a wrong, earlier or later one."""
         s = self.s
         order_id = self.pick_order(pick, among)
         try:
@@ -469,14 +468,21 @@ class OrderMachine(PerpdexMachine):
         if mode == "unknown order":
             order_id |= 31 << 192  # no slot above 15
         round_id = {
-            "right": right,
             "latest": latest,
             "before": max(right - 1, 1),
             "after": min(right + 1, latest),
             "any": 1 + round_pick % latest,
             "round one": 1,
-            "unknown order": right,
         }.get(mode, right)
+        return order_id, round_id
+
+    @precondition(lambda self: self.orders)
+    @step(pick=PICK, among=AMONG, mode=ROUND_MODE, round_pick=PICK, keeper=KEEPER)
+    def keeper_executes(self, pick, among, mode, round_pick, keeper):
+        """A keeper executes any order ever committed (or an unknown id) at a chosen round: the
+        right one, or a wrong, earlier or later one. The contract and the model agree on every
+        refusal; a fill or a cancellation is audited."""
+        order_id, round_id = self.choose_execution(pick, among, mode, round_pick)
         try:
             result = self.execute(order_id, round_id, self.keepers[keeper])
         except ModelRevert as revert:
@@ -485,15 +491,31 @@ class OrderMachine(PerpdexMachine):
         self.events[f"executed ({mode}): {'filled' if result.filled else 'cancelled'}"] += 1
 
     @precondition(lambda self: self.orders)
-    @step(keeper=KEEPER)
-    def keeper_runs(self, keeper):
+    @step(
+        picks=st.lists(st.tuples(PICK, AMONG, ROUND_MODE, PICK), min_size=1, max_size=8),
+        keeper=KEEPER,
+    )
+    def keeper_executes_batch(self, picks, keeper):
+        """A keeper executes several orders in one transaction (execute_orders), each at its
+        chosen round, the same order possibly twice: the ones that cannot execute are skipped
+        and change nothing, the others fill or are cancelled in turn, as one by one."""
+        batch = [self.choose_execution(*pick) for pick in picks]
+        acted = self.execute_batch(batch, self.keepers[keeper])
+        self.events[f"batch of {len(batch)}: {acted} acted"] += 1
+
+    @precondition(lambda self: self.orders)
+    @step(keeper=KEEPER, batched=st.booleans())
+    def keeper_runs(self, keeper, batched):
         """An honest keeper's pass: every live order at its first executable round — a market
         order at its first round after the delay (it fills or is cancelled, never refused), a
         trigger order at its earliest crossing that still executes (a crossing whose fill misses
         the acceptable price is refused and the order keeps resting) — and every expired order
-        cancelled for the fee."""
+        cancelled for the fee. `batched`: the executions go out as one execute_orders (each
+        trigger order at all its executable crossings: the first that executes acts, the rest
+        are skipped), at most MAX_BATCH of them per pass."""
         s = self.s
         executor = self.keepers[keeper]
+        batch = []
         for order_id, o in self.live_orders():
             lingering = o.state == STATE_CANCELLED
             if o.kind == KIND_MARKET:
@@ -504,10 +526,16 @@ class OrderMachine(PerpdexMachine):
                 round_id = self.first_round(o.market_id, o.not_before)
                 if round_id is None or s.now - self.rounds[o.market_id][round_id][1] > HEARTBEAT:
                     continue  # no round yet, or it is already too old for the oracle
+                if batched:
+                    batch.append((order_id, round_id))
+                    continue
                 result = self.execute(order_id, round_id, executor)
                 self.events[f"keeper pass: market order {'filled' if result.filled else 'cancelled'}"] += 1
                 continue
-            for round_id in self.crossings(o, executable_only=True):
+            crossings = self.crossings(o, executable_only=True)
+            if batched:
+                batch += [(order_id, round_id) for round_id in crossings]
+            for round_id in [] if batched else crossings:
                 try:
                     result = self.execute(order_id, round_id, executor)
                 except ModelRevert as revert:
@@ -522,9 +550,12 @@ class OrderMachine(PerpdexMachine):
                 self.events[f"keeper pass: {'late ' if lingering else ''}{KIND_NAMES[o.kind]} {outcome}"] += 1
                 break
             else:
-                if not lingering and s.now >= o.expiry + s.model.order_params.max_order_age:
+                if not crossings and not lingering and s.now >= o.expiry + s.model.order_params.max_order_age:
                     self.cancel(s.attacker, order_id)
                     self.events["keeper pass: trigger order expired"] += 1
+        if batch:
+            acted = self.execute_batch(batch[:MAX_BATCH], executor)
+            self.events[f"keeper pass in one batch: {'some' if acted else 'none'} acted"] += 1
 
     @step(i=ACCOUNT)
     def keeper_liquidates(self, i):
