@@ -43,7 +43,6 @@ from .base import (
     INT256_MAX,
     MARKET,
     MARKETS,
-    NO_PREVIOUS_ROUND,
     PER_MILLE,
     SCALE,
     STALE,
@@ -61,6 +60,7 @@ from .base import (
     step,
     worst_price,
 )
+from .order_actions import NO_PREVIOUS_ROUND
 
 pytestmark = pytest.mark.ignore_isolation
 
