@@ -4,8 +4,8 @@ trading, liquidation, liquidity vault; tests/fuzz/test_orders_stateful.py: order
 Profiles (registered here, selected with PERPDEX_FUZZ_PROFILE; never loaded as the global
 default, so the other test modules keep their own hypothesis settings):
 - "quick" (default, part of `make test`): each of the four machines runs up to
-  max_examples x stateful_step_count = 15 x 50 = 750 steps. Hypothesis ends some examples
-  early (35-45 of 50 steps run on average), so the four together run ~2,600 steps (>= 2,000)
+  max_examples x stateful_step_count = 12 x 50 = 600 steps. Hypothesis ends some examples
+  early (40-45 of 50 steps run on average), so the four together run ~2,200 steps (>= 2,000)
   in about the time the three machines took before trades became two-step orders (a trade
   now costs a commit, a round and an execution, each compared with the model).
 - "long" (`make fuzz`): examples of up to 100 steps. tests/fuzz/run_long.py runs each machine
@@ -44,7 +44,7 @@ _COMMON = dict(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
-settings.register_profile("quick", max_examples=15, stateful_step_count=50, **_COMMON)
+settings.register_profile("quick", max_examples=12, stateful_step_count=50, **_COMMON)
 settings.register_profile("long", max_examples=400, stateful_step_count=100, **_COMMON)
 
 _stats_key = pytest.StashKey[dict]()

@@ -146,16 +146,24 @@ class OrderActions:
         reduce_only: bool = False,
         expiry: int = 0,
     ) -> int:
-        """OrderBook.commit_order on both sides (System.commit_order: the ids, the stored order
-        and the escrow agree); a refusal raises ModelRevert after the contract reverted with the
-        model's reason. The OrderCommitted event carries the order as stored."""
+        """OrderBook.commit_order on both sides (System.mirror): the ids agree; a refusal raises
+        ModelRevert after the contract reverted with the model's reason. The OrderCommitted
+        event carries the order as the model stores it. (The stored order, the book and the
+        escrow are compared with the model from storage after every step, the order views every
+        few steps: System.commit_order's per-call view comparison would repeat them.)"""
         s = self.s
         # a trigger order's commit reads its market's index (the fee escrow checks the cash
         # only): the machines commit those only while the price is fresh
         assert kind == KIND_MARKET or not self.is_stale(market_id), "commit reading a stale price"
-        order_id = s.commit_order(who, market_id, size, acceptable, kind, trigger, reduce_only, expiry, sub_account=sub)
+        s.accounts.add((who, sub))
+        expected, order_id = s.mirror(
+            who,
+            lambda: s.model.commit_order((who, sub), market_id, size, acceptable, kind, trigger, reduce_only, expiry),
+            lambda: s.order_book.commit_order(sub, market_id, size, acceptable, kind, trigger, reduce_only, expiry),
+        )
+        assert order_id == expected
         o = s.model.order(order_id)
-        (event,) = events_named(s.last_logs, "OrderCommitted")
+        (event,) = events_named(s.order_book.get_logs(), "OrderCommitted")
         assert (event.order_id, event.owner, event.sub_account, event.market_id, event.size_delta) == (
             order_id, who, sub, market_id, size,
         )
@@ -170,8 +178,10 @@ class OrderActions:
     def execute(self, order_id: int, round_id: int, executor=None) -> ExecutionResult:
         """A keeper's OrderBook.execute_order at `round_id`, on both sides. Refusals the model
         cannot see (see `refusal_before_model`) are expected in the contract's order of
-        checks; the rest is System.execute_order's mirror. ModelRevert when refused (the
-        contract reverted with that reason). Every fill and cancellation is audited."""
+        checks; the rest is mirrored (System.mirror, the model fed from the round history, as
+        System.execute_order but without its per-call comparisons, which the checks after every
+        step make from storage). ModelRevert when refused (the contract reverted with that
+        reason). Every fill and cancellation is audited."""
         s = self.s
         executor = executor or s.executor
         try:
@@ -184,9 +194,16 @@ class OrderActions:
             raise ModelRevert(reason)
         size_before = s.model.position(o.account, o.market_id).size
         executor_cash = s.raw.account(executor, 0)[0]
-        result = s.execute_order(order_id, round_id, executor)
+        s.accounts.add((executor, 0))
+        rp = self.round_price(o.market_id, round_id)
+        result, filled = s.mirror(
+            executor,
+            lambda: s.model.execute_order(order_id, executor, rp),
+            lambda: s.order_book.execute_order(order_id, [round_id]),
+        )
+        assert filled == result.filled
         assert s.raw.account(executor, 0)[0] == executor_cash + o.fee, "the executor earns the fee"
-        (event,) = events_named(s.last_logs, "OrderExecuted" if result.filled else "OrderCancelled")
+        (event,) = events_named(s.order_book.get_logs(), "OrderExecuted" if result.filled else "OrderCancelled")
         size_after = s.model.position(o.account, o.market_id).size
         self.audit_execution(order_id, o, round_id, executor, result, size_before, size_after, event)
         return result
