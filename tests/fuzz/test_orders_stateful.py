@@ -36,7 +36,7 @@ or has no previous round) are expected in the contract's order of checks. After 
 model parity of everything stored (accounts, markets, every order slot and book), DESIGN.md
 invariants 1-3 (the ledger including the fee escrow), the escrow equal to the fees of the
 open orders, each book's pending count equal to its open market orders, its masks equal to
-its open and lingering orders (tests/fuzz/base.py). Every fill is audited from its event:
+its open and lingering orders (tests/fuzz/order_actions.py). Every fill is audited from its event:
 never at a round published before the order's `not_before`, never beyond its acceptable
 price, a market order only at its first round after the delay, a trigger order only at a
 crossing round before its expiry or cancellation, never twice, the fee to the executor.
