@@ -365,7 +365,8 @@ class PerpdexMachine(OrderActions, RuleBasedStateMachine):
         return round_id if round_id < len(self.rounds[market_id]) else None
 
     def round_price(self, market_id: int, round_id: int) -> RoundPrice:
-        (price, published), (previous, previous_published) = self.rounds[market_id][round_id], self.rounds[market_id][round_id - 1]
+        price, published = self.rounds[market_id][round_id]
+        previous, previous_published = self.rounds[market_id][round_id - 1]
         return RoundPrice(price, previous, published, previous_published)
 
     # -- trading through market orders ----------------------------------------------------------

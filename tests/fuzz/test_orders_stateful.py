@@ -112,7 +112,9 @@ TRIGGER_EXPIRY_MODE = st.sampled_from(["default"] + ["within"] * 5 + ["too early
 TRIGGER_SIZE_MODE = st.sampled_from(["reduce"] * 3 + ["random"] * 2 + ["max", "oversize", "zero"])
 EXPIRY_OFFSET = st.integers(0, 2**32)
 DELAY = st.one_of(st.integers(1, 5), st.integers(1, 60), st.integers(1, MAX_MIN_ORDER_DELAY))
-AGE = st.one_of(st.sampled_from([60, 600, HEARTBEAT, 2 * HEARTBEAT, MAX_MAX_ORDER_AGE]), st.integers(2, MAX_MAX_ORDER_AGE))
+AGE = st.one_of(
+    st.sampled_from([60, 600, HEARTBEAT, 2 * HEARTBEAT, MAX_MAX_ORDER_AGE]), st.integers(2, MAX_MAX_ORDER_AGE)
+)
 FEE = st.one_of(st.just(1), st.integers(1, WAD), st.integers(1, MAX_EXECUTION_FEE), st.just(MAX_EXECUTION_FEE))
 MAX_OPEN = st.one_of(st.just(MAX_OPEN_ORDERS), st.integers(1, MAX_OPEN_ORDERS))
 # mostly seconds to an hour; sometimes beyond the longest order age (the pusher keeps
@@ -266,7 +268,8 @@ class OrderMachine(PerpdexMachine):
         except ModelRevert as revert:
             self.events[f"commit refused ({KIND_NAMES[kind]}): {brief(revert.reason)}"] += 1
             return None
-        self.events[f"committed: {KIND_NAMES[kind]}{' reduce-only' if self.s.model.order(order_id).reduce_only else ''}"] += 1
+        reduce_only = " reduce-only" if self.s.model.order(order_id).reduce_only else ""
+        self.events[f"committed: {KIND_NAMES[kind]}{reduce_only}"] += 1
         return order_id
 
     # -- setup --------------------------------------------------------------------------------
@@ -434,7 +437,11 @@ class OrderMachine(PerpdexMachine):
         self.events["owner cancelled"] += 1
 
     @precondition(lambda self: self.orders)
-    @step(pick=PICK, among=st.sampled_from(["expired", "expired", "live", "any"]), who=st.sampled_from(["attacker", "keeper"]))
+    @step(
+        pick=PICK,
+        among=st.sampled_from(["expired", "expired", "live", "any"]),
+        who=st.sampled_from(["attacker", "keeper"]),
+    )
     def stranger_cancels(self, pick, among, who):
         """Anyone cancels an expired order and takes its fee; before that: refused."""
         s = self.s
@@ -634,7 +641,8 @@ class OrderMachine(PerpdexMachine):
             return
         s.set_order_params(**params.__dict__)
         (event,) = [e for e in s.order_book.get_logs() if type(e).__name__ == "OrderParamsSet"]
-        assert (event.min_order_delay, event.max_order_age, event.execution_fee, event.max_open_orders) == params.as_tuple()
+        fields = (event.min_order_delay, event.max_order_age, event.execution_fee, event.max_open_orders)
+        assert fields == params.as_tuple()
         self.events["order params set"] += 1
 
     @step(market_id=MARKET, size_pct=st.integers(5, 300), oi_pct=st.integers(50, 3_000), restore=st.booleans())
@@ -643,7 +651,9 @@ class OrderMachine(PerpdexMachine):
         under the old limits may fail at execution, or now be refused at commit)."""
         s = self.s
         if restore:
-            s.set_market_params(market_id, max_position_size=10_000 * WAD, max_long_oi=100_000 * WAD, max_short_oi=100_000 * WAD)
+            s.set_market_params(
+                market_id, max_position_size=10_000 * WAD, max_long_oi=100_000 * WAD, max_short_oi=100_000 * WAD
+            )
             return
         size_cap = SIZE_LIMIT[market_id] * size_pct // 100
         oi_cap = SIZE_LIMIT[market_id] * oi_pct // 100
