@@ -28,7 +28,6 @@ from perpdex.fixed_point import WAD
 from perpdex.orders import (
     KIND_MARKET,
     ORDER_ESCROW,
-    STATE_EXECUTED,
     ExecutionResult,
     OrderParams,
     RoundPrice,
@@ -54,6 +53,15 @@ TEST_ORDER_PARAMS = OrderParams(min_order_delay=1, max_order_age=3600, execution
 
 class OrderCancelled(ModelRevert):
     """`System.trade`'s market order was cancelled at execution (on both sides) for `reason`."""
+
+
+def usd(amount) -> int:
+    """An exact decimal amount (USD, price or size) in WAD."""
+    from decimal import Decimal
+
+    value = Decimal(str(amount)) * WAD
+    assert value == value.to_integral_value()
+    return int(value)
 
 
 def default_params(**overrides) -> MarketParams:

@@ -11,7 +11,6 @@ contract directly.
 
 from __future__ import annotations
 
-from decimal import Decimal
 
 import boa
 import pytest
@@ -27,7 +26,7 @@ from perpdex.orders import (
     MAX_TRIGGER_LIFETIME,
     order_id_of,
 )
-from system import System, fresh
+from system import System, fresh, usd
 
 BTC = 0
 WAD = 10**18
@@ -35,12 +34,6 @@ MAX_UINT = 2**256 - 1
 FEE = 5 * WAD
 
 pytestmark = pytest.mark.ignore_isolation
-
-
-def usd(amount) -> int:
-    value = Decimal(str(amount)) * WAD
-    assert value == value.to_integral_value()
-    return int(value)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ are in test_front_running.py, bad input in test_order_inputs.py.
 
 from __future__ import annotations
 
-from decimal import Decimal
 
 import boa
 import pytest
@@ -30,7 +29,7 @@ from perpdex.orders import (
     decode_order_id,
     order_id_of,
 )
-from system import FEED_DECIMALS, HEARTBEAT, System, default_params, fresh, params_tuple
+from system import FEED_DECIMALS, HEARTBEAT, System, default_params, fresh, params_tuple, usd
 
 BTC, ETH, MED = 0, 1, 2  # MED: a market priced by the median of three feeds (listed here)
 WAD = 10**18
@@ -39,13 +38,6 @@ FEED_TO_WAD = 10 ** (18 - FEED_DECIMALS)
 FEE = 5 * WAD  # an execution fee of 5 USD where a test sets one
 
 pytestmark = pytest.mark.ignore_isolation
-
-
-def usd(amount) -> int:
-    """An exact decimal amount (USD, price or size) in WAD."""
-    value = Decimal(str(amount)) * WAD
-    assert value == value.to_integral_value()
-    return int(value)
 
 
 # ============================================================================================
