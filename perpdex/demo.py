@@ -3,7 +3,7 @@
 Deploys perpdex, lets an LP seed the liquidity vault, and has two dozen traders (2x-25x, longs
 and shorts, BTC and ETH) commit market orders, which the keeper (`perpdex.keeper.Keeper`)
 executes at the next oracle round; half of them then set stop-losses. It replays 8-16 March
-2020 from ../shared/data/prices: every hour the oracle publishes the close and the keeper
+2020 from data/prices: every hour the oracle publishes the close and the keeper
 liquidates, auto-deleverages, fires the stop-losses the close crossed and executes or cancels
 the dip buyers' market orders; DESIGN.md's invariants are checked from on-chain state after
 every pass. Prints the report (with the orders committed, executed and cancelled by reason)
@@ -31,7 +31,7 @@ from perpdex.orders import KIND_NAMES, KIND_STOP_LOSS
 from perpdex.snapshot import apply_accounts, apply_markets, load_globals, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "prices"
+DATA = ROOT / "data" / "prices"
 REPORTS = ROOT / "reports"
 START, END = datetime(2020, 3, 8, tzinfo=timezone.utc), datetime(2020, 3, 17, tzinfo=timezone.utc)
 HOUR = 3600

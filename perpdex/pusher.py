@@ -1,7 +1,7 @@
 """The devnet price pusher: replays a price path into the mock Chainlink aggregators.
 
 A path is either historical prices from CSV files (`timestamp,open,high,low,close`, as in
-/work/shared/data/prices) or a seeded geometric random walk. Each step publishes one answer
+data/prices in this repository) or a seeded geometric random walk. Each step publishes one answer
 per market with `MockAggregator.update_answer` (the account must own the aggregator or hold
 its updater role). Wall time between steps is the path's time divided by `speed`; on local
 chains `warp` also moves chain time by the path's time deltas, so the oracle's heartbeat and
@@ -41,7 +41,7 @@ log = logging.getLogger("perpdex.pusher")
 
 FEED_DECIMALS = 8
 PRICE_COLUMNS = ("open", "high", "low", "close")
-DATA_DIR = Path("/work/shared/data/prices")
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "prices"
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def parse_csv_spec(spec: str) -> tuple[str, Path]:
 
 
 def data_file(path: Path) -> Path:
-    """`path` as given, or the file of that name in the shared price data directory."""
+    """`path` as given, or the file of that name in the repository's data/prices."""
     if not path.exists() and (DATA_DIR / path).exists():
         return DATA_DIR / path
     return path

@@ -4,7 +4,7 @@
     ape run pusher --account dev --csv BTC-USD=btc-usdt_2024-08-05_1m.csv --resample 300 --speed 600 --warp
     ape run pusher --account dev --random-walk --seed 7 --volatility 0.01 --steps 100
 
-CSV paths may name a file of /work/shared/data/prices directly. The account must own the
+CSV paths may name a file of the repository's data/prices directly. The account must own the
 aggregators (the deployer does) or hold their updater role. Ctrl-C (SIGINT) or SIGTERM stops
 after the step in flight. The logic is in perpdex/pusher.py."""
 

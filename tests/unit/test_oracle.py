@@ -24,7 +24,7 @@ from perpdex.oracle import FeedReading, Round, SequencerStatus
 
 ORACLE = "contracts/IndexOracle.vy"
 AGGREGATOR = "contracts/mocks/MockAggregator.vy"
-ROUNDS_CSV = Path("/work/shared/data/chainlink/eth-usd_mainnet_rounds_2023-04_2024-01.csv")
+ROUNDS_CSV = Path(__file__).resolve().parents[2] / "data" / "chainlink" / "eth-usd_mainnet_rounds_2023-04_2024-01.csv"
 
 WAD = 10**18
 HOUR = 3600

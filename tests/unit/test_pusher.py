@@ -1,4 +1,4 @@
-"""The price pusher's pure parts: what it reads from the shared CSVs, which window and
+"""The price pusher's pure parts: what it reads from the CSVs in data/prices, which window and
 resolution it replays, the random walk, the 8-decimal answers, and how the loop paces, stops
 and warps. No chain: the loop is driven with fakes."""
 
@@ -18,6 +18,7 @@ from perpdex.pusher import (
     PricePoint,
     Step,
     csv_schedule,
+    data_file,
     from_answer,
     load_prices,
     merge,
@@ -140,6 +141,20 @@ def test_csv_option_parsing():
     assert parse_csv_spec("btc-usd=/data/btc.csv") == ("BTC-USD", Path("/data/btc.csv"))
     with pytest.raises(ValueError, match="SYMBOL=PATH"):
         parse_csv_spec("/data/btc.csv")
+
+
+def test_a_bare_file_name_is_found_in_the_repositorys_data_from_any_directory(tmp_path, monkeypatch):
+    """`--csv BTC-USD=btc-usdt_2020-03_1h.csv` works wherever the clone is and wherever the
+    command runs; a path that exists as given wins."""
+    monkeypatch.chdir(tmp_path)
+    repo = Path(__file__).resolve().parents[2]
+    found = data_file(Path("btc-usdt_2020-03_1h.csv"))
+    assert found == repo / "data" / "prices" / "btc-usdt_2020-03_1h.csv"
+    assert load_prices(found)[0] == PricePoint(MARCH_1_2020, Decimal("8547.25"))
+    own = tmp_path / "btc-usdt_2020-03_1h.csv"
+    own.write_text("timestamp,close\n1,2\n")
+    assert data_file(Path("btc-usdt_2020-03_1h.csv")) == Path("btc-usdt_2020-03_1h.csv")
+    assert data_file(Path("no-such_file.csv")) == Path("no-such_file.csv")  # the error names it as given
 
 
 # --------------------------------------------------------------------------- random walk
