@@ -13,15 +13,22 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 all: test
 
+# Bootstrap steps print one line each; their tools' output goes to .bootstrap/STEP.log, shown
+# if the step fails. $(call step,STEP,COMMANDS)
+LOGS := .bootstrap
+step = mkdir -p $(LOGS) && { $(2); } > $(LOGS)/$(1).log 2>&1 || \
+	{ tail -n 40 $(LOGS)/$(1).log; echo "$(1) failed: the whole output is in $(LOGS)/$(1).log"; exit 1; }
+
 $(STAMP): pyproject.toml requirements.lock
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e .
-	touch $@
+	@echo "setting up the Python environment in $(VENV)…"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(call step,pip,$(BIN)/python -m pip install --upgrade pip && $(BIN)/python -m pip install -c requirements.lock -e .)
+	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	npm install --no-audit --no-fund --loglevel=error
-	touch $@
+	@echo "installing anvil (the npm package in node_modules)…"
+	@$(call step,npm,npm install --no-audit --no-fund --loglevel=error)
+	@touch $@
 
 venv: $(STAMP)
 node: $(NODE_STAMP)
@@ -31,16 +38,19 @@ BUILD := .build/__local__.json
 
 # ape's own cache can miss a change; rebuild whenever a contract source changed
 $(BUILD): $(STAMP) $(CONTRACTS)
-	$(BIN)/ape compile --force > /dev/null
-	touch $@
+	@echo "compiling contracts…"
+	@$(call step,compile,$(BIN)/ape compile --force)
+	@touch $@
 
 compile: $(BUILD)
 
 demo: $(STAMP) $(NODE_STAMP) $(BUILD)
-	$(BIN)/python -m perpdex.demo
+	@echo "replaying the March 2020 crash on ape's embedded chain (python -m perpdex.demo)…"
+	@$(BIN)/python -m perpdex.demo
 
 test: $(STAMP) $(NODE_STAMP) $(BUILD)
-	$(BIN)/python -m pytest tests -q
+	@echo "running the test suite (pytest tests; the anvil tests start their own nodes)…"
+	@$(BIN)/python -m pytest tests -q
 
 bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.bench
@@ -52,4 +62,4 @@ devnet: $(STAMP) $(NODE_STAMP) $(BUILD)
 	bash scripts/devnet.sh
 
 clean:
-	rm -rf .build .pytest_cache .hypothesis
+	rm -rf .build .pytest_cache .hypothesis $(LOGS)
