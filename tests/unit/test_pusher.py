@@ -154,7 +154,7 @@ def test_a_bare_file_name_is_found_in_the_repositorys_data_from_any_directory(tm
     own = tmp_path / "btc-usdt_2020-03_1h.csv"
     own.write_text("timestamp,close\n1,2\n")
     assert data_file(Path("btc-usdt_2020-03_1h.csv")) == Path("btc-usdt_2020-03_1h.csv")
-    assert data_file(Path("no-such_file.csv")) == Path("no-such_file.csv")  # the error names it as given
+    assert data_file(Path("missing.csv")) == Path("missing.csv")  # the error names it as given
 
 
 # --------------------------------------------------------------------------- random walk
