@@ -28,13 +28,14 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
-from perpdex.cli import CliError, contract_errors, resolve_market
+from perpdex.wallet.units import CliError
 
 if TYPE_CHECKING:
     from ape.api import AccountAPI
     from ape.contracts import ContractInstance
     from ape.managers import ChainManager
 
+    from perpdex.config import MarketConfig
     from perpdex.deploy import Deployment
 
 log = logging.getLogger("perpdex.pusher")
@@ -332,6 +333,31 @@ class PusherOptions:
     @property
     def max_steps(self) -> int | None:
         return 1 if self.once else self.steps
+
+
+def resolve_market(deployment: Deployment, text: str) -> MarketConfig:
+    """A market by symbol ('BTC-USD', any case; 'BTC' for '<BASE>-USD') or by id ('0')."""
+    wanted = text.strip().upper()
+    for m in deployment.markets:
+        if wanted in (m.symbol.upper(), str(m.id)) or f"{wanted}-USD" == m.symbol.upper():
+            return m
+    known = ", ".join(f"{m.symbol} ({m.id})" for m in deployment.markets)
+    raise CliError(f"unknown market {text!r}; listed markets: {known}")
+
+
+@contextmanager
+def contract_errors() -> Iterator[None]:
+    """A refused or failed update as one line a person can read, not a traceback."""
+    from ape.exceptions import AccountsError, ContractLogicError, TransactionError
+
+    try:
+        yield
+    except ContractLogicError as err:
+        raise CliError(f"the aggregator refused the update: {err.revert_message or err}") from None
+    except TransactionError as err:
+        raise CliError(f"the update failed: {err}") from None
+    except AccountsError as err:  # e.g. the signer declined
+        raise CliError(f"not signed: {err}") from None
 
 
 def feeds_for(deployment: Deployment, symbols: Iterable[str], account: AccountAPI) -> dict[str, Feed]:
