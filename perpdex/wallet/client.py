@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpdex.wallet.abi import to_checksum
 from perpdex.wallet.rpc import Contract, Event, Failure, Reverted, Rpc, RpcError
 from perpdex.wallet.units import CliError
 
 DEPLOYMENTS_DIR = Path(__file__).resolve().parents[2] / "deployments"
 DEFAULT_RPC_URL = "http://127.0.0.1:8545"
-TEST_MNEMONIC = "test test test test test test test test test test test junk"  # anvil's and ape's TEST::<n>
 APE_ACCOUNTS = Path(os.environ.get("APE_DATA_FOLDER", Path.home() / ".ape")) / "accounts"
 GAS_MARGIN = 1.25  # the estimate x this: the state may move between the simulation and the block
 RECEIPT_TIMEOUT = 60.0
@@ -50,8 +50,12 @@ def rpc_url(given: str | None) -> str:
 
 @dataclass
 class Signer:
-    address: str
-    key: Any = None  # an eth_account LocalAccount; None: read-only
+    """The wallet: a local key (signs here), or a dev node's unlocked test account (the node
+    signs: `TEST::<n>` is the node's n-th account, as anvil and ape number them)."""
+
+    address: str | None
+    key: Any = None  # an eth_account LocalAccount
+    test_index: int | None = None
 
     def sign(self, tx: dict) -> str:
         return "0x" + self.key.sign_transaction(tx).raw_transaction.hex()
@@ -59,42 +63,42 @@ class Signer:
 
 def load_signer(account: str | None, private_key: str | None) -> Signer | None:
     """The wallet's key: `--private-key` (or $PERPDEX_PRIVATE_KEY), `--account TEST::<n>` (the
-    dev node's n-th test account) or `--account ALIAS` (an ape keystore; its passphrase from
-    $APE_ACCOUNTS_<ALIAS>_PASSPHRASE or a prompt). None when neither is given."""
-    from eth_account import Account
-
+    dev node's n-th unlocked test account) or `--account ALIAS` (an ape keystore; its passphrase
+    from $APE_ACCOUNTS_<ALIAS>_PASSPHRASE or a prompt). None when none is given. Checked before
+    any connection."""
     private_key = private_key or os.environ.get("PERPDEX_PRIVATE_KEY")
     if private_key:
+        from eth_account import Account
+
         try:
-            return _signer(Account.from_key(private_key))
+            local = Account.from_key(private_key)
         except (ValueError, TypeError):
             raise CliError("the private key is not 32 bytes of hex") from None
+        return Signer(local.address, local)
     if not account:
         return None
     if account.upper().startswith("TEST::"):
         index = account[6:]
         if not index.isdigit():
             raise CliError(f"--account {account!r}: TEST::<n> takes a number, e.g. TEST::2")
-        Account.enable_unaudited_hdwallet_features()
-        return _signer(Account.from_mnemonic(TEST_MNEMONIC, account_path=f"m/44'/60'/0'/0/{int(index)}"))
+        return Signer(None, test_index=int(index))
     keystore = APE_ACCOUNTS / f"{account}.json"
     if not keystore.exists():
         raise CliError(
             f"--account {account!r}: no keystore {keystore}; use TEST::<n> on a devnet, an ape account alias "
             "(`ape accounts import`), or --private-key"
         )
+    from eth_account import Account
+
     passphrase = os.environ.get(f"APE_ACCOUNTS_{account}_PASSPHRASE")
     if passphrase is None:
         import getpass
 
         passphrase = getpass.getpass(f"passphrase of {account}: ")
     try:
-        return _signer(Account.from_key(Account.decrypt(json.loads(keystore.read_text()), passphrase)))
+        local = Account.from_key(Account.decrypt(json.loads(keystore.read_text()), passphrase))
     except ValueError:
         raise CliError(f"wrong passphrase for {account}") from None
-
-
-def _signer(local) -> Signer:
     return Signer(local.address, local)
 
 
@@ -221,11 +225,14 @@ class Wallet:
         """Simulate, then sign and send, then wait (at most `timeout` s) for the receipt. A
         refusal raises `Reverted` before anything is signed."""
         tx, (_, gas, nonce, gas_price) = self.simulate(contract, fn, *args)
-        signed = self.signer.sign({
-            "to": tx["to"], "data": tx["data"], "value": 0, "chainId": self.chain_id, "nonce": int(nonce, 16),
-            "gas": int(int(gas, 16) * GAS_MARGIN), "gasPrice": int(gas_price, 16),
-        })
-        tx_hash = self.rpc.call("eth_sendRawTransaction", [signed])
+        gas = int(int(gas, 16) * GAS_MARGIN)
+        if self.signer.key is None:  # the node's unlocked test account: the node signs
+            tx_hash = self.rpc.call("eth_sendTransaction", [{**tx, "gas": hex(gas), "gasPrice": gas_price, "nonce": nonce}])
+        else:
+            tx_hash = self.rpc.call("eth_sendRawTransaction", [self.signer.sign({
+                "to": tx["to"], "data": tx["data"], "value": 0, "chainId": self.chain_id, "nonce": int(nonce, 16),
+                "gas": gas, "gasPrice": int(gas_price, 16),
+            })])
         return self.wait_receipt(tx_hash, f"{contract}.{fn}", timeout)
 
     def wait_receipt(self, tx_hash: str, what: str, timeout: float) -> Receipt:
@@ -260,9 +267,18 @@ def connect(url: str | None, deployment: str | None, signer: Signer | None) -> W
     url = rpc_url(url)
     rpc = Rpc(url)
     try:
-        chain_id = int(rpc.call("eth_chainId"), 16)
+        answers = rpc.batch([("eth_chainId", []), ("eth_accounts", [])])
     except RpcError as err:
         raise CliError(f"cannot reach a node at {url} ({err}); start one (`make devnet`) or give --rpc-url") from None
+    if isinstance(answers[0], Failure):
+        raise CliError(f"the node at {url} did not give its chain id: {answers[0].error.get('message')}")
+    chain_id = int(answers[0], 16)
+    if signer is not None and signer.test_index is not None:
+        unlocked = answers[1] if isinstance(answers[1], list) else []
+        if signer.test_index >= len(unlocked):
+            raise CliError(f"TEST::{signer.test_index}: the node at {url} has {len(unlocked)} unlocked test accounts "
+                           "(TEST::<n> is for a dev node such as anvil); elsewhere use an ape alias or --private-key")
+        signer.address = to_checksum(unlocked[signer.test_index])
     path = Path(deployment) if deployment else DEPLOYMENTS_DIR / f"{chain_id}.json"
     if not path.exists():
         raise CliError(f"no deployment manifest at {path}: deploy first (`make devnet` or `ape run deploy`)")

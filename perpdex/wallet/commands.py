@@ -44,11 +44,11 @@ def open_wallet(conn: dict, owner: str | None = None, read_only: bool = False) -
     address a read command reads for."""
     signer = load_signer(conn.get("account"), conn.get("private_key"))
     if owner is not None:
-        from eth_utils import is_address, to_checksum_address
+        from perpdex.wallet.abi import is_address, to_checksum
 
         if not is_address(owner):
             raise CliError(f"--owner {owner!r} is not an address")
-        owner = to_checksum_address(owner)
+        owner = to_checksum(owner)
     if signer is None and not read_only:
         raise CliError("give the wallet: --account TEST::<n> (a devnet's test account) or an ape account alias, "
                        "or --private-key")

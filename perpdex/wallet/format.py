@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
 from perpdex.orders import KIND_MARKET, KIND_NAMES
 from perpdex.wallet.trading import Order
 from perpdex.wallet.units import base_amount, percent, price, ratio_percent, relative, size_text, tokens, usd, utc_time
@@ -13,7 +10,9 @@ from perpdex.wallet.views import AccountRow, InsuranceRow, MarketRow, PositionRo
 UNAVAILABLE = "price unavailable"
 
 
-def table(title: str, *columns: str) -> Table:
+def table(title: str, *columns: str):
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
         t.add_column(column, justify="left" if i == 0 else "right", no_wrap=True)
@@ -32,7 +31,7 @@ def liquidation_text(p: PositionRow) -> str:
     return price(p.liquidation)
 
 
-def positions_table(rows: list[PositionRow], owner: str, sub: int) -> Table:
+def positions_table(rows: list[PositionRow], owner: str, sub: int):
     t = table(f"positions of {owner}, sub-account {sub}", "market", "size", "entry", "index", "mark",
               "unrealized PnL", "unsettled funding", "liquidation price")
     for p in rows:
@@ -54,7 +53,7 @@ def position_notes(rows: list[PositionRow]) -> list[str]:
     return notes
 
 
-def account_table(a: AccountRow) -> Table:
+def account_table(a: AccountRow):
     t = table("account (USD)", "cash", "equity", "initial margin", "maintenance margin", "withdrawable",
               "liquidatable", "order fees escrowed", "wallet")
     liquidatable = UNAVAILABLE if a.liquidatable is None else "YES" if a.liquidatable else "no"
@@ -63,7 +62,7 @@ def account_table(a: AccountRow) -> Table:
     return t
 
 
-def markets_table(rows: list[MarketRow]) -> Table:
+def markets_table(rows: list[MarketRow]):
     t = table("markets", "market", "index", "mark", "skew", "long OI", "short OI", "funding / 8 h", "funding / year",
               "PnL factor")
     for m in rows:
@@ -74,7 +73,7 @@ def markets_table(rows: list[MarketRow]) -> Table:
     return t
 
 
-def params_table(rows: list[MarketRow]) -> Table:
+def params_table(rows: list[MarketRow]):
     t = table("market parameters", "market", "skew scale", "max funding / 8 h", "maker", "taker", "initial margin",
               "maintenance", "penalty", "max long OI", "max short OI", "max position", "liquidation slice")
     for m in rows:
@@ -86,7 +85,7 @@ def params_table(rows: list[MarketRow]) -> Table:
     return t
 
 
-def insurance_tables(r: InsuranceRow) -> list[Table]:
+def insurance_tables(r: InsuranceRow):
     fund = table("insurance fund (USD)", "balance", "target", "surplus (withdrawable by the owner)")
     fund.add_row(usd(r.balance), usd(r.target), tokens(r.surplus_units, r.decimals))
     deficits = table("uncovered deficits (bad debt the fund could not pay)", "market", "deficit (USD)", "losing side")
@@ -112,6 +111,12 @@ def order_block(o: Order, now: int, max_order_age: int) -> str:
 
 
 def show(*renderables) -> None:
+    """Print lines and tables (rich is imported only when there is a table)."""
+    if all(isinstance(r, str) for r in renderables):
+        print(*renderables, sep="\n", flush=True)
+        return
+    from rich.console import Console
+
     out = Console(soft_wrap=False)
     if not out.is_terminal:
         out.width = 220  # pipes and tests: wide enough for the tables

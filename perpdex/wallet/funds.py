@@ -85,7 +85,7 @@ def withdraw(w: Wallet, amount: Decimal | None, sub: int) -> str:
     except Reverted as err:
         raise withdraw_refusal(w, sub, units, d, err.reason) from None
     cash, wallet_balance = w.reads([("vault", "cash", (w.address, sub)), ("collateral", "balanceOf", (w.address,))])
-    dust = "" if cash <= 0 or cash >= 10**(18 - d) else f" (below one token unit: {usd(cash)} stays as cash)"
+    dust = "" if cash <= 0 or cash >= 10**(18 - d) else " (less than one token unit, which cannot be withdrawn)"
     return (f"withdrew {tokens(units, d)} USD, sub-account {sub}: cash now {usd(cash)} USD{dust}; "
             f"the wallet holds {tokens(wallet_balance, d)} USD")
 

@@ -3,7 +3,7 @@ ABI coding driven by the deployment manifest's ABIs.
 
 Why not web3.py here: importing it takes about half a second, several times a whole `cast call`;
 the wallet CLI must answer in about the time cast does. This module needs only the standard
-library and eth_abi (eth_account is imported by `client` for signing, and only for writes).
+library and `abi` (eth_account is imported by `client` only to sign with a private key).
 Everything a command reads goes out as one JSON-RPC batch (one HTTP round trip).
 """
 
@@ -17,9 +17,7 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from perpdex.wallet.abi import decode_one, decode, encode, keccak, type_string
 
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
@@ -45,9 +43,9 @@ def revert_reason(error: dict) -> str:
     if isinstance(data, str) and data.startswith("0x"):
         raw = bytes.fromhex(data[2:])
         if raw[:4] == ERROR_SELECTOR:
-            return abi_decode(["string"], raw[4:])[0]
+            return decode([{"type": "string"}], raw[4:])[0]
         if raw[:4] == PANIC_SELECTOR:
-            return f"panic {abi_decode(['uint256'], raw[4:])[0]:#x} (arithmetic or bounds error)"
+            return f"panic {decode([{'type': 'uint256'}], raw[4:])[0]:#x} (arithmetic or bounds error)"
     message = str(error.get("message", ""))
     return message.removeprefix("execution reverted").lstrip(": ").strip()
 
@@ -146,14 +144,6 @@ class Failure:
 # =============================================================================================
 
 
-def abi_type(param: dict) -> str:
-    """The canonical ABI type of a parameter: tuples spelled out ('(uint256,int256)[]')."""
-    kind = param["type"]
-    if kind.startswith("tuple"):
-        return "(" + ",".join(abi_type(c) for c in param["components"]) + ")" + kind[len("tuple"):]
-    return kind
-
-
 def _shape(param: dict, value: Any) -> Any:
     """Decoded value -> named records for structs (attribute access), lists for arrays."""
     kind = param["type"]
@@ -192,8 +182,8 @@ class Contract:
                 self.functions.setdefault(item["name"], []).append(item)
             elif item.get("type") == "event":
                 self.events[item["name"]] = item
-                signature = f"{item['name']}({','.join(abi_type(i) for i in item['inputs'])})"
-                self.topics[keccak(text=signature)] = item
+                signature = f"{item['name']}({','.join(type_string(i) for i in item['inputs'])})"
+                self.topics[keccak(signature)] = item
 
     def _function(self, name: str, args: tuple) -> dict:
         candidates = [f for f in self.functions.get(name, []) if len(f["inputs"]) == len(args)]
@@ -203,9 +193,9 @@ class Contract:
 
     def calldata(self, name: str, *args: Any) -> str:
         fn = self._function(name, args)
-        types = [abi_type(i) for i in fn["inputs"]]
-        selector = keccak(text=f"{name}({','.join(types)})")[:4]
-        return "0x" + (selector + abi_encode(types, list(args))).hex()
+        types = [type_string(i) for i in fn["inputs"]]
+        selector = keccak(f"{name}({','.join(types)})")[:4]
+        return "0x" + (selector + encode(fn["inputs"], list(args))).hex()
 
     def result(self, name: str, args: tuple, data: str) -> Any:
         fn = self._function(name, args)
@@ -213,13 +203,13 @@ class Contract:
         raw = bytes.fromhex(data[2:])
         if not raw and outputs:
             raise RpcError(f"{self.address} returned nothing for {name}: no contract there (a stale manifest?)")
-        values = abi_decode([abi_type(o) for o in outputs], raw)
+        values = decode(outputs, raw)
         shaped = [_shape(o, v) for o, v in zip(outputs, values)]
         return shaped[0] if len(shaped) == 1 else tuple(shaped)
 
     def topic(self, event: str) -> str:
         item = self.events[event]
-        return "0x" + keccak(text=f"{event}({','.join(abi_type(i) for i in item['inputs'])})").hex()
+        return "0x" + keccak(f"{event}({','.join(type_string(i) for i in item['inputs'])})").hex()
 
     def decode_log(self, log: dict) -> Event | None:
         """The event of a raw log emitted by this contract, None for an event not in the ABI."""
@@ -231,8 +221,8 @@ class Contract:
         plain = [i for i in item["inputs"] if not i["indexed"]]
         values = {}
         for param, topic in zip(indexed, topics[1:]):
-            values[param["name"]] = abi_decode([abi_type(param)], topic)[0]
-        decoded = abi_decode([abi_type(p) for p in plain], bytes.fromhex(log["data"][2:]))
+            values[param["name"]] = decode_one(param, topic, 0)
+        decoded = decode(plain, bytes.fromhex(log["data"][2:]))
         for param, value in zip(plain, decoded):
             values[param["name"]] = _shape(param, value)
         ordered = {i["name"]: values[i["name"]] for i in item["inputs"]}

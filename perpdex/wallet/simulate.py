@@ -144,8 +144,8 @@ def execution_check(
 
 def largest_size(w: Wallet, sub: int, market_id: int, size_delta: int, index: int) -> int:
     """The largest size (WAD, same sign as `size_delta`, 4 decimals) the exchange accepts now,
-    by simulated executions: geometric candidates, then linear ones between the last accepted
-    and the first refused, one batch each."""
+    by simulated executions: geometric candidates, then twice linear ones between the last
+    accepted and the first refused, one batch each."""
     sign = 1 if size_delta > 0 else -1
     target = abs(size_delta)
 
@@ -162,10 +162,12 @@ def largest_size(w: Wallet, sub: int, market_id: int, size_delta: int, index: in
         else:
             high = size
             break
-    step = max((high - low) // SEARCH_STEPS, 1)
-    linear = list(range(low + step, high, step))[:SEARCH_STEPS]
-    for size, ok in zip(linear, accepted(linear)):
-        if not ok:
-            break
-        low = size
+    for _ in range(2):  # two linear refinements: within 1/576 of the bracket
+        step = max((high - low) // SEARCH_STEPS, 1)
+        linear = list(range(low + step, high, step))[:SEARCH_STEPS]
+        for size, ok in zip(linear, accepted(linear)):
+            if not ok:
+                high = size
+                break
+            low = size
     return low // 10**14 * 10**14  # 4 decimals, rounded down

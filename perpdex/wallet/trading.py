@@ -24,6 +24,7 @@ from perpdex.orders import (
     STATE_EXECUTED,
     STATE_OPEN,
 )
+from perpdex.wallet.abi import to_checksum
 from perpdex.wallet.client import Wallet
 from perpdex.wallet.rpc import Reverted
 from perpdex.wallet.simulate import execution_check, order_refusal, plain, refuse
@@ -161,8 +162,8 @@ def commit(w: Wallet, spec: OrderSpec, sub: int) -> tuple[Order, int]:
     position, params, head = w.reads([("exchange", "position_state", (w.address, sub, market_id)),
                                       ("order_book", "order_params", ()), ("exchange", "index_price", (market_id,))])
     if isinstance(head, Reverted):
-        raise CliError(f"Refused: {w.symbol(market_id)} has no valid price now ({plain(head.reason)}); an order "
-                       "could not execute. Nothing was sent.")
+        raise CliError(f"Refused: {w.symbol(market_id)} has no valid price now (the oracle says: "
+                       f"{head.reason.removeprefix('oracle: ')}); an order could not execute. Nothing was sent.")
     current = position[0]
     if spec.kind in (KIND_STOP_LOSS, KIND_TAKE_PROFIT) and current != 0 and (current > 0) == (size > 0):
         side = "long" if current > 0 else "short"
@@ -228,7 +229,7 @@ def outcome(w: Wallet, order: Order, from_block: int) -> tuple[bool, str] | None
                      and t.args.owner.lower() == order.owner.lower() and t.args.sub_account == order.sub_account)
         side = "bought" if trade.size_delta > 0 else "sold"
         return True, (
-            f"order {order.order_id:#x} executed by {_checksum(e.args.executor)} at the {order.symbol} price published "
+            f"order {order.order_id:#x} executed by {to_checksum(e.args.executor)} at the {order.symbol} price published "
             f"{utc_time(e.args.round_published)}:\n  {side} {base_amount(trade.size_delta)} {order.symbol} at "
             f"{price(trade.fill_price)} (limit {order.acceptable_text().removeprefix('<= ').removeprefix('>= ')}), "
             f"fee {usd(trade.fee)}, realized PnL {usd(trade.realized_pnl)}, funding paid {usd(trade.funding_paid)}; "
@@ -241,8 +242,8 @@ def outcome(w: Wallet, order: Order, from_block: int) -> tuple[bool, str] | None
     e = min(cancelled, key=lambda c: c.args.reason == "cancelled by owner")
     reason = e.args.reason
     shown = plain(reason).rstrip(".") if ": " in reason else reason
-    return False, (f"order {order.order_id:#x} cancelled by {_checksum(e.args.by)}: {shown};\n"
-                   f"  the execution fee {usd(e.args.fee)} USD went to {_checksum(e.args.fee_to)}")
+    return False, (f"order {order.order_id:#x} cancelled by {to_checksum(e.args.by)}: {shown};\n"
+                   f"  the execution fee {usd(e.args.fee)} USD went to {to_checksum(e.args.fee_to)}")
 
 
 def wait_for(w: Wallet, order: Order, from_block: int, timeout: float, poll: float = POLL_SECONDS) -> tuple[bool, str]:
@@ -277,11 +278,5 @@ def cancel(w: Wallet, order_id: int) -> str:
     (event,) = receipt.find("OrderCancelled")
     a = event.args
     whose = ("refunded to your sub-account" if a.fee_to.lower() == a.by.lower() and a.reason == "cancelled by owner"
-             else f"paid to {_checksum(a.fee_to)} (sub-account 0)")
+             else f"paid to {to_checksum(a.fee_to)} (sub-account 0)")
     return f"cancelled order {order_id:#x} ({a.reason}); execution fee {usd(a.fee)} USD {whose}"
-
-
-def _checksum(address: str) -> str:
-    from eth_utils import to_checksum_address
-
-    return to_checksum_address(address)

@@ -147,6 +147,8 @@ def wad_to_decimal(value: int) -> Decimal:
 def usd(wad: int) -> str:
     """An amount in USD with cents: '12,345.68'; below a cent but not zero, to 1/10,000."""
     value = wad_to_decimal(wad)
+    if value and abs(value) < Decimal("0.0001"):
+        return "-<0.0001" if value < 0 else "<0.0001"
     if value and abs(value) < Decimal("0.01"):
         return f"{value:,.4f}"
     return f"{value:,.2f}"
