@@ -58,8 +58,9 @@ bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 fuzz: $(STAMP) $(NODE_STAMP) $(BUILD)
 	PERPDEX_FUZZ_PROFILE=long $(BIN)/python tests/fuzz/run_long.py
 
+# make devnet [PORT=9545] [PRICES=walk|none|march-2020|august-2024]
 devnet: $(STAMP) $(NODE_STAMP) $(BUILD)
-	bash scripts/devnet.sh
+	@bash scripts/devnet.sh $(if $(PORT),--port $(PORT)) $(if $(PRICES),--prices $(PRICES))
 
 clean:
 	rm -rf .build .pytest_cache .hypothesis $(LOGS)
