@@ -46,8 +46,16 @@ MAX_FUNDING_RATE: constant(uint256) = 10**17  # 10 % per 8 hours
 MAX_KEEPER_MIN_REWARD: constant(uint256) = 1_000 * 10**18  # USD
 MAX_SIZE: constant(uint256) = 2**120  # sizes and open interest stay far inside int128
 OFFSET: constant(int256) = 2**127  # packs an int128 into 128 unsigned bits
+FUNDING_OFFSET: constant(int256) = 2**111
+NOTIONAL_SUM_OFFSET: constant(int256) = 2**103
+NOTIONAL_SUM_MASK: constant(uint256) = 2**104 - 1
 MASK128: constant(uint256) = 2**128 - 1
 MASK64: constant(uint256) = 2**64 - 1
+MASK60: constant(uint256) = 2**60 - 1
+MASK75: constant(uint256) = 2**75 - 1
+INSURANCE_SHARE_SHIFT: constant(uint256) = 196
+PROTOCOL_SHARE_SHIFT: constant(uint256) = 136
+KEEPER_SHARE_SHIFT: constant(uint256) = 76
 
 # ============================================================================================
 # STRUCTS AND EVENTS
@@ -144,10 +152,11 @@ market_ids: public(DynArray[uint256, MAX_MARKETS])
 
 # per market: long OI << 128 | short OI
 _oi: HashMap[uint256, uint256]
-# per market: (funding_per_unit + OFFSET) << 128 | last funding timestamp
+# per market, one slot written by every execution: (funding_per_unit + 2**111) << 144 (WAD USD
+# per base unit, to 2.6e15 USD) | last funding timestamp << 104 (40 bits) | (sum of the
+# traders' signed cost bases + 2**103) (WAD USD, to 1e13 USD; the liquidity vault's is its
+# negative)
 _funding: HashMap[uint256, uint256]
-# per market: sum of the traders' signed cost bases (the liquidity vault's is its negative)
-open_notional_sum: public(HashMap[uint256, int256])
 
 # owner -> sub-account -> market -> (size + OFFSET) << 128 | (funding snapshot + OFFSET)
 _position: HashMap[address, HashMap[uint256, HashMap[uint256, uint256]]]
@@ -155,9 +164,10 @@ _position: HashMap[address, HashMap[uint256, HashMap[uint256, uint256]]]
 _open_notional: HashMap[address, HashMap[uint256, HashMap[uint256, int256]]]
 # (the bitmask of each sub-account's open markets lives in the vault, beside its cash)
 
-# insurance_fee_share (64) | protocol_fee_share (64) | keeper_reward_share (64) | paused (64)
+# one slot, read by every execution: insurance_fee_share (196..255) | protocol_fee_share
+# (136..195) | keeper_reward_share (76..135) | keeper_min_reward (1..75) | paused (0); the
+# shares are at most WAD (< 2**60), the reward floor at most MAX_KEEPER_MIN_REWARD (< 2**75)
 _globals: uint256
-keeper_min_reward: public(uint256)
 
 guardian: public(address)
 liquidator: public(address)
@@ -177,7 +187,7 @@ def __init__(vault: IVault, oracle: IIndexOracle):
     ownable_2step.__init__()
     VAULT = vault
     ORACLE = oracle
-    self._globals = self._pack_globals(WAD // 5, 0, WAD // 5, False)
+    self._globals = self._pack_globals(WAD // 5, 0, WAD // 5, 0, False)
     self.guardian = msg.sender
 
 # ============================================================================================
@@ -329,6 +339,16 @@ def funding_state(market_id: uint256) -> (int256, uint256):
     """
     return self._unpack_funding(self._funding[market_id])
 
+
+@external
+@view
+def open_notional_sum(market_id: uint256) -> int256:
+    """
+    @notice The sum of the traders' signed cost bases in a market (WAD); the liquidity vault's
+            is its negative.
+    """
+    return self._notional_sum(self._funding[market_id])
+
 # ============================================================================================
 # VIEWS: ACCOUNTS
 # ============================================================================================
@@ -414,19 +434,28 @@ def max_position_size(market_id: uint256) -> uint256:
 @external
 @view
 def insurance_fee_share() -> uint256:
-    return self._globals >> 192
+    return self._globals >> INSURANCE_SHARE_SHIFT
 
 
 @external
 @view
 def protocol_fee_share() -> uint256:
-    return (self._globals >> 128) & MASK64
+    return (self._globals >> PROTOCOL_SHARE_SHIFT) & MASK60
 
 
 @external
 @view
 def keeper_reward_share() -> uint256:
-    return (self._globals >> 64) & MASK64
+    return (self._globals >> KEEPER_SHARE_SHIFT) & MASK60
+
+
+@external
+@view
+def keeper_min_reward() -> uint256:
+    """
+    @notice The flat keeper reward floor (WAD USD), part of every maintenance requirement.
+    """
+    return (self._globals >> 1) & MASK75
 
 
 @external
@@ -435,7 +464,7 @@ def paused() -> bool:
     """
     @notice True while the exchange is in reduce-only mode.
     """
-    return self._globals & MASK64 != 0
+    return self._globals & 1 != 0
 
 
 @external
@@ -525,7 +554,7 @@ def liquidity_vault_value() -> int256:
         stored: int256 = 0
         last: uint256 = 0
         stored, last = self._unpack_funding(self._funding[market_id])
-        value += self.open_notional_sum[market_id] - fp._floor_div(skew * convert(index, int256), IWAD)
+        value += self._notional_sum(self._funding[market_id]) - fp._floor_div(skew * convert(index, int256), IWAD)
         value -= pricing._funding_charge(-skew, self._current_funding_per_unit(market_id, index), stored)
     return value
 
@@ -576,7 +605,7 @@ def list_market(
     self._set_params(market_id, params)
     self.market_symbol[market_id] = symbol
     self.market_ids.append(market_id)
-    self._funding[market_id] = self._pack_funding(0, block.timestamp)
+    self._funding[market_id] = self._pack_funding(0, block.timestamp, 0)
     log MarketListed(market_id=market_id, symbol=symbol)
 
 
@@ -603,9 +632,8 @@ def set_global_params(
     assert keeper_min_reward <= MAX_KEEPER_MIN_REWARD, "exchange: keeper reward floor too high"
     assert keeper_reward_share <= WAD, "exchange: keeper share above 100%"
     self._globals = self._pack_globals(
-        insurance_fee_share, protocol_fee_share, keeper_reward_share, self._globals & MASK64 != 0
+        insurance_fee_share, protocol_fee_share, keeper_reward_share, keeper_min_reward, self._globals & 1 != 0
     )
-    self.keeper_min_reward = keeper_min_reward
     log GlobalParamsSet(
         insurance_fee_share=insurance_fee_share,
         protocol_fee_share=protocol_fee_share,
@@ -655,8 +683,7 @@ def set_paused(paused: bool):
             work) or unpause. Guardian or owner.
     """
     assert msg.sender == self.guardian or msg.sender == ownable.owner, "exchange: caller is not the guardian"
-    g: uint256 = self._globals
-    self._globals = self._pack_globals(g >> 192, (g >> 128) & MASK64, (g >> 64) & MASK64, paused)
+    self._globals = (self._globals & ~convert(1, uint256)) | convert(paused, uint256)
     log PauseSet(paused=paused, by=msg.sender)
 
 # ============================================================================================
@@ -730,7 +757,7 @@ def _execute(
     globals_: uint256 = self._globals
     risk_up: bool = self._increases_risk(old_size, new_size)
     if risk_up:
-        assert globals_ & MASK64 == 0, "exchange: paused, reduce-only"
+        assert globals_ & 1 == 0, "exchange: paused, reduce-only"
         assert fp._abs(new_size) <= self._params[market_id][3] >> 128, "exchange: position above max size"
 
     new_long: uint256 = long_oi + self._long_part(new_size) - self._long_part(old_size)
@@ -750,13 +777,17 @@ def _execute(
     else:
         self._position[owner][sub_account][market_id] = self._pack_position(new_size, funding_per_unit)
     self._open_notional[owner][sub_account][market_id] = new_basis
-    self.open_notional_sum[market_id] += new_basis - old_basis
+    if new_basis != old_basis:
+        packed: uint256 = self._funding[market_id]  # warm: just accrued
+        self._funding[market_id] = (packed & ~NOTIONAL_SUM_MASK) | self._pack_notional_sum(
+            self._notional_sum(packed) + new_basis - old_basis
+        )
     toggled: uint256 = 0
     if (old_size == 0) != (new_size == 0):
         toggled = 1 << market_id
 
-    to_insurance: uint256 = fp._ceil_div_u(fee * (globals_ >> 192), WAD)
-    to_protocol: uint256 = fee * ((globals_ >> 128) & MASK64) // WAD
+    to_insurance: uint256 = fp._ceil_div_u(fee * (globals_ >> INSURANCE_SHARE_SHIFT), WAD)
+    to_protocol: uint256 = fee * ((globals_ >> PROTOCOL_SHARE_SHIFT) & MASK60) // WAD
     to_lv: uint256 = fee - to_insurance - to_protocol
     cash: int256 = 0
     mask: uint256 = 0
@@ -810,7 +841,8 @@ def _accrue(
     """
     fpu: int256 = 0
     last: uint256 = 0
-    fpu, last = self._unpack_funding(self._funding[market_id])
+    packed: uint256 = self._funding[market_id]
+    fpu, last = self._unpack_funding(packed)
     if last == block.timestamp:
         return fpu, 0
     lv_funding: int256 = 0
@@ -821,7 +853,7 @@ def _accrue(
             lv_funding = pricing._funding_charge(-skew, fpu + delta, fpu)
             fpu += delta
             log FundingAccrued(market_id=market_id, funding_rate=rate, funding_per_unit=fpu, liquidity_vault_funding=lv_funding)
-    self._funding[market_id] = self._pack_funding(fpu, block.timestamp)
+    self._funding[market_id] = self._pack_funding(fpu, block.timestamp, self._notional_sum(packed))
     return fpu, lv_funding
 
 
@@ -941,7 +973,7 @@ def _account_state(
             + fp._ceil_div_u(notional * fp._abs(size), 2 * (p0 >> 128))
             + fp._ceil_div_u(notional * (p0 & MASK64), WAD)
         )
-    maintenance += self.keeper_min_reward
+    maintenance += (self._globals >> 1) & MASK75
     return equity, initial, maintenance
 
 # ============================================================================================
@@ -990,11 +1022,20 @@ def _skew_of(market_id: uint256) -> int256:
 
 @internal
 @pure
-def _pack_globals(insurance_fee_share: uint256, protocol_fee_share: uint256, keeper_reward_share: uint256, paused: bool) -> uint256:
-    flag: uint256 = 0
-    if paused:
-        flag = 1
-    return (insurance_fee_share << 192) | (protocol_fee_share << 128) | (keeper_reward_share << 64) | flag
+def _pack_globals(
+    insurance_fee_share: uint256,
+    protocol_fee_share: uint256,
+    keeper_reward_share: uint256,
+    keeper_min_reward: uint256,
+    paused: bool,
+) -> uint256:
+    return (
+        (insurance_fee_share << INSURANCE_SHARE_SHIFT)
+        | (protocol_fee_share << PROTOCOL_SHARE_SHIFT)
+        | (keeper_reward_share << KEEPER_SHARE_SHIFT)
+        | (keeper_min_reward << 1)
+        | convert(paused, uint256)
+    )
 
 
 @internal
@@ -1019,12 +1060,27 @@ def _unpack_position(packed: uint256) -> (int256, int256):
 
 @internal
 @pure
-def _pack_funding(fpu: int256, timestamp: uint256) -> uint256:
-    assert fpu > -OFFSET and fpu < OFFSET, "exchange: funding accumulator overflow"
-    return (convert(fpu + OFFSET, uint256) << 128) | timestamp
+def _pack_funding(fpu: int256, timestamp: uint256, notional_sum: int256) -> uint256:
+    assert fpu > -FUNDING_OFFSET and fpu < FUNDING_OFFSET, "exchange: funding accumulator overflow"
+    return (convert(fpu + FUNDING_OFFSET, uint256) << 144) | (timestamp << 104) | self._pack_notional_sum(notional_sum)
+
+
+@internal
+@pure
+def _pack_notional_sum(notional_sum: int256) -> uint256:
+    assert (
+        notional_sum > -NOTIONAL_SUM_OFFSET and notional_sum < NOTIONAL_SUM_OFFSET
+    ), "exchange: open notional sum out of range"
+    return convert(notional_sum + NOTIONAL_SUM_OFFSET, uint256)
+
+
+@internal
+@pure
+def _notional_sum(packed: uint256) -> int256:
+    return convert(packed & NOTIONAL_SUM_MASK, int256) - NOTIONAL_SUM_OFFSET
 
 
 @internal
 @pure
 def _unpack_funding(packed: uint256) -> (int256, uint256):
-    return convert(packed >> 128, int256) - OFFSET, packed & MASK128
+    return convert(packed >> 144, int256) - FUNDING_OFFSET, (packed >> 104) & (2**40 - 1)

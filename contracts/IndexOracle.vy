@@ -13,7 +13,7 @@
         sequencer is down and for a grace period after it comes back up. With no valid price
         `index_price` reverts with an "oracle: ..." reason, so every price-dependent action
         of the exchange reverts with it. See docs/oracle.md.
-@custom:security The owner (a multisig) sets the sequencer feed, the configurator and any
+@custom:security The deployer fixes the sequencer feed; the owner (a multisig) sets the configurator and any
         market's feeds; the configurator (the exchange) sets the feeds of the markets it
         lists. Neither can set an unbounded heartbeat, more than 5 feeds, a zero or
         duplicate aggregator, or a deviation above 100 %. Reads never write state and are
@@ -92,20 +92,29 @@ configurator: public(address)
 _feed_config: HashMap[uint256, uint256[MAX_FEEDS]]
 # market id => feed count | max_deviation << 8
 _market_config: HashMap[uint256, uint256]
-# sequencer-uptime feed | grace period << 160
-_sequencer_config: uint256
+# sequencer-uptime feed | grace period << 160, fixed at deployment: it is the chain's, and an
+# immutable costs no storage read on every price
+SEQUENCER_CONFIG: immutable(uint256)
 
 
 # ---------------------------------------------------------------- CONSTRUCTOR
 
 
 @deploy
-def __init__():
+def __init__(sequencer_feed: address, grace_period: uint256):
     """
-    @notice The deployer becomes the owner. No market has feeds and no sequencer feed is set.
+    @notice The deployer becomes the owner. No market has feeds yet.
+    @param sequencer_feed The chain's L2 sequencer-uptime feed (Chainlink: answer 0 = up,
+           1 = down), checked before every price; empty(address) on a chain without one. Fixed
+           for the oracle's life.
+    @param grace_period Seconds after the sequencer comes back up during which prices are
+           still refused, at most MAX_GRACE_PERIOD.
     """
     ownable.__init__()
     ownable_2step.__init__()
+    assert grace_period <= MAX_GRACE_PERIOD, "oracle: invalid grace period"
+    SEQUENCER_CONFIG = convert(sequencer_feed, uint256) | (grace_period << GRACE_SHIFT)
+    log IIndexOracle.SequencerFeedSet(feed=sequencer_feed, grace_period=grace_period)
 
 
 # ---------------------------------------------------------------- EXTERNAL: ADMIN
@@ -120,21 +129,6 @@ def set_configurator(configurator: address):
     ownable._check_owner()
     self.configurator = configurator
     log IIndexOracle.ConfiguratorSet(configurator=configurator)
-
-
-@external
-def set_sequencer_feed(feed: address, grace_period: uint256):
-    """
-    @notice Set the L2 sequencer-uptime feed checked before every price, or disable the check
-            with feed = empty(address).
-    @param feed A Chainlink L2 sequencer-uptime feed (answer 0 = up, 1 = down).
-    @param grace_period Seconds after the sequencer comes back up during which prices are
-           still refused, at most MAX_GRACE_PERIOD.
-    """
-    ownable._check_owner()
-    assert grace_period <= MAX_GRACE_PERIOD, "oracle: invalid grace period"
-    self._sequencer_config = convert(feed, uint256) | (grace_period << GRACE_SHIFT)
-    log IIndexOracle.SequencerFeedSet(feed=feed, grace_period=grace_period)
 
 
 @external
@@ -210,7 +204,7 @@ def index_price(market_id: uint256) -> uint256:
     @param market_id The market.
     @return The index price in WAD, in [1, MAX_PRICE].
     """
-    sequencer: uint256 = self._sequencer_config
+    sequencer: uint256 = SEQUENCER_CONFIG
     if sequencer & ADDRESS_MASK != 0:
         self._check_sequencer(sequencer)
 
@@ -262,7 +256,7 @@ def round_price(market_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS]) -> I
     @return price (WAD), previous (WAD), published (earliest updatedAt of the named rounds),
             previous_published (latest updatedAt of the rounds before them).
     """
-    sequencer: uint256 = self._sequencer_config
+    sequencer: uint256 = SEQUENCER_CONFIG
     if sequencer & ADDRESS_MASK != 0:
         self._check_sequencer(sequencer)
     head: uint256 = self._feed_config[market_id][0]
@@ -359,7 +353,7 @@ def sequencer_feed() -> address:
     @notice The L2 sequencer-uptime feed checked before every price.
     @return The feed, or empty(address) when the check is disabled.
     """
-    return self._aggregator(self._sequencer_config)
+    return self._aggregator(SEQUENCER_CONFIG)
 
 
 @external
@@ -370,7 +364,7 @@ def grace_period() -> uint256:
     @notice Seconds after the sequencer comes back up during which prices are refused.
     @return The grace period in seconds.
     """
-    return self._sequencer_config >> GRACE_SHIFT
+    return SEQUENCER_CONFIG >> GRACE_SHIFT
 
 
 # ---------------------------------------------------------------- INTERNAL

@@ -85,7 +85,8 @@ SLOT_SHIFT: constant(uint256) = 192
 SUB_SHIFT: constant(uint256) = 160
 
 # packed order, slot 0: seq (0..39) | market_id (40..47) | kind (48..51) | reduce_only (52)
-# | state (53..55) | not_before (56..95) | expiry (96..135) | closed_at (136..175) | fee (176..255)
+# | state (53..55; a filled order keeps "open" here and is told by its cleared book bit)
+# | not_before (56..95) | expiry (96..135) | closed_at (136..175) | fee (176..255)
 # slot 1: (size_delta + 2**127) << 128 | acceptable_price; slot 2: trigger price
 MARKET_SHIFT: constant(uint256) = 40
 KIND_SHIFT: constant(uint256) = 48
@@ -326,13 +327,14 @@ def cancel_order(order_id: uint256):
     sub_account: uint256 = 0
     slot: uint256 = 0
     meta: uint256 = 0
-    owner, sub_account, slot, meta = self._load(order_id)
+    book: uint256 = 0
+    owner, sub_account, slot, meta, book = self._load(order_id)
     assert (meta >> STATE_SHIFT) & 7 == STATE_OPEN, "order: not open"
     kind: uint256 = (meta >> KIND_SHIFT) & 15
     expiry: uint256 = (meta >> EXPIRY_SHIFT) & MASK40
     fee: uint256 = meta >> FEE_SHIFT
     max_age: uint256 = (self._params >> 32) & 2**32 - 1
-    book: uint256 = self._book[owner][sub_account] & ~(1 << slot)
+    book &= ~(1 << slot)
     reason: String[96] = "expired"
     cancelled_at: uint256 = 0
     if kind == KIND_MARKET:
@@ -443,7 +445,8 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
     sub_account: uint256 = 0
     slot: uint256 = 0
     meta: uint256 = 0
-    owner, sub_account, slot, meta = self._load(order_id)
+    book: uint256 = 0
+    owner, sub_account, slot, meta, book = self._load(order_id)
     state: uint256 = (meta >> STATE_SHIFT) & 7
     cancelled_at: uint256 = (meta >> CLOSED_SHIFT) & MASK40
     # an owner's cancellation of a trigger order counts only for rounds published after it
@@ -530,7 +533,6 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
             if reason == "" or late or (kind != KIND_MARKET and reason == REASON_ACCEPTABLE):
                 raw_revert(response)
 
-    book: uint256 = self._book[owner][sub_account]
     if late:
         book &= ~(1 << (slot + LINGER_SHIFT))
     else:
@@ -541,7 +543,9 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
     if fee_unpaid:
         extcall VAULT.release_fee(executor, 0, fee)
     if reason == "":
-        self._orders[owner][sub_account][slot][0] = self._with_state(meta, STATE_EXECUTED, cancelled_at)
+        if late:
+            # an open order's fill is recorded by its cleared book bit alone (see `_load`)
+            self._orders[owner][sub_account][slot][0] = self._with_state(meta, STATE_EXECUTED, cancelled_at)
         log OrderExecuted(
             order_id=order_id,
             owner=owner,
@@ -585,7 +589,8 @@ def order(order_id: uint256) -> Order:
     sub_account: uint256 = 0
     slot: uint256 = 0
     meta: uint256 = 0
-    owner, sub_account, slot, meta = self._load(order_id)
+    book: uint256 = 0
+    owner, sub_account, slot, meta, book = self._load(order_id)
     return self._order(owner, sub_account, slot, meta)
 
 
@@ -703,14 +708,22 @@ def _free_slot(owner: address, sub_account: uint256, book: uint256, max_open: ui
 
 @internal
 @view
-def _load(order_id: uint256) -> (address, uint256, uint256, uint256):
+def _load(order_id: uint256) -> (address, uint256, uint256, uint256, uint256):
+    """
+    @dev (owner, sub-account, slot, meta with the order's state, the sub-account's book).
+    """
     owner: address = convert(convert(order_id & (2**160 - 1), uint160), address)
     sub_account: uint256 = (order_id >> SUB_SHIFT) & MAX_SUB_ACCOUNT
     slot: uint256 = (order_id >> SLOT_SHIFT) & 255
     assert slot < MAX_OPEN_ORDERS, "order: unknown order"
     meta: uint256 = self._orders[owner][sub_account][slot][0]
-    assert (meta & MASK40) == order_id >> SEQ_SHIFT and (meta >> STATE_SHIFT) & 7 != STATE_NONE, "order: unknown order"
-    return owner, sub_account, slot, meta
+    state: uint256 = (meta >> STATE_SHIFT) & 7
+    assert (meta & MASK40) == order_id >> SEQ_SHIFT and state != STATE_NONE, "order: unknown order"
+    book: uint256 = self._book[owner][sub_account]
+    if state == STATE_OPEN and (book >> slot) & 1 == 0:
+        # a fill leaves the stored state open and clears the slot's bit only (a write saved)
+        meta = self._with_state(meta, STATE_EXECUTED, 0)
+    return owner, sub_account, slot, meta, book
 
 
 @internal

@@ -72,6 +72,8 @@ event Settled:
     insurance: int256
     fees: int256
     funding_pool: int256
+    executor: address  # an order's executor, paid `execution_fee` from the escrow (sub-account 0)
+    execution_fee: uint256  # WAD; 0 when no escrowed fee is paid by this settlement
 
 event ExchangeSet:
     exchange: address
@@ -132,14 +134,15 @@ HALF_OFFSET: constant(int256) = 2**127  # system balances are int128
 MASK64: constant(uint256) = 2**64 - 1
 MASK128: constant(uint256) = 2**128 - 1
 
-exchange: public(address)
 liquidity_vault: public(address)
 liquidator: public(address)
 insurance_fund: public(address)
 fee_receiver: public(address)
 order_book: public(address)
-# @notice Execution fees escrowed for committed orders (WAD), a ledger account of its own.
-order_escrow_cash: public(uint256)
+# the exchange's address (0..159) | the execution fees escrowed for committed orders, a ledger
+# account of its own (160..255, WAD): one slot, so an order's fill checks its caller and
+# releases the escrow with a single cold read
+_exchange_escrow: uint256
 
 # owner -> sub-account -> (cash + OFFSET) << 64 | bitmask of markets with an open position.
 # The mask is the exchange's, kept here so that one slot write settles a trade and so that the
@@ -220,6 +223,26 @@ def withdraw(sub_account: uint256, amount: uint256) -> uint256:
     self._push(msg.sender, amount)
     log Withdraw(owner=msg.sender, sub_account=sub_account, amount=amount, debited=debited)
     return debited
+
+
+@external
+@view
+@reentrant
+def exchange() -> address:
+    """
+    @notice The exchange, the only contract that settles trades.
+    """
+    return self._exchange()
+
+
+@external
+@view
+@reentrant
+def order_escrow_cash() -> uint256:
+    """
+    @notice Execution fees escrowed for committed orders (WAD), a ledger account of its own.
+    """
+    return self._exchange_escrow >> 160
 
 
 @external
@@ -314,7 +337,7 @@ def escrow_fee(owner: address, sub_account: uint256, amount: uint256):
     cash, mask = self._load(owner, sub_account)
     assert convert(amount, int256) <= cash, "vault: execution fee above cash"
     self._store(owner, sub_account, cash - convert(amount, int256), mask)
-    self.order_escrow_cash += amount
+    self._exchange_escrow += amount << 160  # reverts past 2**96 WAD
     log FeeEscrowed(owner=owner, sub_account=sub_account, amount=amount)
 
 
@@ -355,7 +378,7 @@ def settle(
     @dev The deltas must sum to exactly zero: the ledger can only be rearranged, never grown.
     @return The trader's new cash balance and open-markets mask.
     """
-    assert msg.sender == self.exchange, "vault: caller is not the exchange"
+    assert msg.sender == self._exchange(), "vault: caller is not the exchange"
     assert trader + liquidity + insurance + fees + funding_pool == 0, "vault: unbalanced settlement"
     cash: int256 = 0
     mask: uint256 = 0
@@ -365,13 +388,11 @@ def settle(
         mask ^= markets_toggled
         self._store(owner, sub_account, cash, mask)
     if liquidity != 0 or insurance != 0:
-        self._system_a = self._pack_pair(
-            self._unpack_high(self._system_a) + liquidity, self._unpack_low(self._system_a) + insurance
-        )
+        a: uint256 = self._system_a
+        self._system_a = self._pack_pair(self._unpack_high(a) + liquidity, self._unpack_low(a) + insurance)
     if fees != 0 or funding_pool != 0:
-        self._system_b = self._pack_pair(
-            self._unpack_high(self._system_b) + fees, self._unpack_low(self._system_b) + funding_pool
-        )
+        b: uint256 = self._system_b
+        self._system_b = self._pack_pair(self._unpack_high(b) + fees, self._unpack_low(b) + funding_pool)
     log Settled(
         owner=owner,
         sub_account=sub_account,
@@ -380,9 +401,11 @@ def settle(
         insurance=insurance,
         fees=fees,
         funding_pool=funding_pool,
+        executor=fee_payee,
+        execution_fee=escrow_release,
     )
     if escrow_release != 0:
-        self._release(fee_payee, 0, escrow_release)
+        self._pay_from_escrow(fee_payee, 0, escrow_release)  # reported by Settled above
     return cash, mask
 
 @external
@@ -523,9 +546,9 @@ def set_exchange(exchange: address):
     @notice Wire the exchange, once. It is the only contract that can move cash.
     """
     ownable._check_owner()
-    assert self.exchange == empty(address), "vault: exchange already set"
+    assert self._exchange() == empty(address), "vault: exchange already set"
     assert exchange != empty(address), "vault: zero address"
-    self.exchange = exchange
+    self._exchange_escrow |= convert(convert(exchange, uint160), uint256)
     log ExchangeSet(exchange=exchange)
 
 
@@ -613,13 +636,24 @@ def _push(receiver: address, amount: uint256):
 
 
 @internal
+@view
+def _exchange() -> address:
+    return convert(convert(self._exchange_escrow & (2**160 - 1), uint160), address)
+
+
+@internal
 def _release(payee: address, sub_account: uint256, amount: uint256):
-    self.order_escrow_cash -= amount
+    self._pay_from_escrow(payee, sub_account, amount)
+    log EscrowReleased(payee=payee, sub_account=sub_account, amount=amount)
+
+
+@internal
+def _pay_from_escrow(payee: address, sub_account: uint256, amount: uint256):
+    self._exchange_escrow -= amount << 160  # reverts when the escrow holds less
     cash: int256 = 0
     mask: uint256 = 0
     cash, mask = self._load(payee, sub_account)
     self._store(payee, sub_account, cash + convert(amount, int256), mask)
-    log EscrowReleased(payee=payee, sub_account=sub_account, amount=amount)
 
 
 @internal
@@ -631,7 +665,7 @@ def _free(owner: address, sub_account: uint256, cash: int256, mask: uint256) -> 
     """
     if mask == 0:
         return convert(max(cash, 0), uint256)
-    return staticcall IExchange(self.exchange).withdrawable(owner, sub_account)
+    return staticcall IExchange(self._exchange()).withdrawable(owner, sub_account)
 
 
 @internal

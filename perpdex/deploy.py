@@ -32,6 +32,7 @@ from perpdex.node import follow_interval_mining
 from perpdex.snapshot import market_params
 
 FEED_DECIMALS = 8
+ZERO_ADDRESS = "0x" + "00" * 20
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
 CORE_CONTRACTS = (
     "collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "lens", "order_book",
@@ -149,7 +150,8 @@ class Deployer:
     def run(self) -> Deployment:
         collateral = self._collateral()
         aggregators = self._aggregators()
-        oracle = self._contract("oracle", "IndexOracle")
+        # no L2 sequencer-uptime feed on the chains deployed so far (the feed is fixed at deployment)
+        oracle = self._contract("oracle", "IndexOracle", ZERO_ADDRESS, 0)
         vault = self._contract("vault", "Vault", collateral.address)
         exchange = self._contract("exchange", "Exchange", vault.address, oracle.address)
         liquidity_vault = self._contract(

@@ -87,7 +87,7 @@ class RawState:
 
     def order_escrow(self) -> int:
         """Execution fees escrowed for committed orders (WAD)."""
-        return self._get(self.vault, self.v["order_escrow_cash"])
+        return self._get(self.vault, self.v["_exchange_escrow"]) >> 160
 
     def system_cash(self) -> tuple[int, int, int, int]:
         """(liquidity vault, insurance fund, fee receiver, funding pool) cash."""
@@ -114,11 +114,12 @@ class RawState:
     def funding(self, market_id: int) -> tuple[int, int]:
         """(funding per unit as last stored, timestamp of that accrual): `Exchange.funding_state`."""
         packed = self._get(self.exchange, mapping_slot(self.x["_funding"], market_id))
-        return _signed128(packed >> 128), packed & MASK128
+        return (packed >> 144) - 2**111, (packed >> 104) & (2**40 - 1)
 
     def open_notional_sum(self, market_id: int) -> int:
-        value = self._get(self.exchange, mapping_slot(self.x["open_notional_sum"], market_id))
-        return value - 2**256 if value >= 2**255 else value
+        """The traders' summed signed cost bases, packed in the low 104 bits of `_funding`."""
+        packed = self._get(self.exchange, mapping_slot(self.x["_funding"], market_id))
+        return (packed & (2**104 - 1)) - 2**103
 
     # -- Liquidator --------------------------------------------------------------------------
 

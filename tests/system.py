@@ -47,6 +47,8 @@ from raw_state import RawState
 CONTRACTS = "contracts"
 FEED_DECIMALS = 8
 HEARTBEAT = 3600
+ZERO_ADDRESS = "0x" + "00" * 20
+SEQUENCER_GRACE_PERIOD = 3_600
 # tests' order parameters: one-second delay, one-hour market orders, no fee unless a test sets one
 TEST_ORDER_PARAMS = OrderParams(min_order_delay=1, max_order_age=3600, execution_fee=0, max_open_orders=16)
 
@@ -106,7 +108,11 @@ class System:
     def __post_init__(self) -> None:
         boa.env.eoa = self.owner
         self.usdc = boa.load(f"{CONTRACTS}/mocks/MockUSDC.vy", "USD Coin", "USDC", self.token_decimals)
-        self.oracle = boa.load(f"{CONTRACTS}/IndexOracle.vy")
+        # an L2 sequencer-uptime feed, up since the epoch's first second (the oracle's is fixed at
+        # deployment; tests take the sequencer down with `sequencer.set_round`)
+        self.sequencer = boa.load(f"{CONTRACTS}/mocks/MockAggregator.vy", 0, "L2 Sequencer Uptime Status Feed", 0)
+        self.sequencer.set_round(1, 0, 1, 1, 1)
+        self.oracle = boa.load(f"{CONTRACTS}/IndexOracle.vy", self.sequencer.address, SEQUENCER_GRACE_PERIOD)
         self.vault = boa.load(f"{CONTRACTS}/Vault.vy", self.usdc.address)
         self.exchange = boa.load(f"{CONTRACTS}/Exchange.vy", self.vault.address, self.oracle.address)
         self.oracle.set_configurator(self.exchange.address)

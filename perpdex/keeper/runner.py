@@ -265,6 +265,8 @@ class Keeper(OrderPasses):
         elif name == "OrderExecuted":
             self.orders.pop(int(args["order_id"]), None)
             self._touch((args["owner"], int(args["sub_account"])), report)
+            if int(args["fee"]):  # paid to the executor by the fill's settlement (no EscrowReleased)
+                self._touch((args["executor"], 0), report)
         elif name == "OrderCancelled":
             order_id = int(args["order_id"])
             order = self.orders.get(order_id)

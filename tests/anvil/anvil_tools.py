@@ -379,7 +379,10 @@ class Chain:
         """Every trader sub-account that ever had cash: from the vault's events."""
         start = self.manifest["block"]
         keys = self.depositors()
-        keys |= {(e.args.owner, e.args.sub_account) for e in self.events("vault", "Settled", start)}
+        for e in self.events("vault", "Settled", start):
+            keys.add((e.args.owner, e.args.sub_account))
+            if e.args.execution_fee:
+                keys.add((e.args.executor, 0))
         keys |= {(e.args.payee, e.args.sub_account) for e in self.events("vault", "EscrowReleased", start)}
         for e in self.events("vault", "PairSettled", start):
             keys.add((e.args.owner, e.args.sub_account))

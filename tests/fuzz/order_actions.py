@@ -22,6 +22,7 @@ from perpdex.orders import (
     KIND_NAMES,
     REASON_ACCEPTABLE,
     STATE_CANCELLED,
+    STATE_EXECUTED,
     STATE_OPEN,
     ExecutionResult,
     Order,
@@ -64,6 +65,9 @@ class OrderStorage:
         """(seq, the order) stored in a sub-account's slot."""
         base = mapping_slot(self.orders_slot, owner, sub_account, slot)
         meta, packed, trigger = self._get(base), self._get(base + 1), self._get(base + 2)
+        state = (meta >> 53) & 7
+        if state == STATE_OPEN and not (self.book(owner, sub_account)[0] >> slot) & 1:
+            state = STATE_EXECUTED  # a fill clears the book's bit and leaves the stored state
         order = Order(
             owner=owner,
             sub_account=sub_account,
@@ -76,7 +80,7 @@ class OrderStorage:
             not_before=(meta >> 56) & MASK40,
             expiry=(meta >> 96) & MASK40,
             fee=meta >> 176,
-            state=(meta >> 53) & 7,
+            state=state,
             cancelled_at=(meta >> 136) & MASK40,
         )
         return meta & MASK40, order

@@ -92,9 +92,9 @@ def publish(s: System, market_id: int, price: int) -> None:
 
 
 def refresh(s: System) -> None:
-    """Fresh rounds at the model's prices on every feed; no sequencer check."""
+    """Fresh rounds at the model's prices on every feed; the sequencer up since long ago."""
     with boa.env.prank(s.owner):
-        s.oracle.set_sequencer_feed(ZERO_ADDRESS, 0)
+        s.sequencer.set_round(s.sequencer.latestRound() + 1, 0, 1, s.now, s.sequencer.latestRound() + 1)
     for market_id in s.model.params:
         publish(s, market_id, s.model.index[market_id])
 
@@ -378,7 +378,7 @@ class TokenSystem(System):
             self.usdc = boa.loads(self.token_source, "USD Coin", "USDC", self.token_decimals, name="HostileToken")
         else:
             self.usdc = t.usdc.deployer.deploy("USD Coin", "USDC", self.token_decimals)
-        self.oracle = t.oracle.deployer.deploy()
+        self.oracle = t.oracle.deployer.deploy(ZERO_ADDRESS, 0)
         self.vault = t.vault.deployer.deploy(self.usdc.address)
         self.exchange = t.exchange.deployer.deploy(self.vault.address, self.oracle.address)
         self.oracle.set_configurator(self.exchange.address)
@@ -685,10 +685,11 @@ def _next_round(s: System, market_id: int, answer: int | None = None, started=No
 
 
 def _sequencer(s: System, answer: int, started_at: int) -> None:
-    uptime = new_feed(s, 0, 0)
+    """The system's sequencer-uptime feed reports `answer` (0 up, 1 down) since `started_at`
+    (its grace period is one hour)."""
+    round_id = s.sequencer.latestRound() + 1
     with boa.env.prank(s.owner):
-        uptime.set_round(1, answer, started_at, s.now, 1)
-        s.oracle.set_sequencer_feed(uptime.address, 3_600)
+        s.sequencer.set_round(round_id, answer, started_at, s.now, round_id)
 
 
 ORACLE_FAULTS = {
@@ -1253,7 +1254,6 @@ def _restricted(s: System, caller: str) -> dict:
         },
         "oracle": {
             "set_configurator": (lambda c: c.set_configurator(caller), OWNER_ONLY),
-            "set_sequencer_feed": (lambda c: c.set_sequencer_feed(caller, 0), OWNER_ONLY),
             "set_feeds": (lambda c: c.set_feeds(BTC, [(feed, 1)], 0), OWNER_ONLY),
             **ownership,
         },

@@ -117,9 +117,14 @@ def aggregator_deployer(owner):
 
 
 @pytest.fixture
-def oracle(oracle_deployer, owner):
+def oracle(oracle_deployer, owner, request):
+    """An oracle without a sequencer feed; with `sequencer_feed` and a one-hour grace period
+    for the tests that ask for `sequencer` (the feed is fixed at deployment)."""
+    feed, grace_period = ZERO_ADDRESS, 0
+    if "sequencer" in request.fixturenames:
+        feed, grace_period = request.getfixturevalue("sequencer_feed").address, HOUR
     with boa.env.prank(owner):
-        return oracle_deployer.deploy()
+        return oracle_deployer.deploy(feed, grace_period)
 
 
 @pytest.fixture
@@ -160,13 +165,18 @@ def median_market(oracle, three_feeds, owner):
 
 
 @pytest.fixture
-def sequencer(make_feed, oracle, owner):
-    """An L2 sequencer-uptime feed, up for a day, checked with a one-hour grace period."""
+def sequencer_feed(make_feed, owner):
+    """An L2 sequencer-uptime feed, up for a day."""
     feed = make_feed(0, 0, "L2 Sequencer Uptime Status Feed")
     with boa.env.prank(owner):
         feed.set_round(1, 0, NOW - 86400, NOW - 86400, 1)
-        oracle.set_sequencer_feed(feed.address, HOUR)
     return feed
+
+
+@pytest.fixture
+def sequencer(oracle, sequencer_feed):
+    """The sequencer-uptime feed `oracle` checks, with a one-hour grace period."""
+    return sequencer_feed
 
 
 # ---------------------------------------------------------------- normalisation and median
@@ -365,15 +375,16 @@ def test_sequencer_grace_period(oracle, sequencer, eth_market):
     assert oracle.index_price(eth_market) == 2_000 * WAD
 
 
-def test_sequencer_up_and_disabled(oracle, sequencer, eth_market, owner):
+def test_sequencer_up_then_down(oracle, sequencer, eth_market):
+    assert (oracle.sequencer_feed(), oracle.grace_period()) == (sequencer.address, HOUR)
     assert oracle.index_price(eth_market) == 2_000 * WAD
     sequencer.set_round(2, 1, NOW, NOW, 2)
     with boa.reverts("oracle: sequencer down"):
         oracle.index_price(eth_market)
 
-    with boa.env.prank(owner):
-        oracle.set_sequencer_feed(ZERO_ADDRESS, 0)
-    assert oracle.sequencer_feed() == ZERO_ADDRESS
+
+def test_without_sequencer_feed_no_check(oracle, eth_market):
+    assert (oracle.sequencer_feed(), oracle.grace_period()) == (ZERO_ADDRESS, 0)
     assert oracle.index_price(eth_market) == 2_000 * WAD
 
 
@@ -491,15 +502,14 @@ def test_set_feeds_rejects_six_feeds_and_non_aggregators(oracle, make_feed, owne
     assert not oracle.has_feeds(9)
 
 
-def test_grace_period_is_bounded(oracle, sequencer, owner):
+def test_grace_period_is_bounded(oracle_deployer, sequencer_feed, owner):
     with boa.env.prank(owner):
         with boa.reverts("oracle: invalid grace period"):
-            oracle.set_sequencer_feed(sequencer.address, 86400 + 1)
-        oracle.set_sequencer_feed(sequencer.address, 86400)
-    (event,) = oracle.get_logs()
-    assert type(event).__name__ == "SequencerFeedSet"
-    assert (event.feed, event.grace_period) == (sequencer.address, 86400)
-    assert oracle.sequencer_feed() == sequencer.address
+            oracle_deployer.deploy(sequencer_feed.address, 86400 + 1)
+        oracle = oracle_deployer.deploy(sequencer_feed.address, 86400)
+    (event,) = [e for e in oracle.get_logs() if type(e).__name__ == "SequencerFeedSet"]
+    assert (event.feed, event.grace_period) == (sequencer_feed.address, 86400)
+    assert oracle.sequencer_feed() == sequencer_feed.address
     assert oracle.grace_period() == 86400
 
 
@@ -510,8 +520,6 @@ def test_attacker_cannot_configure(oracle, eth_feed, eth_market, attacker):
     with boa.env.prank(attacker):
         with boa.reverts(NOT_OWNER):
             oracle.set_feeds(eth_market, [(attacker, HOUR)], 0)
-        with boa.reverts(NOT_OWNER):
-            oracle.set_sequencer_feed(attacker, 0)
         with boa.reverts(NOT_OWNER):
             oracle.set_configurator(attacker)
     assert oracle.feeds(eth_market)[0][0] == eth_feed.address
@@ -527,8 +535,6 @@ def test_configurator_sets_feeds_but_nothing_else(oracle, eth_feed, configurator
 
     with boa.env.prank(configurator):
         oracle.set_feeds(11, [(eth_feed.address, HOUR)], 0)
-        with boa.reverts(NOT_OWNER):
-            oracle.set_sequencer_feed(eth_feed.address, 0)
         with boa.reverts(NOT_OWNER):
             oracle.set_configurator(configurator)
     assert oracle.index_price(11) == 2_000 * WAD
@@ -775,8 +781,10 @@ def uptime_feed(aggregator_deployer, owner):
 
 @pytest.fixture(scope="module")
 def pool_oracle(oracle_deployer, owner):
+    """The oracle of the examples without a sequencer feed (one with a feed is deployed per
+    example: the feed and its grace period are fixed at deployment)."""
     with boa.env.prank(owner):
-        return oracle_deployer.deploy()
+        return oracle_deployer.deploy(ZERO_ADDRESS, 0)
 
 
 @settings(
@@ -785,8 +793,11 @@ def pool_oracle(oracle_deployer, owner):
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(case=oracle_cases())
-def test_contract_matches_reference_model(pool_oracle, feed_pool, uptime_feed, owner, case):
+def test_contract_matches_reference_model(pool_oracle, oracle_deployer, feed_pool, uptime_feed, owner, case):
     now, readings, max_deviation, sequencer = case
+    if sequencer is not None:
+        with boa.env.prank(owner):
+            pool_oracle = oracle_deployer.deploy(uptime_feed.address, sequencer.grace_period)
     used: dict[int, int] = {}
     configs = []
     with boa.env.prank(owner):
@@ -796,11 +807,8 @@ def test_contract_matches_reference_model(pool_oracle, feed_pool, uptime_feed, o
             feed.set_round(*reading.round.as_tuple())
             configs.append((feed.address, reading.heartbeat))
         pool_oracle.set_feeds(1, configs, max_deviation)
-        if sequencer is None:
-            pool_oracle.set_sequencer_feed(ZERO_ADDRESS, 0)
-        else:
+        if sequencer is not None:
             uptime_feed.set_round(*sequencer.round.as_tuple())
-            pool_oracle.set_sequencer_feed(uptime_feed.address, sequencer.grace_period)
 
     boa.env.timestamp = now
     expected = ref.index_price_or_reason(readings, max_deviation, now, sequencer)
