@@ -151,9 +151,6 @@ class Wallet:
                            "or --private-key")
         return self.signer.address
 
-    def market(self, market_id: int) -> Market:
-        return next(m for m in self.markets if m.id == market_id)
-
     def symbol(self, market_id: int) -> str:
         return next((m.symbol for m in self.markets if m.id == market_id), str(market_id))
 
