@@ -93,10 +93,10 @@ def devnet(node, tools):
 
 def wallet(devnet: Devnet, *args: str, account: str | None = f"TEST::{TRADER}", ok: bool = True,
            timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
-    """`python -m perpdex.cli ARGS --deployment M --rpc-url URL [--account A]` as a separate
-    process; with `ok`, fails with its output unless it exited 0."""
-    argv = [sys.executable, "-m", "perpdex.cli", *args, "--deployment", str(devnet.manifest),
-            "--rpc-url", devnet.node.url]
+    """`python -m perpdex.cli ARGS --deployment M [--account A]` as a separate process, the node
+    found through $APE_FOUNDRY_HOST (as `make devnet` exports it); with `ok`, fails with its
+    output unless it exited 0."""
+    argv = [sys.executable, "-m", "perpdex.cli", *args, "--deployment", str(devnet.manifest)]
     if account:
         argv += ["--account", account]
     result = subprocess.run(argv, cwd=REPO, env=devnet.node.env, capture_output=True, text=True, timeout=timeout)
