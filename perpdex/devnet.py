@@ -176,7 +176,7 @@ class Devnet:
             self._deploy()
             self._seed()
             self._start_service("keeper", "keeper", "--account", f"TEST::{KEEPER}",
-                                "--deployments", str(self.options.deployments))
+                                "--deployments", str(self.options.deployments), "--checkpoint", str(self.checkpoint))
             if self.options.prices != "none":
                 self._start_service("pusher", *self._pusher_args(self.options.prices))
         except BaseException:
@@ -184,8 +184,16 @@ class Devnet:
             raise
         return self
 
+    @property
+    def checkpoint(self) -> Path:
+        """The keeper's checkpoint, of this devnet's chain only: a new anvil deploys at the same
+        addresses, and a checkpoint of an earlier chain would make the keeper skip this one's
+        first blocks."""
+        return self.options.logs / "keeper-checkpoint.json"
+
     def _start_node(self) -> None:
         o = self.options
+        self.checkpoint.unlink(missing_ok=True)
         anvil = shutil.which("anvil", path=self.env["PATH"])
         if anvil is None:
             raise RuntimeError("anvil not found: run `make devnet` (it installs node_modules/.bin/anvil)")
