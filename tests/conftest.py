@@ -9,7 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import compile_cache  # noqa: E402
 from system import System, fresh  # noqa: E402
+
+compile_cache.install()
 
 BTC, ETH = 0, 1
 
