@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all demo test bench fuzz devnet venv node clean compile
+.PHONY: all demo test bench cli-bench fuzz devnet venv node clean compile
 
 all: test
 
@@ -54,6 +54,9 @@ test: $(STAMP) $(NODE_STAMP) $(BUILD)
 
 bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.bench
+
+cli-bench: $(STAMP) $(NODE_STAMP) $(BUILD)
+	$(BIN)/python -m perpdex.cli_bench
 
 fuzz: $(STAMP) $(NODE_STAMP) $(BUILD)
 	PERPDEX_FUZZ_PROFILE=long $(BIN)/python tests/fuzz/run_long.py
