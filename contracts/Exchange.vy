@@ -23,6 +23,10 @@ from .interfaces import IVault
 from .modules import fixed_point as fp
 from .modules import pricing
 
+
+interface ILiquidatorDeficits:
+    def total_uncovered_deficit() -> uint256: view
+
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
 
@@ -64,6 +68,7 @@ KEEPER_SHARE_SHIFT: constant(uint256) = 76
 MODE_TRADE: constant(uint256) = 0
 MODE_LIQUIDATION: constant(uint256) = 1  # forced close at the fill price, no fee
 MODE_ADL: constant(uint256) = 2  # forced close at the index, no fee
+MODE_ADL_FILL: constant(uint256) = 3  # forced close at the ordinary fill price, no fee
 
 struct Fill:
     price: uint256
@@ -75,6 +80,7 @@ struct Fill:
     risk_up: bool
     cash: int256  # the account's cash after the fill
     mask: uint256  # the account's open-markets mask after the fill
+    surplus_change: int256  # a trade's change of equity - maintenance (0 for forced closes)
 
 struct MarketParams:
     skew_scale: uint256  # base units (WAD); premium = skew / skew_scale
@@ -232,20 +238,25 @@ def execute_trade(
         assert equity >= convert(max(initial, maintenance), int256), "exchange: insufficient margin"
     else:
         assert equity >= 0, "exchange: trade would leave account bankrupt"
+        # a reduction that leaves the account under maintenance may not lower its margin
+        # surplus: nobody walks an account into liquidation with its own trades at a pushed
+        # price (closing every position is always allowed)
+        if equity < convert(maintenance, int256) and fill.mask != 0:
+            assert fill.surplus_change >= 0, "exchange: this reduction leaves the account under maintenance and lowers its margin surplus; close it all or add collateral"
     return fill.price
 
 
 @external
-def close_for(owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, at_index: bool) -> Fill:
+def close_for(owner: address, sub_account: uint256, market_id: uint256, size_delta: int256, mode: uint256) -> Fill:
     """
-    @notice Reduce a position on behalf of the liquidator: at the fill price and without fee
-            for a liquidation, at the index for auto-deleveraging. Liquidator only.
+    @notice Reduce a position on behalf of the liquidator, without fee: `mode` 1 a liquidation
+            (the worse, for the account, of the slice's own-impact price and the fill price),
+            2 a deficit ADL (at the index), 3 a PnL-factor ADL (at the ordinary fill price).
+            Liquidator only.
     @dev No margin check: the liquidator decides and settles penalties itself.
     """
     assert msg.sender == self.liquidator, "exchange: caller is not the liquidator"
-    mode: uint256 = MODE_LIQUIDATION
-    if at_index:
-        mode = MODE_ADL
+    assert mode >= MODE_LIQUIDATION and mode <= MODE_ADL_FILL, "exchange: unknown close mode"
     return self._execute(owner, sub_account, market_id, size_delta, 0, mode, 0, empty(address), 0)
 
 
@@ -542,21 +553,27 @@ def withdrawable(owner: address, sub_account: uint256) -> uint256:
 @view
 def liquidity_vault_value() -> int256:
     """
-    @notice The liquidity vault's cash + its unrealized PnL on -skew in every market - its
-            unsettled funding (WAD). O(number of markets).
+    @notice The liquidity vault's value (WAD) at the current index: its cash + its -skew
+            position in every market valued at the closing price `index x (1 + skew / (2 x
+            skew_scale))` (the fill at which the traders' skew would close) - its unsettled
+            funding - the outstanding uncovered deficits (losses it already bears). At one
+            index no trade moves it: fills are path-independent, so a skew pushed and taken
+            back leaves it where it was. O(number of markets).
     """
-    value: int256 = staticcall VAULT.liquidity_cash()
-    for market_id: uint256 in self.market_ids:
-        skew: int256 = self._skew_of(market_id)
-        if skew == 0:
-            continue
-        index: uint256 = staticcall ORACLE.index_price(market_id)
-        stored: int256 = 0
-        last: uint256 = 0
-        stored, last = self._unpack_funding(self._funding[market_id])
-        value += self._notional_sum(self._funding[market_id]) - fp._floor_div(skew * convert(index, int256), IWAD)
-        value -= pricing._funding_charge(-skew, self._current_funding_per_unit(market_id, index), stored)
-    return value
+    return self._lv_value(empty(DynArray[uint256, MAX_MARKETS])) - convert(self._outstanding_deficit(), int256)
+
+
+@external
+@view
+def liquidity_vault_value_at(indices: DynArray[uint256, MAX_MARKETS]) -> int256:
+    """
+    @notice The liquidity vault's value before netting the outstanding uncovered deficits (see
+            `liquidity_vault_value`), at the given index of every listed market (in the order
+            of `market_ids`): what a two-step LP flow is priced at, with the indices of its
+            execution rounds.
+    """
+    assert len(indices) == len(self.market_ids), "exchange: one index per listed market expected"
+    return self._lv_value(indices)
 
 
 @external
@@ -748,6 +765,8 @@ def _execute(
     else:
         assert fp._sign(size_delta) == -fp._sign(old_size) and fp._abs(size_delta) <= fp._abs(old_size), "exchange: not a reduction"
         if mode == MODE_LIQUIDATION:
+            price = pricing._liquidation_price(index, skew, skew_scale, size_delta)
+        elif mode == MODE_ADL_FILL:
             price = pricing._fill_price(index, skew, skew_scale, size_delta)
     new_size: int256 = 0
     new_basis: int256 = 0
@@ -768,6 +787,22 @@ def _execute(
             assert new_long <= caps >> 128, "exchange: long open interest cap"
         if new_short > short_oi:
             assert new_short <= caps & MASK128, "exchange: short open interest cap"
+
+    surplus_change: int256 = 0
+    if mode == MODE_TRADE and not risk_up:
+        i: int256 = convert(index, int256)
+        equity_change: int256 = (
+            realized
+            - convert(fee, int256)
+            + fp._floor_div(new_size * i, IWAD)
+            - fp._floor_div(old_size * i, IWAD)
+            - (new_basis - old_basis)
+        )
+        surplus_change = (
+            equity_change
+            - convert(self._maintenance_of(new_size, index, p0), int256)
+            + convert(self._maintenance_of(old_size, index, p0), int256)
+        )
 
     # effects
     self._oi[market_id] = (new_long << 128) | new_short
@@ -825,7 +860,49 @@ def _execute(
         risk_up=risk_up,
         cash=cash,
         mask=mask,
+        surplus_change=surplus_change,
     )
+
+# ============================================================================================
+# INTERNAL: LIQUIDITY VAULT VALUE
+# ============================================================================================
+
+@internal
+@view
+def _lv_value(indices: DynArray[uint256, MAX_MARKETS]) -> int256:
+    """
+    @dev The vault's cash + its -skew at the closing price - unsettled funding, at `indices`
+         (the oracle's when empty).
+    """
+    value: int256 = staticcall VAULT.liquidity_cash()
+    count: uint256 = len(self.market_ids)
+    for i: uint256 in range(count, bound=MAX_MARKETS):
+        market_id: uint256 = self.market_ids[i]
+        skew: int256 = self._skew_of(market_id)
+        if skew == 0:
+            continue
+        index: uint256 = 0
+        if len(indices) == 0:
+            index = staticcall ORACLE.index_price(market_id)
+        else:
+            index = indices[i]
+        packed: uint256 = self._funding[market_id]
+        stored: int256 = 0
+        last: uint256 = 0
+        stored, last = self._unpack_funding(packed)
+        closing: uint256 = pricing._closing_price(index, skew, self._skew_scale(market_id))
+        value += self._notional_sum(packed) - fp._floor_div(skew * convert(closing, int256), IWAD)
+        value -= pricing._funding_charge(-skew, self._current_funding_per_unit(market_id, index), stored)
+    return value
+
+
+@internal
+@view
+def _outstanding_deficit() -> uint256:
+    liquidator: address = self.liquidator
+    if liquidator == empty(address):
+        return 0
+    return staticcall ILiquidatorDeficits(liquidator).total_uncovered_deficit()
 
 # ============================================================================================
 # INTERNAL: FUNDING
@@ -967,14 +1044,31 @@ def _account_state(
         equity -= pricing._funding_charge(size, self._current_funding_per_unit(market_id, index), snapshot)
         notional: uint256 = pricing._notional(size, index)
         p0: uint256 = self._params[market_id][0]
-        initial += fp._ceil_div_u(notional * (self._params[market_id][1] & MASK64), WAD)
-        maintenance += (
-            fp._ceil_div_u(notional * ((p0 >> 64) & MASK64), WAD)
-            + fp._ceil_div_u(notional * fp._abs(size), 2 * (p0 >> 128))
-            + fp._ceil_div_u(notional * (p0 & MASK64), WAD)
+        # the close impact and penalty count in both requirements: initial >= maintenance
+        close_terms: uint256 = fp._ceil_div_u(notional * fp._abs(size), 2 * (p0 >> 128)) + fp._ceil_div_u(
+            notional * (p0 & MASK64), WAD
         )
-    maintenance += (self._globals >> 1) & MASK75
-    return equity, initial, maintenance
+        initial += fp._ceil_div_u(notional * (self._params[market_id][1] & MASK64), WAD) + close_terms
+        maintenance += fp._ceil_div_u(notional * ((p0 >> 64) & MASK64), WAD) + close_terms
+    keeper_floor: uint256 = (self._globals >> 1) & MASK75
+    return equity, initial + keeper_floor, maintenance + keeper_floor
+
+
+@internal
+@pure
+def _maintenance_of(size: int256, index: uint256, p0: uint256) -> uint256:
+    """
+    @dev One position's maintenance requirement (without the account's keeper floor), as
+         `_account_state` adds it up.
+    """
+    if size == 0:
+        return 0
+    notional: uint256 = pricing._notional(size, index)
+    return (
+        fp._ceil_div_u(notional * ((p0 >> 64) & MASK64), WAD)
+        + fp._ceil_div_u(notional * fp._abs(size), 2 * (p0 >> 128))
+        + fp._ceil_div_u(notional * (p0 & MASK64), WAD)
+    )
 
 # ============================================================================================
 # INTERNAL: PARAMETERS AND PACKING

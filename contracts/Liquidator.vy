@@ -25,6 +25,7 @@ from snekmate.auth import ownable_2step
 from .interfaces import IExchange
 from .interfaces import IVault
 from .modules import fixed_point as fp
+from .modules import pricing
 
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
@@ -47,6 +48,21 @@ WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 TRIGGER_DEFICIT: constant(uint256) = 1
 TRIGGER_PNL_FACTOR: constant(uint256) = 2
+# @notice Longest `deficit_grace_period`, in seconds.
+MAX_DEFICIT_GRACE_PERIOD: public(constant(uint256)) = 30 * 86400
+MASK128: constant(uint256) = 2**128 - 1
+# _liquidation_window: the index the window is for << 128 | size closed at it (base units)
+# deficit record: amount (0..191) | losing side long (192) | recorded at (200..255)
+RECORD_AMOUNT_MASK: constant(uint256) = 2**192 - 1
+RECORD_LONG_BIT: constant(uint256) = 2**192
+RECORD_TIME_SHIFT: constant(uint256) = 200
+LIQUIDATION_HEALTHY: constant(uint256) = 0
+# Exchange.close_for modes
+CLOSE_LIQUIDATION: constant(uint256) = 1
+CLOSE_ADL_AT_INDEX: constant(uint256) = 2
+CLOSE_ADL_AT_FILL: constant(uint256) = 3
+LIQUIDATION_DONE: constant(uint256) = 1
+LIQUIDATION_NO_CAPACITY: constant(uint256) = 2
 
 struct Account:
     owner: address
@@ -77,9 +93,22 @@ event BadDebt:
 
 event DeficitRecorded:
     market_id: indexed(uint256)
+    owner: indexed(address)
+    sub_account: indexed(uint256)
     amount: uint256
     losing_side: int256
-    total: uint256
+    total: uint256  # the market's outstanding uncovered deficit after this record
+
+event DeficitWrittenOff:
+    market_id: indexed(uint256)
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    amount: uint256  # WAD paid by the liquidity vault's cash to the bankrupt account
+    by: address
+
+event LiquidationParamsSet:
+    capacity_multiplier: uint256
+    deficit_grace_period: uint256
 
 event LiquidationBatch:
     keeper: indexed(address)
@@ -118,9 +147,21 @@ adl_keeper: public(HashMap[address, bool])
 max_pnl_factor: public(uint256)
 target_pnl_factor: public(uint256)
 # per market: bad debt the insurance fund could not pay, and the side (+1 long, -1 short)
-# whose positions lost it
+# whose positions lost it last
 uncovered_deficit: public(HashMap[uint256, uint256])
 deficit_side: public(HashMap[uint256, int256])
+# every market's outstanding uncovered deficit (see `total_uncovered_deficit`)
+_total_deficit: uint256
+# owner -> sub-account -> market -> deficit record (see RECORD_*): what ADL may credit to this
+# bankrupt account, and what a write-off pays it
+_deficits: HashMap[address, HashMap[uint256, HashMap[uint256, uint256]]]
+# @notice Seconds after which an uncovered deficit may be written off even while ADL targets exist.
+deficit_grace_period: public(uint256)
+# @notice Share (WAD, at most 1) of the sandwich-free capacity 2 x min(maker, taker) x skew_scale
+#         that liquidations and ADL may close in a market at one index.
+capacity_multiplier: public(uint256)
+# per market: the index of the current liquidation window << 128 | size closed in it
+_liquidation_window: HashMap[uint256, uint256]
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -134,6 +175,8 @@ def __init__(exchange: IExchange, vault: IVault):
     VAULT = vault
     self.max_pnl_factor = WAD // 2
     self.target_pnl_factor = WAD * 4 // 10
+    self.capacity_multiplier = WAD
+    self.deficit_grace_period = 86400
 
 # ============================================================================================
 # LIQUIDATION
@@ -156,7 +199,9 @@ def liquidate(owner: address, sub_account: uint256) -> bool:
             the caller's sub-account 0 in the vault).
     @return True (a healthy account reverts "liquidator: account healthy").
     """
-    assert self._liquidate(owner, sub_account, msg.sender), "liquidator: account healthy"
+    status: uint256 = self._liquidate(owner, sub_account, msg.sender)
+    assert status != LIQUIDATION_HEALTHY, "liquidator: account healthy"
+    assert status != LIQUIDATION_NO_CAPACITY, "liquidator: liquidation capacity at this index used up; retry at the next price"
     return True
 
 
@@ -169,7 +214,7 @@ def liquidate_many(accounts: DynArray[Account, MAX_BATCH]) -> uint256:
     """
     liquidated: uint256 = 0
     for a: Account in accounts:
-        if self._liquidate(a.owner, a.sub_account, msg.sender):
+        if self._liquidate(a.owner, a.sub_account, msg.sender) == LIQUIDATION_DONE:
             liquidated += 1
     log LiquidationBatch(keeper=msg.sender, checked=len(accounts), liquidated=liquidated)
     return liquidated
@@ -246,8 +291,13 @@ def auto_deleverage(
     trigger: uint256 = TRIGGER_DEFICIT
     side: int256 = 0
     bankrupt_cash: int256 = 0
+    record: uint256 = 0
     if deficit > 0:
-        side = -self.deficit_side[market_id]
+        record = self._deficits[bankrupt_owner][bankrupt_sub_account][market_id]
+        assert record & RECORD_AMOUNT_MASK != 0, "liquidator: no deficit recorded for this account in this market"
+        side = 1  # the losing side was short: profitable longs pay
+        if record & RECORD_LONG_BIT != 0:
+            side = -1
         bankrupt_cash = staticcall VAULT.cash(bankrupt_owner, bankrupt_sub_account)
         assert bankrupt_cash < 0, "liquidator: account not bankrupt"
     else:
@@ -259,7 +309,7 @@ def auto_deleverage(
     closed: uint256 = 0
     for t: AdlTarget in targets:
         if trigger == TRIGGER_DEFICIT:
-            assert deficit > 0 and bankrupt_cash < 0, "liquidator: deficit already covered"
+            assert record & RECORD_AMOUNT_MASK != 0 and bankrupt_cash < 0, "liquidator: deficit already covered"
         else:
             assert self._pnl_factor(market_id) > self.target_pnl_factor, "liquidator: PnL factor under target"
         size: int256 = 0
@@ -274,13 +324,23 @@ def auto_deleverage(
         assert score <= previous, "liquidator: targets out of order"
         previous = score
         assert t.size > 0 and t.size <= fp._abs(size), "liquidator: bad ADL size"
+        assert self._use_capacity(market_id, t.size) == t.size, "liquidator: liquidation capacity at this index used up; retry at the next price"
 
+        # a deficit ADL closes at the index (the haircut takes the profit); a PnL-factor ADL at
+        # the ordinary fill price, as any market decrease would
+        mode: uint256 = CLOSE_ADL_AT_INDEX
+        if trigger == TRIGGER_PNL_FACTOR:
+            mode = CLOSE_ADL_AT_FILL
         fill: IExchange.Fill = extcall EXCHANGE.close_for(
-            t.owner, t.sub_account, market_id, -side * convert(t.size, int256), True
+            t.owner, t.sub_account, market_id, -side * convert(t.size, int256), mode
         )
         haircut: uint256 = 0
         if trigger == TRIGGER_DEFICIT and fill.realized_pnl > 0:
-            haircut = min(deficit, min(convert(fill.realized_pnl, uint256), convert(-bankrupt_cash, uint256)))
+            haircut = min(
+                record & RECORD_AMOUNT_MASK, min(convert(fill.realized_pnl, uint256), convert(-bankrupt_cash, uint256))
+            )
+            record -= haircut
+            self._total_deficit -= haircut
             extcall VAULT.settle_pair(
                 t.owner, t.sub_account, bankrupt_owner, bankrupt_sub_account,
                 -convert(haircut, int256), convert(haircut, int256), 0
@@ -301,6 +361,7 @@ def auto_deleverage(
         )
     if trigger == TRIGGER_DEFICIT:
         self.uncovered_deficit[market_id] = deficit
+        self._deficits[bankrupt_owner][bankrupt_sub_account][market_id] = record
     return closed
 
 
@@ -328,8 +389,116 @@ def pnl_factor(market_id: uint256) -> uint256:
     return self._pnl_factor(market_id)
 
 # ============================================================================================
+# DEFICITS
+# ============================================================================================
+
+@external
+@view
+@reentrant
+def total_uncovered_deficit() -> uint256:
+    """
+    @notice Every market's outstanding uncovered deficit (WAD): the liquidity vault's value
+            nets it. Reentrant: the exchange reads it in the middle of a liquidation or ADL.
+    """
+    return self._total_deficit
+
+
+@external
+@view
+def deficit_record(owner: address, sub_account: uint256, market_id: uint256) -> (uint256, int256, uint256):
+    """
+    @notice What a liquidation recorded as this bankrupt account's uncovered deficit in a
+            market and is still outstanding: (amount WAD, losing side +1 long / -1 short,
+            when it was last recorded). ADL credits only such records, never more.
+    """
+    record: uint256 = self._deficits[owner][sub_account][market_id]
+    if record & RECORD_AMOUNT_MASK == 0:
+        return 0, 0, 0
+    side: int256 = -1
+    if record & RECORD_LONG_BIT != 0:
+        side = 1
+    return record & RECORD_AMOUNT_MASK, side, record >> RECORD_TIME_SHIFT
+
+
+@external
+@view
+def can_write_off(owner: address, sub_account: uint256, market_id: uint256) -> bool:
+    """
+    @notice True when `write_off` would act: a deficit is recorded and either no position is
+            left on the side ADL would take it from, or `deficit_grace_period` has passed.
+    """
+    return self._can_write_off(self._deficits[owner][sub_account][market_id], market_id)
+
+
+@external
+def write_off(owner: address, sub_account: uint256, market_id: uint256) -> uint256:
+    """
+    @notice Write off a bankrupt account's outstanding deficit in a market once ADL cannot
+            cover it (no position left on the profitable side) or `deficit_grace_period` after
+            it was recorded: the liquidity vault's cash, the counterparty that booked the
+            unpaid loss as its gain, pays the account back. Anyone; the keeper does it.
+    @return The amount written off (WAD).
+    """
+    record: uint256 = self._deficits[owner][sub_account][market_id]
+    assert record & RECORD_AMOUNT_MASK != 0, "liquidator: no deficit recorded for this account in this market"
+    assert self._can_write_off(record, market_id), concat(
+        "liquidator: ADL may still cover this deficit; write-off possible from ",
+        uint2str((record >> RECORD_TIME_SHIFT) + self.deficit_grace_period),
+    )
+    amount: uint256 = record & RECORD_AMOUNT_MASK
+    self._deficits[owner][sub_account][market_id] = 0
+    self.uncovered_deficit[market_id] -= amount
+    self._total_deficit -= amount
+    cash: int256 = staticcall VAULT.cash(owner, sub_account)
+    paid: uint256 = min(amount, convert(max(-cash, 0), uint256))
+    if paid > 0:
+        extcall VAULT.write_off(owner, sub_account, paid)
+    log DeficitWrittenOff(market_id=market_id, owner=owner, sub_account=sub_account, amount=paid, by=msg.sender)
+    return paid
+
+
+@external
+@view
+def liquidation_window(market_id: uint256) -> (uint256, uint256):
+    """
+    @notice (the index of the market's current liquidation window, size closed at it).
+    """
+    window: uint256 = self._liquidation_window[market_id]
+    return window >> 128, window & MASK128
+
+
+@external
+@view
+def liquidation_capacity(market_id: uint256) -> uint256:
+    """
+    @notice Size (base units) liquidations and ADL may still close in the market at the
+            current index: 2 x min(maker, taker) x skew_scale x capacity_multiplier, minus
+            what was closed at this index. Sandwiching a forced close's skew move at one price
+            then costs at least what it gains (docs/DECISIONS.md).
+    """
+    index: uint256 = staticcall EXCHANGE.index_price(market_id)
+    window: uint256 = self._liquidation_window[market_id]
+    used: uint256 = 0
+    if window >> 128 == index:
+        used = window & MASK128
+    return self._capacity(market_id) - min(used, self._capacity(market_id))
+
+# ============================================================================================
 # ADMIN
 # ============================================================================================
+
+@external
+def set_liquidation_params(capacity_multiplier: uint256, deficit_grace_period: uint256):
+    """
+    @notice The liquidation capacity's multiplier (0 < m <= 1, WAD) and the deficit grace
+            period (1 hour .. 30 days). Owner.
+    """
+    ownable._check_owner()
+    assert capacity_multiplier > 0 and capacity_multiplier <= WAD, "liquidator: capacity multiplier must be in (0, 1]"
+    assert deficit_grace_period >= 3600 and deficit_grace_period <= MAX_DEFICIT_GRACE_PERIOD, "liquidator: deficit grace period out of bounds"
+    self.capacity_multiplier = capacity_multiplier
+    self.deficit_grace_period = deficit_grace_period
+    log LiquidationParamsSet(capacity_multiplier=capacity_multiplier, deficit_grace_period=deficit_grace_period)
 
 @external
 def set_adl_keeper(keeper: address, allowed: bool):
@@ -359,6 +528,45 @@ def set_pnl_factors(max_pnl_factor: uint256, target_pnl_factor: uint256):
 
 @internal
 @view
+def _capacity(market_id: uint256) -> uint256:
+    p: IExchange.MarketParams = staticcall EXCHANGE.market_params(market_id)
+    return 2 * min(p.maker_fee, p.taker_fee) * p.skew_scale // WAD * self.capacity_multiplier // WAD
+
+
+@internal
+def _use_capacity(market_id: uint256, wanted: uint256) -> uint256:
+    """
+    @dev Take up to `wanted` of the market's liquidation capacity at the current index; the
+         size granted. A new index opens a new window.
+    """
+    index: uint256 = staticcall EXCHANGE.index_price(market_id)
+    window: uint256 = self._liquidation_window[market_id]
+    used: uint256 = 0
+    if window >> 128 == index:
+        used = window & MASK128
+    capacity: uint256 = self._capacity(market_id)
+    granted: uint256 = min(wanted, capacity - min(used, capacity))
+    if granted > 0:
+        self._liquidation_window[market_id] = (index << 128) | (used + granted)
+    return granted
+
+
+@internal
+@view
+def _can_write_off(record: uint256, market_id: uint256) -> bool:
+    if record & RECORD_AMOUNT_MASK == 0:
+        return False
+    if block.timestamp >= (record >> RECORD_TIME_SHIFT) + self.deficit_grace_period:
+        return True
+    long_oi: uint256 = 0
+    short_oi: uint256 = 0
+    long_oi, short_oi = staticcall EXCHANGE.open_interest(market_id)
+    if record & RECORD_LONG_BIT != 0:
+        return short_oi == 0  # longs lost: only shorts could be deleveraged
+    return long_oi == 0
+
+@internal
+@view
 def _is_liquidatable(owner: address, sub_account: uint256) -> bool:
     cash: int256 = 0
     equity: int256 = 0
@@ -369,9 +577,9 @@ def _is_liquidatable(owner: address, sub_account: uint256) -> bool:
 
 
 @internal
-def _liquidate(owner: address, sub_account: uint256, keeper: address) -> bool:
+def _liquidate(owner: address, sub_account: uint256, keeper: address) -> uint256:
     if not self._is_liquidatable(owner, sub_account):
-        return False
+        return LIQUIDATION_HEALTHY
     cash: int256 = 0
     mask: uint256 = 0
     cash, mask = staticcall VAULT.account(owner, sub_account)
@@ -382,6 +590,7 @@ def _liquidate(owner: address, sub_account: uint256, keeper: address) -> bool:
     sides: int256[MAX_MARKETS] = empty(int256[MAX_MARKETS])
     total_loss: uint256 = 0
     open_after: uint256 = 0
+    closed_any: bool = False
     for market_id: uint256 in range(MAX_MARKETS):
         if mask >> market_id == 0:
             break
@@ -392,9 +601,11 @@ def _liquidate(owner: address, sub_account: uint256, keeper: address) -> bool:
         snapshot: int256 = 0
         size, basis, snapshot = staticcall EXCHANGE.position_state(owner, sub_account, market_id)
         p: IExchange.MarketParams = staticcall EXCHANGE.market_params(market_id)
-        amount: uint256 = min(fp._abs(size), p.max_liquidation_size)
+        amount: uint256 = self._use_capacity(market_id, min(fp._abs(size), p.max_liquidation_size))
+        if amount == 0:  # the capacity at this index is used up: the position waits
+            continue
         fill: IExchange.Fill = extcall EXCHANGE.close_for(
-            owner, sub_account, market_id, -fp._sign(size) * convert(amount, int256), False
+            owner, sub_account, market_id, -fp._sign(size) * convert(amount, int256), CLOSE_LIQUIDATION
         )
         notional: uint256 = fp._ceil_div_u(amount * fill.price, WAD)
         closed_notional += notional
@@ -404,8 +615,11 @@ def _liquidate(owner: address, sub_account: uint256, keeper: address) -> bool:
             losses[market_id] = convert(loss, uint256)
             total_loss += convert(loss, uint256)
         sides[market_id] = fp._sign(size)
+        closed_any = True
         open_after = fill.mask
 
+    if not closed_any:
+        return LIQUIDATION_NO_CAPACITY
     equity: int256 = 0
     initial: uint256 = 0
     maintenance: uint256 = 0
@@ -436,7 +650,7 @@ def _liquidate(owner: address, sub_account: uint256, keeper: address) -> bool:
         equity_after=equity - convert(charged, int256),
         fully_closed=open_after == 0,
     )
-    return True
+    return LIQUIDATION_DONE
 
 
 @internal
@@ -479,8 +693,22 @@ def _cover_bankruptcy(
         if share > 0:
             self.uncovered_deficit[market_id] += share
             self.deficit_side[market_id] = sides[market_id]
+            self._total_deficit += share
+            previous: uint256 = self._deficits[owner][sub_account][market_id]
+            long_bit: uint256 = 0
+            if sides[market_id] > 0:
+                long_bit = RECORD_LONG_BIT
+            # one account's records in one market add up (a re-opened position bankrupt again)
+            self._deficits[owner][sub_account][market_id] = (
+                ((previous & RECORD_AMOUNT_MASK) + share) | long_bit | (block.timestamp << RECORD_TIME_SHIFT)
+            )
             log DeficitRecorded(
-                market_id=market_id, amount=share, losing_side=sides[market_id], total=self.uncovered_deficit[market_id]
+                market_id=market_id,
+                owner=owner,
+                sub_account=sub_account,
+                amount=share,
+                losing_side=sides[market_id],
+                total=self.uncovered_deficit[market_id],
             )
         if market_id == last:
             break
@@ -527,7 +755,8 @@ def _pnl_factor(market_id: uint256) -> uint256:
     if skew == 0:
         return 0
     index: uint256 = staticcall EXCHANGE.index_price(market_id)
-    traders_pnl: int256 = fp._floor_div(skew * convert(index, int256), IWAD) - staticcall EXCHANGE.open_notional_sum(market_id)
+    closing: uint256 = pricing._closing_price(index, skew, (staticcall EXCHANGE.market_params(market_id)).skew_scale)
+    traders_pnl: int256 = fp._floor_div(skew * convert(closing, int256), IWAD) - staticcall EXCHANGE.open_notional_sum(market_id)
     if traders_pnl <= 0:
         return 0
     value: int256 = staticcall EXCHANGE.liquidity_vault_value()

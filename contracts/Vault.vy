@@ -75,6 +75,11 @@ event Settled:
     executor: address  # an order's executor, paid `execution_fee` from the escrow (sub-account 0)
     execution_fee: uint256  # WAD; 0 when no escrowed fee is paid by this settlement
 
+event DeficitWrittenOff:
+    owner: indexed(address)
+    sub_account: indexed(uint256)
+    amount: uint256  # WAD from the liquidity vault's cash to the bankrupt account
+
 event ExchangeSet:
     exchange: address
 
@@ -407,6 +412,22 @@ def settle(
     if escrow_release != 0:
         self._pay_from_escrow(fee_payee, 0, escrow_release)  # reported by Settled above
     return cash, mask
+
+@external
+def write_off(owner: address, sub_account: uint256, amount: uint256):
+    """
+    @notice Pay a bankrupt account's written-off deficit (WAD) from the liquidity vault's
+            cash, the counterparty that booked the unpaid loss as its gain. Liquidator only.
+    """
+    assert msg.sender == self.liquidator, "vault: caller is not the liquidator"
+    cash: int256 = 0
+    mask: uint256 = 0
+    cash, mask = self._load(owner, sub_account)
+    self._store(owner, sub_account, cash + convert(amount, int256), mask)
+    a: uint256 = self._system_a
+    self._system_a = self._pack_pair(self._unpack_high(a) - convert(amount, int256), self._unpack_low(a))
+    log DeficitWrittenOff(owner=owner, sub_account=sub_account, amount=amount)
+
 
 @external
 def settle_pair(

@@ -31,7 +31,7 @@ FUNDING_POOL = "funding_pool"
 SYSTEM_ACCOUNTS = (LIQUIDITY_VAULT, INSURANCE_FUND, FEE_RECEIVER, FUNDING_POOL, ORDER_ESCROW)
 
 # Exchange._execute modes
-MODE_TRADE, MODE_LIQUIDATION, MODE_ADL = 0, 1, 2
+MODE_TRADE, MODE_LIQUIDATION, MODE_ADL, MODE_ADL_FILL = 0, 1, 2, 3
 
 
 class ModelRevert(Exception):
@@ -132,6 +132,23 @@ def fill_price(index: int, skew: int, skew_scale: int, size_delta: int) -> int:
     return price
 
 
+def closing_price(index: int, skew: int, skew_scale: int) -> int:
+    """pricing._closing_price: the fill at which the traders' whole skew would close, never below 0."""
+    if skew == 0:
+        return index
+    numerator = index * skew
+    impact = ceil_div(numerator, 2 * skew_scale) if skew < 0 else floor_div(numerator, 2 * skew_scale)
+    return max(index + impact, 0)
+
+
+def liquidation_price_of_slice(index: int, skew: int, skew_scale: int, size_delta: int) -> int:
+    """pricing._liquidation_price: the worse, for the account, of the slice's own-impact price
+    and the ordinary fill."""
+    fill = fill_price(index, skew, skew_scale, size_delta)
+    own = fill_price(index, 0, skew_scale, size_delta)
+    return min(fill, own) if size_delta < 0 else max(fill, own)
+
+
 def funding_per_unit_delta(rate: int, index: int, elapsed: int) -> int:
     """USD per unit of size accrued over `elapsed` seconds at `rate` per 8 h, floored."""
     return floor_div(rate * index * elapsed, WAD * FUNDING_PERIOD)
@@ -215,8 +232,15 @@ def notional(size: int, index: int) -> int:
     return ceil_div(abs(size) * index, WAD)
 
 
+def close_terms(size: int, index: int, params: MarketParams) -> int:
+    """The impact of closing the position alone + its liquidation penalty: part of both requirements."""
+    n = notional(size, index)
+    return ceil_div(n * abs(size), 2 * params.skew_scale) + ceil_div(n * params.liquidation_penalty_ratio, WAD)
+
+
 def initial_requirement(size: int, index: int, params: MarketParams) -> int:
-    return ceil_div(notional(size, index) * params.initial_margin_ratio, WAD)
+    """initial ratio + the close terms (no keeper floor): never below the maintenance requirement."""
+    return ceil_div(notional(size, index) * params.initial_margin_ratio, WAD) + close_terms(size, index, params)
 
 
 def maintenance_requirement(size: int, index: int, params: MarketParams) -> int:
@@ -262,6 +286,12 @@ class TradeResult:
 # ---------------------------------------------------------------------------------------------
 
 TRIGGER_DEFICIT, TRIGGER_PNL_FACTOR = 1, 2
+REDUCTION_REASON = (
+    "exchange: this reduction leaves the account under maintenance and lowers its margin surplus; "
+    "close it all or add collateral"
+)
+NO_CAPACITY = "no capacity"  # _liquidate's answer when the capacity at this index is used up
+NO_CAPACITY_REASON = "liquidator: liquidation capacity at this index used up; retry at the next price"
 INT256_MAX = 2**255 - 1
 
 
@@ -288,10 +318,30 @@ class LiquidationMixin:
     def liquidate(self, account: Account, keeper) -> LiquidationResult:
         result = self._transaction(self._liquidate, account, keeper)
         require(result is not None, "liquidator: account healthy")
+        require(result != NO_CAPACITY, NO_CAPACITY_REASON)
         return result
 
     def liquidate_many(self, accounts: list[Account], keeper) -> int:
-        return sum(1 for a in accounts if self._transaction(self._liquidate, a, keeper) is not None)
+        results = [self._transaction(self._liquidate, a, keeper) for a in accounts]
+        return sum(1 for r in results if isinstance(r, LiquidationResult))
+
+    def liquidation_capacity(self, market_id: int) -> int:
+        """Liquidator.liquidation_capacity: what liquidations and ADL may still close at the index."""
+        params = self.params[market_id]
+        capacity = 2 * min(params.maker_fee, params.taker_fee) * params.skew_scale // WAD * self.capacity_multiplier // WAD
+        window_index, used = self.liquidation_windows.get(market_id, (None, 0))
+        if window_index != self.index[market_id]:
+            used = 0
+        return capacity - min(used, capacity)
+
+    def _use_capacity(self, market_id: int, wanted: int) -> int:
+        granted = min(wanted, self.liquidation_capacity(market_id))
+        if granted > 0:
+            window_index, used = self.liquidation_windows.get(market_id, (None, 0))
+            if window_index != self.index[market_id]:
+                used = 0
+            self.liquidation_windows[market_id] = (self.index[market_id], used + granted)
+        return granted
 
     def _liquidate(self, account: Account, keeper) -> LiquidationResult | None:
         if not self.is_liquidatable(account):
@@ -300,10 +350,14 @@ class LiquidationMixin:
         penalty = closed_notional = total_loss = 0
         losses: dict[int, int] = {}
         sides: dict[int, int] = {}
+        closed_any = False
         for market_id in markets:
             size = self.position(account, market_id).size
             params = self.params[market_id]
-            amount = min(abs(size), params.max_liquidation_size)
+            amount = self._use_capacity(market_id, min(abs(size), params.max_liquidation_size))
+            if amount == 0:
+                continue
+            closed_any = True
             fill, _ = self._execute(account, market_id, -sign(size) * amount, 0, MODE_LIQUIDATION)
             notional = ceil_div(amount * fill.fill_price, WAD)
             closed_notional += notional
@@ -313,6 +367,8 @@ class LiquidationMixin:
                 losses[market_id] = loss
                 total_loss += loss
             sides[market_id] = sign(size)
+        if not closed_any:
+            return NO_CAPACITY
         view = self.account_view(account)
         available = max(view.equity, 0)
         penalty = min(penalty, available)
@@ -350,6 +406,9 @@ class LiquidationMixin:
             if share > 0:
                 self.uncovered_deficit[market_id] = self.uncovered_deficit.get(market_id, 0) + share
                 self.deficit_side[market_id] = sides[market_id]
+                self.total_uncovered_deficit += share
+                previous = self.deficit_records.get((account, market_id), [0, 0, 0])[0]
+                self.deficit_records[(account, market_id)] = [previous + share, sides[market_id], self.now]
 
     def adl_score(self, account: Account, market_id: int) -> tuple[int, int]:
         """(score, unrealized PnL): PnL % x effective leverage, WAD."""
@@ -371,7 +430,8 @@ class LiquidationMixin:
         market = self.markets[market_id]
         if market.skew == 0:
             return 0
-        traders_pnl = floor_div(market.skew * self.index[market_id], WAD) - market.open_notional_sum
+        closing = closing_price(self.index[market_id], market.skew, self.params[market_id].skew_scale)
+        traders_pnl = floor_div(market.skew * closing, WAD) - market.open_notional_sum
         if traders_pnl <= 0:
             return 0
         value = self.liquidity_vault_value()
@@ -385,8 +445,11 @@ class LiquidationMixin:
     def _auto_deleverage(self, market_id, targets, bankrupt) -> list:
         """targets: [(account, size to close)]; returns [(score, fill, haircut)] per target."""
         deficit = self.uncovered_deficit.get(market_id, 0)
+        record = [0, 0, 0]
         if deficit > 0:
-            trigger, side = TRIGGER_DEFICIT, -self.deficit_side[market_id]
+            record = list(self.deficit_records.get((bankrupt, market_id), [0, 0, 0]))
+            require(record[0] > 0, "liquidator: no deficit recorded for this account in this market")
+            trigger, side = TRIGGER_DEFICIT, -record[1]
             require(self.cash_of(bankrupt) < 0, "liquidator: account not bankrupt")
         else:
             require(self.pnl_factor(market_id) > self.max_pnl_factor, "liquidator: no ADL trigger")
@@ -394,7 +457,7 @@ class LiquidationMixin:
         previous, out = INT256_MAX, []
         for account, amount in targets:
             if trigger == TRIGGER_DEFICIT:
-                require(deficit > 0 and self.cash_of(bankrupt) < 0, "liquidator: deficit already covered")
+                require(record[0] > 0 and self.cash_of(bankrupt) < 0, "liquidator: deficit already covered")
             else:
                 require(self.pnl_factor(market_id) > self.target_pnl_factor, "liquidator: PnL factor under target")
             size = self.position(account, market_id).size
@@ -404,17 +467,59 @@ class LiquidationMixin:
             require(score <= previous, "liquidator: targets out of order")
             previous = score
             require(0 < amount <= abs(size), "liquidator: bad ADL size")
-            fill, _ = self._execute(account, market_id, -side * amount, 0, MODE_ADL)
+            require(self._use_capacity(market_id, amount) == amount, NO_CAPACITY_REASON)
+            mode = MODE_ADL if trigger == TRIGGER_DEFICIT else MODE_ADL_FILL
+            fill, _ = self._execute(account, market_id, -side * amount, 0, mode)
             haircut = 0
             if trigger == TRIGGER_DEFICIT and fill.realized_pnl > 0:
-                haircut = min(deficit, fill.realized_pnl, -self.cash_of(bankrupt))
+                haircut = min(record[0], fill.realized_pnl, -self.cash_of(bankrupt))
+                record[0] -= haircut
+                self.total_uncovered_deficit -= haircut
                 self._credit(account, -haircut)
                 self._credit(bankrupt, haircut)
                 deficit -= haircut
             out.append((score, fill, haircut))
         if trigger == TRIGGER_DEFICIT:
             self.uncovered_deficit[market_id] = deficit
+            self._set_record(bankrupt, market_id, record)
         return out
+
+    def _set_record(self, account, market_id: int, record: list) -> None:
+        if record[0] == 0:
+            self.deficit_records.pop((account, market_id), None)
+        else:
+            self.deficit_records[(account, market_id)] = record
+
+    def deficit_record(self, account, market_id: int) -> tuple[int, int, int]:
+        """Liquidator.deficit_record: (amount, losing side, recorded at), zeros without one."""
+        return tuple(self.deficit_records.get((account, market_id), (0, 0, 0)))
+
+    def can_write_off(self, account, market_id: int) -> bool:
+        amount, side, recorded_at = self.deficit_record(account, market_id)
+        if amount == 0:
+            return False
+        if self.now >= recorded_at + self.deficit_grace_period:
+            return True
+        market = self.markets[market_id]
+        return (market.short_oi if side > 0 else market.long_oi) == 0
+
+    def write_off(self, account, market_id: int) -> int:
+        return self._transaction(self._write_off, account, market_id)
+
+    def _write_off(self, account, market_id: int) -> int:
+        amount, _, recorded_at = self.deficit_record(account, market_id)
+        require(amount > 0, "liquidator: no deficit recorded for this account in this market")
+        require(
+            self.can_write_off(account, market_id),
+            f"liquidator: ADL may still cover this deficit; write-off possible from {recorded_at + self.deficit_grace_period}",
+        )
+        self.deficit_records.pop((account, market_id))
+        self.uncovered_deficit[market_id] -= amount
+        self.total_uncovered_deficit -= amount
+        paid = min(amount, max(-self.cash_of(account), 0))
+        self._credit(account, paid)
+        self._credit(LIQUIDITY_VAULT, -paid)
+        return paid
 
     def liquidation_price(self, account: Account, market_id: int) -> int:
         p = self.position(account, market_id)
@@ -457,6 +562,12 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
     target_pnl_factor: int = WAD * 4 // 10
     uncovered_deficit: dict = field(default_factory=dict)  # market -> WAD
     deficit_side: dict = field(default_factory=dict)  # market -> +1 / -1, the side that lost
+    # (account, market) -> [amount, losing side, recorded at]: what ADL may credit, a write-off pays
+    deficit_records: dict = field(default_factory=dict)
+    total_uncovered_deficit: int = 0
+    deficit_grace_period: int = 86400
+    capacity_multiplier: int = WAD
+    liquidation_windows: dict = field(default_factory=dict)  # market -> (index, size closed at it)
     funding_settlements: int = 0  # how many rounded funding settlements happened (dust bound)
     # the order book (perpdex/orders.py)
     order_params: OrderParams = field(default_factory=OrderParams)
@@ -550,6 +661,7 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
         """Run `fn` atomically: on a ModelRevert every change is undone, as on-chain."""
         fields = (
             "cash", "markets", "positions", "token_balance", "funding_settlements", "uncovered_deficit", "deficit_side",
+            "deficit_records", "total_uncovered_deficit", "liquidation_windows",
             "order_slots", "order_seq", "order_books", "order_ids",
         )
         saved = copy.deepcopy([getattr(self, f) for f in fields])
@@ -574,6 +686,8 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
             require(view.equity >= max(view.initial, view.maintenance), "exchange: insufficient margin")
         else:
             require(view.equity >= 0, "exchange: trade would leave account bankrupt")
+            if view.equity < view.maintenance and self.open_markets(account):
+                require(self.last_surplus_change >= 0, REDUCTION_REASON)
         return result
 
     def _execute(
@@ -602,6 +716,8 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
         else:
             require(sign(size_delta) == -sign(old.size) and abs(size_delta) <= abs(old.size), "exchange: not a reduction")
             if mode == MODE_LIQUIDATION:
+                price = liquidation_price_of_slice(index, market.skew, params.skew_scale, size_delta)
+            elif mode == MODE_ADL_FILL:
                 price = fill_price(index, market.skew, params.skew_scale, size_delta)
         new, realized = apply_fill(old, size_delta, price)
         new = replace(new, funding_snapshot=market.funding_per_unit)
@@ -615,6 +731,16 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
         require(long_oi <= params.max_long_oi or long_oi <= market.long_oi, "exchange: long open interest cap")
         require(short_oi <= params.max_short_oi or short_oi <= market.short_oi, "exchange: short open interest cap")
 
+        self.last_surplus_change = 0
+        if mode == MODE_TRADE and not risk_up:
+            equity_change = (
+                realized - fee + floor_div(new.size * index, WAD) - floor_div(old.size * index, WAD)
+                - (new.open_notional - old.open_notional)
+            )
+            self.last_surplus_change = (
+                equity_change - maintenance_requirement(new.size, index, params)
+                + maintenance_requirement(old.size, index, params)
+            )
         to_lv, to_insurance, to_protocol = split_fee(fee, self.globals)
         market.long_oi, market.short_oi = long_oi, short_oi
         market.open_notional_sum += new.open_notional - old.open_notional
@@ -653,22 +779,25 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin):
             initial += initial_requirement(size, index, params)
             maintenance += maintenance_requirement(size, index, params)
         if markets:
+            initial += self.globals.keeper_min_reward
             maintenance += self.globals.keeper_min_reward
         return AccountView(cash, equity, initial, maintenance)
 
     # -- liquidity vault -----------------------------------------------------------------------
 
     def liquidity_vault_value(self) -> int:
-        """LV cash + its unrealized PnL on -skew in every market - its unsettled funding."""
+        """LV cash + its -skew valued at the closing price in every market - its unsettled
+        funding - the outstanding uncovered deficits."""
         value = self.cash_of(LIQUIDITY_VAULT)
         for market_id, market in self.markets.items():
             if market.skew == 0:
                 continue
             index = self.index[market_id]
             fpu = accrued_funding_per_unit(market, self.params[market_id], index, self.now)
-            value += market.open_notional_sum - floor_div(market.skew * index, WAD)
+            closing = closing_price(index, market.skew, self.params[market_id].skew_scale)
+            value += market.open_notional_sum - floor_div(market.skew * closing, WAD)
             value -= funding_charge(-market.skew, fpu, market.funding_per_unit)
-        return value
+        return value - self.total_uncovered_deficit
 
     # ERC-4626 share accounting of the liquidity vault (virtual offset against inflation attacks)
 

@@ -72,7 +72,8 @@ def default_params(**overrides) -> MarketParams:
         max_funding_rate=WAD // 10,
         maker_fee=WAD // 5_000,  # 2 bp
         taker_fee=WAD // 1_000,  # 10 bp
-        initial_margin_ratio=WAD // 20,  # 5 % (20x)
+        # 4.5 % + the 0.5 % penalty (part of the initial requirement too) = 5 %: 20x
+        initial_margin_ratio=WAD * 45 // 1_000,
         maintenance_margin_ratio=WAD // 40,  # 2.5 %
         liquidation_penalty_ratio=WAD // 200,  # 0.5 %
         max_long_oi=100_000 * WAD,
@@ -305,6 +306,19 @@ class System:
         assert self.liquidator.uncovered_deficit(market_id) == self.model.uncovered_deficit.get(market_id, 0)
         return expected
 
+    def write_off(self, caller: str, who: str, market_id: int, sub_account: int = 0) -> int:
+        """Liquidator.write_off on both sides; the amount paid back to the bankrupt account."""
+        self.accounts.add((who, sub_account))
+        expected, paid = self.mirror(
+            caller,
+            lambda: self.model.write_off((who, sub_account), market_id),
+            lambda: self.liquidator.write_off(who, sub_account, market_id),
+        )
+        assert paid == expected
+        self.last_logs = self.liquidator.get_logs()
+        self.assert_account_matches(who, sub_account)
+        return paid
+
     def withdraw(self, who: str, amount: int, sub_account: int = 0) -> None:
         """Vault.withdraw of `amount` token units on both sides (a refusal: the same reason)."""
         # the model checks before it changes anything
@@ -523,7 +537,10 @@ class System:
         assert self.vault.insurance_cash() == self.model.cash_of(INSURANCE_FUND)
         assert self.vault.fee_cash() == self.model.cash_of(FEE_RECEIVER)
         assert self.vault.funding_pool_cash() == self.model.cash_of(FUNDING_POOL)
-        assert self.exchange.liquidity_vault_value() == self.model.liquidity_vault_value()
+        assert self.exchange.liquidity_vault_value() == self.model.liquidity_vault_value(), (
+            self.exchange.liquidity_vault_value(), self.model.liquidity_vault_value(),
+            self.liquidator.total_uncovered_deficit(), self.model.total_uncovered_deficit,
+        )
         assert self.liquidity_vault.totalAssets() == self.model.lv_total_assets()
         assert self.liquidity_vault.totalSupply() == self.model.lv_supply
         assert self.exchange.open_interest_notional() == self.model.open_interest_notional()

@@ -44,6 +44,43 @@ def _mark_price(index: uint256, skew: int256, skew_scale: uint256) -> uint256:
 
 @internal
 @pure
+def _liquidation_price(index: uint256, skew: int256, skew_scale: uint256, size_delta: int256) -> uint256:
+    """
+    @notice A liquidation's price for the slice `size_delta` (which reduces the position): the
+            worse, for the account, of the index moved by the slice's own close impact, index x
+            (1 + size_delta / (2 skew_scale)), and the ordinary fill price. A skew pushed in
+            the account's favour does not make liquidation a better exit than closing.
+    """
+    fill: uint256 = self._fill_price(index, skew, skew_scale, size_delta)
+    own: uint256 = self._fill_price(index, 0, skew_scale, size_delta)
+    if size_delta < 0:
+        return min(fill, own)
+    return max(fill, own)
+
+
+@internal
+@pure
+def _closing_price(index: uint256, skew: int256, skew_scale: uint256) -> uint256:
+    """
+    @notice The fill price at which the traders' whole skew would close, index x (1 + skew /
+            (2 skew_scale)) rounded as that fill (down when the traders are long and would
+            sell), and 0 rather than negative for a short skew of 2 x skew_scale or more.
+    """
+    if skew == 0:
+        return index
+    i: int256 = convert(index, int256)
+    numerator: int256 = i * skew
+    denominator: int256 = 2 * convert(skew_scale, int256)
+    impact: int256 = 0
+    if skew < 0:
+        impact = fp._ceil_div(numerator, denominator)
+    else:
+        impact = fp._floor_div(numerator, denominator)
+    return convert(max(i + impact, 0), uint256)
+
+
+@internal
+@pure
 def _fill_price(index: uint256, skew: int256, skew_scale: uint256, size_delta: int256) -> uint256:
     """
     @notice index x (1 + (2 skew + delta) / (2 skew_scale)): up for buys, down for sells.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from perpdex.fixed_point import WAD, ceil_div, sign
 from perpdex.keeper.core import AccountKey, AccountState, Evaluation, Snapshot, take_turn
-from perpdex.model import Position, apply_fill
+from perpdex.model import MODE_ADL_FILL, Position, apply_fill, closing_price
 
 MAX_ADL_TARGETS = 20  # Liquidator.MAX_ADL_TARGETS
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -21,6 +21,7 @@ ADL_RACE_REASONS = (
     "liquidator: no ADL trigger",
     "liquidator: PnL factor under target",
     "liquidator: account not bankrupt",
+    "liquidator: liquidation capacity at this index used up; retry at the next price",
 )
 ADL_TURN_BLOCKS = 4  # blocks per ADL keeper's turn
 ADL_TURN_MARGIN = 2  # the last blocks of a turn: no ADL transaction is sent, the one in flight gets mined
@@ -92,14 +93,15 @@ def rank_adl_candidates(
 def plan_deficit_adl(
     snapshot: Snapshot, states: Mapping[AccountKey, AccountState], market_id: int, bankrupt: AccountKey
 ) -> AdlPlan | None:
-    """Trigger 1: take what `bankrupt` still owes of the market's uncovered deficit out of the
-    profit of the top-ranked positions opposite the losing side."""
+    """Trigger 1: take what `bankrupt` still owes of its recorded deficit in the market out of
+    the profit of the top-ranked positions opposite its losing side (never more than the record,
+    which is all the contract lets ADL credit)."""
     model = snapshot.model
-    deficit = model.uncovered_deficit.get(market_id, 0)
-    owed = min(deficit, -states[bankrupt].cash)
+    recorded, losing_side, _ = model.deficit_record(bankrupt, market_id)
+    owed = min(recorded, -states[bankrupt].cash)
     if owed <= 0:
         return None
-    side = -model.deficit_side[market_id]
+    side = -losing_side
     index = model.index[market_id]
     targets: list[AdlTarget] = []
     remaining = owed
@@ -119,25 +121,31 @@ def plan_deficit_adl(
 def plan_pnl_factor_adl(
     snapshot: Snapshot, states: Mapping[AccountKey, AccountState], market_id: int
 ) -> AdlPlan | None:
-    """Trigger 2: close the top-ranked profitable positions on the skew's side until traders'
-    profit is back under `target_pnl_factor` of the liquidity vault's value."""
+    """Trigger 2: close the top-ranked profitable positions on the skew's side (at the ordinary
+    fill price) until traders' profit, at the closing price, is back under `target_pnl_factor`
+    of the liquidity vault's value. Each target is sized at the index and then replayed on the
+    model, so the plan stops as soon as the factor is under target (the contract refuses a
+    target once it is)."""
     model = snapshot.model
     if not snapshot.lv_priced() or model.pnl_factor(market_id) <= model.max_pnl_factor:
         return None
-    market, index = model.markets[market_id], model.index[market_id]
-    traders_pnl = market.skew * index // WAD - market.open_notional_sum
-    value = model.liquidity_vault_value()
-    # factor = pnl * WAD // value <= target  <=>  pnl <= ceil((target + 1) * value / WAD) - 1
-    excess = traders_pnl - (ceil_div((model.target_pnl_factor + 1) * value, WAD) - 1)
+    side, index = sign(model.markets[market_id].skew), model.index[market_id]
+    candidates = rank_adl_candidates(snapshot, states, market_id, side)[:MAX_ADL_TARGETS]
+    trial = snapshot.account_model({key: states[key] for _, _, key in candidates})
     targets: list[AdlTarget] = []
-    remaining = excess + 2  # closing moves the market's PnL by the realized profit +-1 wei
-    for score, _, key in rank_adl_candidates(snapshot, states, market_id, sign(market.skew))[:MAX_ADL_TARGETS]:
-        size, basis, _ = states[key].positions[market_id]
-        amount = smallest_close(size, basis, index, remaining)
-        targets.append(AdlTarget(key, amount, score))
-        remaining -= realized_at_index(size, basis, amount, index)
-        if remaining <= 0:
+    for score, _, key in candidates:
+        if trial.pnl_factor(market_id) <= trial.target_pnl_factor:
             break
+        market = trial.markets[market_id]
+        closing = closing_price(index, market.skew, trial.params[market_id].skew_scale)
+        traders_pnl = market.skew * closing // WAD - market.open_notional_sum
+        value = trial.liquidity_vault_value()
+        # factor = pnl * WAD // value <= target  <=>  pnl <= ceil((target + 1) * value / WAD) - 1
+        excess = traders_pnl - (ceil_div((trial.target_pnl_factor + 1) * value, WAD) - 1) + 2
+        position = trial.position(key, market_id)
+        amount = smallest_close(position.size, position.open_notional, index, excess)
+        targets.append(AdlTarget(key, amount, score))
+        trial._execute(key, market_id, -side * amount, 0, MODE_ADL_FILL)
     return AdlPlan(market_id, TRIGGER_PNL_FACTOR, targets) if targets else None
 
 
@@ -150,10 +158,11 @@ def plan_adl(
     orphaned: list[int] = []
     for market_id in sorted(snapshot.terms):
         if snapshot.model.uncovered_deficit.get(market_id, 0) > 0:
-            if not evaluation.bankrupt:
+            recorded = [k for k in evaluation.bankrupt if snapshot.model.deficit_record(k, market_id)[0] > 0]
+            if not recorded:
                 orphaned.append(market_id)
                 continue
-            plan = plan_deficit_adl(snapshot, states, market_id, evaluation.bankrupt[0])
+            plan = plan_deficit_adl(snapshot, states, market_id, recorded[0])
         else:
             plan = plan_pnl_factor_adl(snapshot, states, market_id)
         if plan is not None:
@@ -184,3 +193,15 @@ def adl_turn(
     both pass their simulation. Every keeper derives the same turns from chain data (roles and,
     for a deficit, the block it was recorded in)."""
     return take_turn(keeper, keepers, since, block, length, margin)
+
+
+def plan_write_offs(snapshot: Snapshot, evaluation: Evaluation) -> list[tuple[AccountKey, int]]:
+    """The recorded deficits of bankrupt accounts that `Liquidator.write_off` accepts now (no
+    position left on the side ADL would take it from, or its grace period over)."""
+    model = snapshot.model
+    return [
+        (key, market_id)
+        for key in evaluation.bankrupt
+        for market_id in sorted(model.uncovered_deficit)
+        if model.can_write_off(key, market_id)
+    ]

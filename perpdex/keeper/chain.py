@@ -31,7 +31,7 @@ LENS_BATCH = 200  # accounts per Lens.accounts eth_call (the Lens takes up to 50
 NONCE_ERRORS = ("nonce too low", "replacement transaction underpriced", "already known", "invalid nonce", "nonce too high")
 INDEXED_EVENTS = (
     ("vault", "Deposit"), ("vault", "Withdraw"), ("vault", "PairSettled"), ("exchange", "Trade"),
-    ("liquidator", "AdlKeeperSet"), ("liquidator", "DeficitRecorded"),
+    ("liquidator", "AdlKeeperSet"), ("liquidator", "DeficitRecorded"), ("liquidator", "DeficitWrittenOff"),
 )
 ORDER_EVENTS = (
     ("vault", "FeeEscrowed"), ("vault", "EscrowReleased"),
@@ -209,9 +209,15 @@ class ChainClient:
         if not self._read_markets_with_lens(model, block, unpriced):
             for m in self.market_list(block):
                 self._read_market(model, m, block, unpriced)
+        model.total_uncovered_deficit = lq.total_uncovered_deficit(block_id=block)
+        model.capacity_multiplier = lq.capacity_multiplier(block_id=block)
+        model.deficit_grace_period = lq.deficit_grace_period(block_id=block)
         for m in model.params:
             model.uncovered_deficit[m] = lq.uncovered_deficit(m, block_id=block)
             model.deficit_side[m] = lq.deficit_side(m, block_id=block)
+            window_index, used = lq.liquidation_window(m, block_id=block)
+            if used:
+                model.liquidation_windows[m] = (int(window_index), int(used))
         return Snapshot(model, block)
 
     def _read_markets_with_lens(self, model: ExchangeModel, block: int, unpriced) -> bool:
@@ -320,6 +326,17 @@ class ChainClient:
 
     def adl_events(self, receipt) -> list:
         return list(receipt.decode_logs(self.deployment.liquidator.AutoDeleveraged))
+
+    # -- deficits --------------------------------------------------------------------------------
+
+    def deficit_record(self, key: AccountKey, market_id: int, block: int) -> tuple[int, int, int]:
+        return tuple(self.deployment.liquidator.deficit_record(key[0], key[1], market_id, block_id=block))
+
+    def write_off(self, key: AccountKey, market_id: int):
+        return self.send(self.deployment.liquidator.write_off, key[0], key[1], market_id)
+
+    def write_off_events(self, receipt) -> list:
+        return list(receipt.decode_logs(self.deployment.liquidator.DeficitWrittenOff))
 
     # -- orders ----------------------------------------------------------------------------------
 

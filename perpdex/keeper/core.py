@@ -95,13 +95,13 @@ class Snapshot:
             equity += size * index // WAD - basis  # unrealized PnL, floored
             equity -= -((size * (snapshot - t.funding_per_unit)) // WAD)  # funding owed, rounded up
             notional = -((-abs_size * index) // WAD)
-            initial += -((-notional * t.initial_margin_ratio) // WAD)
-            maintenance += (
-                -((-notional * t.maintenance_margin_ratio) // WAD)
-                - ((-notional * abs_size) // t.double_skew_scale)
-                - ((-notional * t.liquidation_penalty_ratio) // WAD)
+            close_terms = -((-notional * abs_size) // t.double_skew_scale) - (
+                (-notional * t.liquidation_penalty_ratio) // WAD
             )
+            initial += -((-notional * t.initial_margin_ratio) // WAD) + close_terms
+            maintenance += -((-notional * t.maintenance_margin_ratio) // WAD) + close_terms
         if state.positions:
+            initial += self.keeper_min_reward
             maintenance += self.keeper_min_reward
         return Health(equity, initial, maintenance)
 
@@ -138,6 +138,8 @@ class Snapshot:
             model.markets = copy.deepcopy(self.model.markets)
             model.uncovered_deficit = dict(self.model.uncovered_deficit)
             model.deficit_side = dict(self.model.deficit_side)
+            model.deficit_records = {k: list(v) for k, v in self.model.deficit_records.items()}
+            model.liquidation_windows = dict(self.model.liquidation_windows)
             model.index = dict(self.model.index)
             model.order_slots, model.order_seq, model.order_books, model.order_ids = {}, {}, {}, {}
         model.cash = {LIQUIDITY_VAULT: self.model.cash_of(LIQUIDITY_VAULT)}

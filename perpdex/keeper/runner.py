@@ -61,6 +61,7 @@ from perpdex.keeper.chain import ChainClient, FeedConfig, LogEntry, read_checkpo
 from perpdex.keeper.core import MAX_BATCH, AccountKey, AccountState, Evaluation, Health, Snapshot
 from perpdex.keeper.log import LOGGER, Ratio, Size, Usd, emit
 from perpdex.keeper.order_pass import ORDER_TURN_MARGIN, OrderPasses
+from perpdex.keeper.write_off_pass import WriteOffPass
 from perpdex.keeper.orders import (
     MAX_WALK,
     Feed,
@@ -104,7 +105,7 @@ class PassReport:
     liquidatable_accounts: set[AccountKey] = field(default_factory=set, repr=False)
 
 
-class Keeper(OrderPasses):
+class Keeper(OrderPasses, WriteOffPass):
     """Liquidation, ADL and order keeper over a perpdex.deploy.Deployment (ape contract
     handles). Order execution is on when the deployment has an order book. Every chain read and
     transaction goes through `client` (default: `ChainClient` over ape); another transport (a
@@ -249,6 +250,9 @@ class Keeper(OrderPasses):
             self.adl_keepers[args["keeper"]] = bool(args["allowed"])
         elif name == "DeficitRecorded":
             self.deficit_since[int(args["market_id"])] = log.block
+            self._touch((args["owner"], int(args["sub_account"])), report)
+        elif name == "DeficitWrittenOff":
+            self._touch((args["owner"], int(args["sub_account"])), report)
         elif name == "OrderParamsSet":
             self.order_params = OrderParams(
                 int(args["min_order_delay"]), int(args["max_order_age"]), int(args["execution_fee"]),
@@ -367,6 +371,7 @@ class Keeper(OrderPasses):
         self.block = number
         self.snapshot = snapshot
         self.evaluation = snapshot.evaluate(self.states)
+        self._read_deficit_records(self.evaluation, number)
         report.block = number
         report.accounts = len(self.accounts)
         report.unpriced = len(self.evaluation.unpriced)
@@ -582,8 +587,9 @@ class Keeper(OrderPasses):
             if self._liquidate(evaluation, report):
                 continue  # re-sync: slices left, or a bankruptcy to deleverage
             deleveraged = self._deleverage(evaluation, report)
+            written_off = self._write_offs(evaluation, report)
             self._execute_orders(report)
-            if not deleveraged:
+            if not (deleveraged or written_off):
                 break
         self.save_checkpoint()
         report.liquidatable = len(report.liquidatable_accounts)

@@ -91,6 +91,13 @@ def publish(s: System, market_id: int, price: int) -> None:
     s.model.index[market_id] = price
 
 
+def deepen(s: System) -> None:
+    """Every listed market's skew_scale to 250,000 units: the liquidation capacity at one index
+    (2 x maker fee x skew_scale) is then a whole slice, for tests about something else."""
+    for market_id in s.model.params:
+        s.set_market_params(market_id, skew_scale=250_000 * WAD)
+
+
 def refresh(s: System) -> None:
     """Fresh rounds at the model's prices on every feed; the sequencer up since long ago."""
     with boa.env.prank(s.owner):
@@ -744,6 +751,7 @@ def test_oracle_fault_blocks_every_price_dependent_action_and_changes_nothing(
     orders.append(s.commit_order(newcomer, market_id, WAD // 10))  # open
     s.warp(s.model.order_params.min_order_delay)
 
+    deepen(s)  # the victim's liquidation below closes it at one index
     inject(s)
     round_ids = [feed.latestRound() for feed in feeds_of(s, market_id)]
     before = snapshot(s, lp)
@@ -922,6 +930,7 @@ def test_huge_sub_account_ids_are_ordinary_isolated_accounts(system, trader, kee
     is refused with that reason), and the largest of them trades, gets liquidated and withdraws
     like sub-account 0. Nothing leaks between them."""
     s = system
+    deepen(s)  # the liquidation below closes the whole position at one index
     top = 2**32 - 1
     s.deposit(trader, 1_000, sub_account=0)
     s.deposit(trader, 2_200, sub_account=top)
@@ -1176,7 +1185,7 @@ PERMISSIONLESS = {
     "exchange": {"touch_market"},
     "oracle": set(),
     "liquidity_vault": {"deposit", "mint", "withdraw", "redeem", "transfer", "transferFrom", "approve"},
-    "liquidator": {"liquidate", "liquidate_many"},
+    "liquidator": {"liquidate", "liquidate_many", "write_off"},
     "insurance_fund": {"donate"},
     "order_book": {"commit_order", "execute_order", "execute_orders", "cancel_order"},
 }
@@ -1216,6 +1225,7 @@ def _restricted(s: System, caller: str) -> dict:
             "settle_pair": (
                 lambda c: c.settle_pair(s.owner, 0, caller, 0, -WAD, WAD, 0), "vault: caller is not the liquidator"
             ),
+            "write_off": (lambda c: c.write_off(s.owner, 0, WAD), "vault: caller is not the liquidator"),
             "deposit_insurance": (lambda c: c.deposit_insurance(USDC), "vault: caller is not the insurance fund"),
             "withdraw_insurance": (
                 lambda c: c.withdraw_insurance(caller, 1), "vault: caller is not the insurance fund"
@@ -1248,7 +1258,7 @@ def _restricted(s: System, caller: str) -> dict:
             ),
             "set_paused": (lambda c: c.set_paused(True), "exchange: caller is not the guardian"),
             "close_for": (
-                lambda c: c.close_for(s.owner, 0, BTC, -WAD, False), "exchange: caller is not the liquidator"
+                lambda c: c.close_for(s.owner, 0, BTC, -WAD, 1), "exchange: caller is not the liquidator"
             ),
             **ownership,
         },
@@ -1267,6 +1277,7 @@ def _restricted(s: System, caller: str) -> dict:
             ),
             "set_adl_keeper": (lambda c: c.set_adl_keeper(caller, True), OWNER_ONLY),
             "set_pnl_factors": (lambda c: c.set_pnl_factors(WAD, WAD // 2), OWNER_ONLY),
+            "set_liquidation_params": (lambda c: c.set_liquidation_params(WAD, 86_400), OWNER_ONLY),
             **ownership,
         },
         "insurance_fund": {
@@ -1335,6 +1346,7 @@ def test_every_admin_and_role_function_rejects_everyone_else(
     allowed = {
         ("vault", "settle"): {s.exchange.address},
         ("vault", "settle_pair"): {s.liquidator.address},
+        ("vault", "write_off"): {s.liquidator.address},
         ("vault", "deposit_insurance"): {s.insurance_fund.address},
         ("vault", "withdraw_insurance"): {s.insurance_fund.address},
         ("vault", "deposit_liquidity"): {s.liquidity_vault.address},
@@ -1466,7 +1478,7 @@ def test_guardian_can_pause_but_cannot_move_funds(system, guardian, trader, lp):
         (lambda: s.vault.withdraw_insurance(guardian, USDC), "vault: caller is not the insurance fund"),
         (lambda: s.vault.withdraw_fees(guardian, USDC), "vault: caller is not the fee receiver"),
         (lambda: s.insurance_fund.withdraw_surplus(guardian, USDC), OWNER_ONLY),
-        (lambda: s.exchange.close_for(trader, 0, BTC, -WAD, True), "exchange: caller is not the liquidator"),
+        (lambda: s.exchange.close_for(trader, 0, BTC, -WAD, 2), "exchange: caller is not the liquidator"),
         (lambda: s.liquidity_vault.redeem(WAD, guardian, lp), "erc20: insufficient allowance"),
         (lambda: s.liquidity_vault.withdraw(USDC, guardian, lp), "erc20: insufficient allowance"),
         (lambda: s.vault.withdraw(0, USDC), "vault: insufficient free collateral"),
@@ -1483,6 +1495,7 @@ def test_pause_blocks_new_risk_but_not_liquidations_or_exits(system, guardian, t
     """In reduce-only mode nobody adds risk, but an unhealthy account is still liquidated,
     positions still close, free collateral and LP capital still leave, and deposits arrive."""
     s = system
+    deepen(s)  # whole slices liquidate at one index
     s.deposit(trader, 10_000)
     s.trade(trader, BTC, WAD)
     s.deposit(other_trader, 2_200)
@@ -1567,6 +1580,7 @@ def test_liquidate_many_with_junk_entries_never_reverts_and_pays_only_real_liqui
     sub-account ids and an already-liquidated account liquidates exactly the two unhealthy
     accounts once each, pays the keeper for those two only, and a replay pays nothing."""
     s = system
+    deepen(s)  # whole slices liquidate at one index
     victims = [boa.env.generate_address(f"victim{i}") for i in range(2)]
     healthy = [boa.env.generate_address(f"healthy{i}") for i in range(2)]
     for who in victims:
@@ -1578,7 +1592,7 @@ def test_liquidate_many_with_junk_entries_never_reverts_and_pays_only_real_liqui
     done = boa.env.generate_address("already_liquidated")
     s.deposit(done, 2_200)
     s.trade(done, ETH, 10 * WAD)
-    publish(s, ETH, usd(1_850))
+    publish(s, ETH, usd(1_800))
     s.liquidate(keeper, done)
     keeper_cash = s.vault.cash(keeper, 0)
     publish(s, BTC, usd(39_000))
@@ -1623,6 +1637,7 @@ def test_self_liquidation_earns_nothing(system, keeper_floor, trader):
     equity back to you; the insurance fund keeps the rest of the penalty, so it ends worse than
     simply closing the position."""
     s = system
+    deepen(s)  # whole slices liquidate at one index
     s.deposit(trader, 2_200)
     s.trade(trader, BTC, WAD)
     publish(s, BTC, usd(39_000))
@@ -1729,26 +1744,31 @@ def test_limitation_funding_dust_stays_in_the_funding_pool(system, trader, other
     assert 0 < s.vault.funding_pool_cash() <= s.model.funding_settlements
 
 
-def test_limitation_a_market_records_one_deficit_side(system, trader, other_trader, keeper):
-    """A long goes bankrupt, then a short in the same market: the market's uncovered deficit
-    is the sum, but only the latest losing side is kept, so ADL would take the long's deficit
-    from the longs' profits too."""
+def test_each_bankrupt_account_keeps_its_own_losing_side(system, trader, other_trader, keeper):
+    """A long goes bankrupt, then a short in the same market. Each account's deficit record
+    keeps its own losing side, so ADL takes the long's deficit only from profitable shorts and
+    the short's only from profitable longs. (Before, the market kept one side, the latest, and
+    the long's deficit would have been taken from the longs' profits too.)"""
     s = system
+    deepen(s)
     s.set_globals(insurance_fee_share=0)  # an empty insurance fund
     s.deposit(trader, 2_200)
     s.trade(trader, BTC, WAD)
     publish(s, BTC, usd(37_000))
     s.liquidate(keeper, trader)
-    long_deficit = s.liquidator.uncovered_deficit(BTC)
-    assert long_deficit > 0 and s.liquidator.deficit_side(BTC) == 1
+    long_deficit, side, _ = s.liquidator.deficit_record(trader, 0, BTC)
+    assert long_deficit == -s.vault.cash(trader, 0) > 0 and side == 1
 
     s.deposit(other_trader, 2_200)
     s.trade(other_trader, BTC, -WAD)
     publish(s, BTC, usd(40_000))
     s.liquidate(keeper, other_trader)
-    assert s.vault.cash(other_trader, 0) < 0
-    assert s.liquidator.uncovered_deficit(BTC) == long_deficit - s.vault.cash(other_trader, 0)
-    assert s.liquidator.deficit_side(BTC) == -1  # the long's part is now booked against shorts
+    short_deficit, side, _ = s.liquidator.deficit_record(other_trader, 0, BTC)
+    assert short_deficit == -s.vault.cash(other_trader, 0) > 0 and side == -1
+    assert s.liquidator.deficit_record(trader, 0, BTC)[:2] == (long_deficit, 1)  # untouched
+    assert s.liquidator.uncovered_deficit(BTC) == s.liquidator.total_uncovered_deficit() == long_deficit + short_deficit
+    # the liquidity vault's value already nets both
+    assert s.exchange.liquidity_vault_value() == s.model.liquidity_vault_value()
 
 
 # ============================================================================================
@@ -1775,18 +1795,15 @@ def test_adl_score_of_a_dust_short_with_zero_cost_basis(system, attacker):
     assert s.model.adl_score((attacker, 0), 3)[0] == s.liquidator.adl_score(attacker, 0, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="known issue: LP share price marks the skew at the index; see docs/SECURITY.md")
-def test_bug_lp_sandwiches_its_own_redemption_with_a_flash_skew_push(system, attacker):
-    """BUG (economic). The liquidity vault's value marks its -skew position at the index, so
-    the price impact a trader pays to push the skew counts as the vault's profit for as long
-    as the skew stays pushed - and with a path-independent fill price it comes back in full
-    when the skew is pushed back. An attacker holding half of the LP shares, in one block:
-    buys 100 BTC (the vault's value rises by the 200,000 USD impact), redeems its shares at
-    the inflated price, sells the 100 BTC back at the same average price, and ends ~96,640 USD
-    richer; the other LP is that much poorer. (Mirror image: sell against an existing skew to
-    deflate the value, deposit, buy back.) Health is protected from exactly this push by
-    valuing accounts at the index; the share price is not. Expected: a round trip that leaves
-    every market as it was does not make an LP richer than its shares were worth before."""
+def test_lp_cannot_sandwich_its_own_redemption_with_a_skew_push(system, attacker):
+    """Found by this file, fixed (docs/SECURITY.md finding 2). When the liquidity vault's
+    -skew position was marked at the index, the price impact a trader pays to push the skew
+    counted as the vault's profit while the skew stayed pushed, and came back in full when it
+    was pushed back (path-independent fills). An attacker holding half of the LP shares bought
+    100 BTC, redeemed at the inflated share price, sold the 100 BTC back and ended ~96,640 USD
+    richer, the other LP that much poorer. Now the vault is valued at the closing price
+    `index x (1 + skew / (2 x skew_scale))`: at one index no trade moves the value, so the
+    round trip pays only its fees."""
     s = system
     s.lp_deposit(attacker, 1_000_000)  # half of the shares; the world's LP holds the other half
     shares = s.liquidity_vault.balanceOf(attacker)
@@ -1798,8 +1815,11 @@ def test_bug_lp_sandwiches_its_own_redemption_with_a_flash_skew_push(system, att
         return s.usdc.balanceOf(attacker) + s.vault.cash(attacker, 0) // 10**12 + lp_value
 
     before = wealth(shares)
-    s.trade(attacker, BTC, 100 * WAD)  # push: the vault books the impact as profit
-    s.lp_redeem(attacker, shares)  # exit at the inflated share price
+    value_before = s.exchange.liquidity_vault_value()
+    s.trade(attacker, BTC, 100 * WAD)  # push: the impact the attacker pays
+    # the vault's value moved by the fee only (its share of it), not by the impact
+    assert s.exchange.liquidity_vault_value() - value_before <= s.model.last_trade.fee
+    s.lp_redeem(attacker, shares)
     s.trade(attacker, BTC, -100 * WAD)  # pull back at the same average price
     assert s.exchange.skew(BTC) == 0
     assert wealth(0) <= before

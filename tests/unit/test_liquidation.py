@@ -12,13 +12,19 @@ from perpdex.model import ModelRevert
 
 BTC, ETH = 0, 1
 KEEPER_FLOOR = 5 * WAD
+DEEP_SKEW_SCALE = 250_000 * WAD
 
 
 @pytest.fixture
 def market(system, lp):
-    """An LP-backed exchange with a 5 USD keeper floor and a 20 % keeper share."""
+    """An LP-backed exchange with a 5 USD keeper floor and a 20 % keeper share, its markets
+    deep enough (skew_scale 250,000) that the liquidation capacity at one index, 2 x maker fee
+    x skew_scale = 100, is a whole `max_liquidation_size` slice (tests/unit/test_capacity.py
+    covers the capacity itself)."""
     system.lp_deposit(lp, 1_000_000)
     system.set_globals(keeper_min_reward=KEEPER_FLOOR)
+    for market_id in (BTC, ETH):
+        system.set_market_params(market_id, skew_scale=DEEP_SKEW_SCALE)
     return system
 
 
@@ -200,6 +206,7 @@ def test_adl_covers_deficit_from_top_ranked_opposite_profitable(market, trader, 
 
 def test_adl_brings_pnl_factor_under_target(system, lp, owner):
     s = system
+    s.set_market_params(BTC, skew_scale=DEEP_SKEW_SCALE)  # an ADL of 6 BTC within one index's capacity
     s.lp_deposit(lp, 100_000)
     adl_keeper = boa.env.generate_address("adl_keeper")
     with boa.env.prank(s.owner):
@@ -219,7 +226,8 @@ def test_adl_brings_pnl_factor_under_target(system, lp, owner):
     assert s.liquidator.pnl_factor(BTC) <= s.liquidator.target_pnl_factor()
     assert s.exchange.position_state(big, 0, BTC)[0] == 0
     (event,) = logs_named(s, "AutoDeleveraged")
-    assert event.haircut == 0 and event.price == s.exchange.index_price(BTC)  # at the index, no haircut
+    # no haircut, at the ordinary fill price: closing longs into a long skew gets its premium
+    assert event.haircut == 0 and event.price > s.exchange.index_price(BTC)
     with pytest.raises(ModelRevert, match="no ADL trigger"):
         s.auto_deleverage(adl_keeper, BTC, [((small, 0), WAD)])
 
