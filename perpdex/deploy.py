@@ -12,6 +12,18 @@ On local networks (ape's embedded chain, anvil) the mock USDC and one mock Chain
 aggregator per market are deployed too; elsewhere the collateral and the aggregators come from
 the markets config (`"collateral"` and each market's `"aggregators"`).
 
+Ownership ends with the Timelock (contracts/Timelock.vy, recorded as the manifest's
+`"timelock"`): every parameter, listing and role is set first by the deploying account, then
+each contract's ownership is transferred to the timelock, which accepts them in one operation
+of its own. The timelock is deployed with a minimum delay of 0 and proposer and executor roles
+for the deploying account only; the same operation that accepts the ownerships also grants the
+final roles (`TimelockPlan`), withdraws the deploying account's if it is not among them, and
+raises the delay to its final value, so the handover is atomic and needs no wait. After it,
+a re-run that finds a setting to change (a new market in the config, changed order
+parameters) schedules the changes through the timelock as one batch: executed at once on local
+networks (the clock moves over the short delay), scheduled elsewhere, to be executed by running
+`ape run deploy` again once the delay has passed. docs/governance.md has the delay's reasoning.
+
 `load_deployment` is the one way back from a manifest to contract handles (the wallet CLI, the
 keeper and the pusher all use it): it checks the chain id, that every recorded address has
 code, and carries the deployment block (where the keeper starts indexing events).
@@ -28,6 +40,7 @@ from pathlib import Path
 import click
 
 from perpdex.config import DEFAULT_MARKETS_FILE, MarketConfig, load_markets, load_order_params, params_tuple
+from perpdex.governance import CANCELLER_ROLE, EXECUTOR_ROLE, PROPOSER_ROLE, Call, Governance, GovernanceError
 from perpdex.node import follow_interval_mining
 from perpdex.snapshot import market_params
 
@@ -36,8 +49,14 @@ ZERO_ADDRESS = "0x" + "00" * 20
 DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
 CORE_CONTRACTS = (
     "collateral", "oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "lens", "order_book",
+    "timelock",
 )
-OPTIONAL_CONTRACTS = ("lens",)  # manifests written before the Lens existed still load; the keeper reads without it
+# manifests written before the Lens or the Timelock existed still load; the keeper reads without them
+OPTIONAL_CONTRACTS = ("lens", "timelock")
+# the contracts with an owner (snekmate's ownable_2step), all handed over to the timelock
+OWNED_CONTRACTS = ("oracle", "vault", "exchange", "liquidity_vault", "liquidator", "insurance_fund", "order_book")
+LOCAL_TIMELOCK_DELAY = 2  # seconds: setup on devnets and in tests goes through the timelock quickly
+NETWORK_TIMELOCK_DELAY = 86_400  # 24 hours, the least on any non-local network
 # manifest name -> project contract type, where it is not the name in CamelCase
 CONTRACT_TYPES = {
     "collateral": "MockUSDC",  # any ERC-20 ABI does for the calls the tools make
@@ -61,10 +80,44 @@ class Deployment:
     markets: list[MarketConfig]
     aggregators: dict[int, list] = field(default_factory=dict)
     block: int | None = None  # the block of the first deployment transaction
+    timelock: object | None = None  # the owner of every contract (None: the deploying account owns them)
 
     @property
     def contracts(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in CORE_CONTRACTS}
+        """Every contract of the deployment by manifest name (those it does not have left out)."""
+        return {name: c for name in CORE_CONTRACTS if (c := getattr(self, name)) is not None}
+
+
+@dataclass(frozen=True)
+class TimelockPlan:
+    """Who governs once the deployment is handed over. `delay` in seconds (None: 2 s on local
+    networks, 24 hours elsewhere); no proposers: the deploying account; no executors: the
+    proposers; cancellers besides the proposers (a guardian that can stop a hostile change)."""
+
+    delay: int | None = None
+    proposers: tuple[str, ...] = ()
+    executors: tuple[str, ...] = ()
+    cancellers: tuple[str, ...] = ()
+
+
+def exit_queue(deployment_contracts: dict, markets: list[MarketConfig]) -> dict[str, int]:
+    """The longest a trader or an LP can take to get out, in seconds, under the contracts' hard
+    bounds (so whatever the owner sets the parameters to):
+
+    - a trader's closing order executes at the first oracle round published `min_order_delay`
+      after the commit (at most MAX_MIN_ORDER_DELAY), and a round comes at least every
+      heartbeat; `max_order_age` only bounds how long an unexecuted order survives, and anyone
+      may execute their own order, so it is no queue;
+    - an LP's shares from a deposit are locked for `cooldown` (at most MAX_COOLDOWN), and a
+      redemption request that no round executed lapses after `max_age` (at most MAX_MAX_AGE),
+      when the LP can cancel and request again.
+    """
+    book, lv = deployment_contracts["order_book"], deployment_contracts["liquidity_vault"]
+    heartbeat = max((m.heartbeat for m in markets), default=0)
+    queues = {"trader close": int(book.MAX_MIN_ORDER_DELAY()) + heartbeat}
+    if hasattr(lv, "MAX_MAX_AGE") and hasattr(lv, "MAX_COOLDOWN"):
+        queues["LP redemption"] = int(lv.MAX_COOLDOWN()) + int(lv.MAX_MAX_AGE())
+    return queues
 
 
 def manifest_path(chain_id: int, directory: Path = DEPLOYMENTS_DIR) -> Path:
@@ -80,7 +133,12 @@ class Deployer:
         markets_file: Path | str = DEFAULT_MARKETS_FILE,
         manifest_dir: Path | None = None,
         adl_keepers: tuple[str, ...] = (),
+        timelock: TimelockPlan | None = TimelockPlan(),
+        insurance_target: int | None = None,
     ):
+        """`timelock` None keeps the deploying account as the owner of every contract (in-process
+        tests and benchmarks that change parameters as they go); `insurance_target` (WAD USD),
+        when given, is set before the handover."""
         from ape import chain, project
 
         self.account = account
@@ -95,6 +153,10 @@ class Deployer:
         self.manifest = self._load_manifest()
         self.actions: list[str] = []  # what this run did (empty on a re-run)
         self.adl_keepers = (account.address, *adl_keepers)
+        self.plan = timelock
+        self.insurance_target = insurance_target
+        self.timelock = None
+        self.queued: list[Call] = []  # owner calls that go through the timelock, as one batch
 
     # -- manifest ------------------------------------------------------------------------------
 
@@ -130,25 +192,41 @@ class Deployer:
         self._save()
         return instance
 
-    def _wire(self, current: str, wanted: str, description: str, fn) -> None:
+    def _wire(self, current: str, wanted: str, description: str, contract, method: str) -> None:
         """A set-once link: set it if unset, leave it if right, refuse if it points elsewhere."""
         if current == wanted:
             return
         if int(current, 16) != 0:
             raise SystemExit(f"{description} already points to {current}, not {wanted}: inconsistent deployment")
-        fn(wanted, sender=self.account)
-        self.actions.append(description)
+        self._as_owner(description, contract, method, wanted)
 
-    def _step(self, done: bool, description: str, fn, *args) -> None:
-        if done:
-            return
-        fn(*args, sender=self.account)
-        self.actions.append(description)
+    def _step(self, done: bool, description: str, contract, method: str, *args) -> None:
+        if not done:
+            self._as_owner(description, contract, method, *args)
+
+    def _as_owner(self, description: str, contract, method: str, *args) -> None:
+        """`contract.method(*args)` by its owner: the deploying account at once, the timelock
+        through the batch `run` schedules at the end."""
+        owner = contract.owner()
+        if owner == self.account.address:
+            getattr(contract, method)(*args, sender=self.account)
+            self.actions.append(description)
+        elif self.timelock is not None and owner == self.timelock.address:
+            self.queued.append(Call.of(contract, method, *args, description=description))
+        else:
+            raise SystemExit(
+                f"{description}: {contract.address} is owned by {owner}, neither the deploying account "
+                f"{self.account.address} nor the recorded timelock; deploy from the owner's account"
+            )
 
     # -- the deployment ------------------------------------------------------------------------
 
     def run(self) -> Deployment:
         collateral = self._collateral()
+        if self.plan is not None and "timelock" in self.manifest["contracts"]:
+            # a deployment handed over before: later settings go through its timelock
+            self.timelock = self._contract("timelock", "Timelock", 0, [self.account.address], [self.account.address],
+                                           ZERO_ADDRESS)
         aggregators = self._aggregators()
         # no L2 sequencer-uptime feed on the chains deployed so far (the feed is fixed at deployment)
         oracle = self._contract("oracle", "IndexOracle", ZERO_ADDRESS, 0)
@@ -164,42 +242,137 @@ class Deployer:
             "order_book", "OrderBook", exchange.address, vault.address, oracle.address, self.order_params.as_tuple()
         )
 
-        self._step(oracle.configurator() == exchange.address, "oracle configurator", oracle.set_configurator, exchange.address)
-        self._wire(vault.exchange(), exchange.address, "vault exchange", vault.set_exchange)
-        self._wire(vault.liquidity_vault(), liquidity_vault.address, "vault liquidity vault", vault.set_liquidity_vault)
-        self._wire(vault.liquidator(), liquidator.address, "vault liquidator", vault.set_liquidator)
-        self._wire(vault.insurance_fund(), insurance_fund.address, "vault insurance fund", vault.set_insurance_fund)
-        self._wire(exchange.liquidator(), liquidator.address, "exchange liquidator", exchange.set_liquidator)
-        self._wire(exchange.order_book(), order_book.address, "exchange order book", exchange.set_order_book)
-        self._wire(vault.order_book(), order_book.address, "vault order book", vault.set_order_book)
+        self._step(oracle.configurator() == exchange.address, "oracle configurator", oracle, "set_configurator",
+                   exchange.address)
+        self._wire(vault.exchange(), exchange.address, "vault exchange", vault, "set_exchange")
+        self._wire(vault.liquidity_vault(), liquidity_vault.address, "vault liquidity vault", vault, "set_liquidity_vault")
+        self._wire(vault.liquidator(), liquidator.address, "vault liquidator", vault, "set_liquidator")
+        self._wire(vault.insurance_fund(), insurance_fund.address, "vault insurance fund", vault, "set_insurance_fund")
+        self._wire(exchange.liquidator(), liquidator.address, "exchange liquidator", exchange, "set_liquidator")
+        self._wire(exchange.order_book(), order_book.address, "exchange order book", exchange, "set_order_book")
+        self._wire(vault.order_book(), order_book.address, "vault order book", vault, "set_order_book")
         self._step(
             tuple(order_book.order_params()) == self.order_params.as_tuple(), "order parameters",
-            order_book.set_order_params, self.order_params.as_tuple(),
+            order_book, "set_order_params", self.order_params.as_tuple(),
         )
         for keeper in self.adl_keepers:
-            self._step(liquidator.adl_keeper(keeper), f"ADL keeper role for {keeper}", liquidator.set_adl_keeper, keeper, True)
+            self._step(liquidator.adl_keeper(keeper), f"ADL keeper role for {keeper}", liquidator, "set_adl_keeper",
+                       keeper, True)
+        if self.insurance_target is not None:
+            self._step(insurance_fund.target() == self.insurance_target, "insurance fund target", insurance_fund,
+                       "set_target", self.insurance_target)
         g = self.globals
         current = (
             exchange.insurance_fee_share(), exchange.protocol_fee_share(),
             exchange.keeper_min_reward(), exchange.keeper_reward_share(),
         )
         wanted = (g.insurance_fee_share, g.protocol_fee_share, g.keeper_min_reward, g.keeper_reward_share)
-        self._step(current == wanted, "global parameters", exchange.set_global_params, *wanted)
+        self._step(current == wanted, "global parameters", exchange, "set_global_params", *wanted)
         for m in self.markets:
             feeds = [(agg.address, m.heartbeat) for agg in aggregators[m.id]]
             listed = exchange.market_params(m.id).skew_scale != 0
             self._step(
-                listed, f"listed {m.symbol}", exchange.list_market,
+                listed, f"listed {m.symbol}", exchange, "list_market",
                 m.id, m.symbol, feeds, m.max_deviation, params_tuple(m.params),
             )
         self.manifest["markets"] = [
             {"id": m.id, "symbol": m.symbol, "aggregators": [a.address for a in aggregators[m.id]]} for m in self.markets
         ]
         self._save()
-        return Deployment(
+        d = Deployment(
             collateral, oracle, vault, exchange, liquidity_vault, liquidator, insurance_fund, lens, order_book,
             self.markets, aggregators, self.manifest["block"],
         )
+        if self.plan is not None:
+            self._hand_over(d)
+            d.timelock = self.timelock
+        return d
+
+    # -- the handover to the timelock -------------------------------------------------------------
+
+    def timelock_delay(self) -> int:
+        """The plan's delay, or the network's default."""
+        if self.plan.delay is not None:
+            return int(self.plan.delay)
+        return LOCAL_TIMELOCK_DELAY if self.local else NETWORK_TIMELOCK_DELAY
+
+    def check_delay(self, d: Deployment) -> None:
+        """Off local networks: at least 24 hours, and longer than the longest exit queue."""
+        delay = self.timelock_delay()
+        if delay < 1:
+            raise SystemExit(f"timelock delay {delay} s: it must be at least 1 s")
+        if self.local:
+            return
+        queues = exit_queue(d.contracts, self.markets)
+        worst_name, worst = max(queues.items(), key=lambda item: item[1])
+        if delay < NETWORK_TIMELOCK_DELAY or delay <= worst:
+            raise SystemExit(
+                f"timelock delay {delay:,} s is too short for a non-local network: it must be at least "
+                f"{NETWORK_TIMELOCK_DELAY:,} s (24 h) and longer than the longest exit queue, the {worst_name} "
+                f"({worst:,} s under the contracts' hard bounds)"
+            )
+
+    def _hand_over(self, d: Deployment) -> None:
+        """Transfer every owned contract to the timelock and have it accept (see the module)."""
+        self.check_delay(d)
+        me = self.account.address
+        self.timelock = self._contract("timelock", "Timelock", 0, [me], [me], ZERO_ADDRESS)
+        gov = Governance(self.timelock, self.account, self.chain)
+        for name in OWNED_CONTRACTS:
+            contract = getattr(d, name)
+            if contract.owner() == me and contract.pending_owner() != self.timelock.address:
+                contract.transfer_ownership(self.timelock.address, sender=self.account)
+                self.actions.append(f"{name} ownership offered to the timelock")
+        for name in OWNED_CONTRACTS:
+            contract = getattr(d, name)
+            if contract.owner() != self.timelock.address and contract.pending_owner() == self.timelock.address:
+                self.queued.append(Call.of(contract, "accept_ownership", description=f"timelock accepts {name}"))
+        self.queued += self._timelock_settings(gov)
+        if not self.queued:
+            return
+        if not gov.has_role(PROPOSER_ROLE):
+            listing = "\n".join(f"  {c.target} 0x{c.payload.hex()}  ({c.description})" for c in self.queued)
+            raise SystemExit(
+                f"{me} is not a proposer of the timelock {self.timelock.address}: have a proposer schedule "
+                f"these calls as one batch (`ape run governance schedule ...`):\n{listing}"
+            )
+        try:
+            op, outcome = gov.enact(self.queued)
+        except GovernanceError as err:
+            raise SystemExit(str(err)) from None
+        described = "; ".join(c.description for c in self.queued)
+        self.actions.append(f"through the timelock ({outcome}): {described}")
+        if outcome != "executed":
+            self.actions.append("run `ape run deploy` again after that time to execute it")
+        self.queued = []
+
+    def _timelock_settings(self, gov: Governance) -> list[Call]:
+        """The timelock's own roles and delay. While its delay is still the bootstrap's 0, the
+        plan's roles are granted and the deploying account's withdrawn if it is not in them;
+        afterwards only an explicitly given delay that differs is changed (roles are for
+        `ape run governance`)."""
+        tl, me = self.timelock, self.account.address
+        wanted_delay = self.timelock_delay()
+        calls: list[Call] = []
+        if gov.min_delay == 0:
+            proposers = self.plan.proposers or (me,)
+            executors = self.plan.executors or proposers
+            grants = [(PROPOSER_ROLE, "proposer", proposers), (CANCELLER_ROLE, "canceller", proposers),
+                      (CANCELLER_ROLE, "canceller", self.plan.cancellers), (EXECUTOR_ROLE, "executor", executors)]
+            for role, name, holders in grants:
+                for holder in holders:
+                    if not tl.hasRole(role, holder):
+                        calls.append(Call.of(tl, "grantRole", role, holder, description=f"{name} role for {holder}"))
+            for role, name, holders in ((PROPOSER_ROLE, "proposer", proposers),
+                                        (CANCELLER_ROLE, "canceller", (*proposers, *self.plan.cancellers)),
+                                        (EXECUTOR_ROLE, "executor", executors)):
+                if me not in holders and tl.hasRole(role, me):
+                    calls.append(Call.of(tl, "revokeRole", role, me, description=f"{name} role withdrawn from {me}"))
+        elif self.plan.delay is None or gov.min_delay == wanted_delay:
+            return calls
+        if gov.min_delay != wanted_delay:
+            calls.append(Call.of(tl, "update_delay", wanted_delay, description=f"timelock delay {wanted_delay:,} s"))
+        return calls
 
     def _collateral(self):
         if self.local:
@@ -233,9 +406,17 @@ def deploy(account, markets_file: Path | str = DEFAULT_MARKETS_FILE, manifest_di
     return Deployer(account, markets_file, manifest_dir).run()
 
 
-def deploy_local(deployer, markets_file: Path | str = DEFAULT_MARKETS_FILE) -> Deployment:
-    """A fresh deployment with mocks, nothing written to disk (demo, tests, benchmarks)."""
-    return Deployer(deployer, markets_file, manifest_dir=None).run()
+def deploy_local(
+    deployer, markets_file: Path | str = DEFAULT_MARKETS_FILE, timelock_delay: int | None = None,
+    adl_keepers: tuple[str, ...] = (),
+) -> Deployment:
+    """A fresh deployment with mocks, nothing written to disk (demo, tests, benchmarks).
+
+    Without `timelock_delay` the deploying account stays the owner of every contract (tests and
+    benchmarks that change parameters as they go); with it, ownership goes to a timelock with
+    that delay, as `ape run deploy` does (owner actions then go through perpdex.governance)."""
+    plan = None if timelock_delay is None else TimelockPlan(delay=timelock_delay)
+    return Deployer(deployer, markets_file, manifest_dir=None, adl_keepers=adl_keepers, timelock=plan).run()
 
 
 # =============================================================================================
