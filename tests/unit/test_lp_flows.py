@@ -13,6 +13,8 @@ import boa
 import pytest
 
 from perpdex.fixed_point import WAD
+from perpdex.keeper.lp_decisions import CANCEL, EXECUTE, decide_lp_requests
+from perpdex.keeper.orders import WAIT_NO_ROUND, Feed, FeedRound, MarketFeeds
 from perpdex.lp_flows import REASON_PREVIEW, REASON_SYNC_DEPOSIT, REASON_SYNC_REDEEM, LiquidityFlowsMixin
 from perpdex.model import ExchangeModel, ModelRevert
 from system import System, fresh
@@ -521,3 +523,50 @@ def test_deposit_push_redeem_unpush_withdraw_takes_nothing_from_the_honest_lp(s,
     assert paid > 0
     assert end <= start, f"the attacker gained {(end - start) / USDC:,.2f} USD"
     assert s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(s.honest)) >= honest_before
+
+
+# ============================================================================================
+# the keeper's decision (perpdex/keeper/lp_decisions.py), executed on contracts and model
+# ============================================================================================
+
+
+def feeds_of(s) -> dict[int, MarketFeeds]:
+    """Every market's rounds as the keeper reads them (one feed per market here)."""
+    markets = {}
+    for market_id, agg in s.aggregators.items():
+        latest = agg.latestRound()
+        rounds = {}
+        for rid in range(1, latest + 1):
+            _, answer, _, updated, _ = agg.getRoundData(rid)
+            rounds[rid] = FeedRound(rid, answer * 10**10, updated)
+        markets[market_id] = MarketFeeds([Feed(3600, rounds, latest)])
+    return markets
+
+
+def test_the_keeper_waits_for_every_market_then_executes_at_the_rounds_it_chose(s, lp):
+    s.fund_lp(lp, 10_000)
+    request_id = s.request_deposit(lp, 10_000 * USDC)
+    requests = dict(s.model.lp.requests)
+    decide = lambda: decide_lp_requests(requests, feeds_of(s), [BTC, ETH], s.now + 1)  # noqa: E731
+    assert decide().waiting == {request_id: f"market {BTC}: {WAIT_NO_ROUND}"}
+    s.warp(1)
+    btc_round = s.publish(BTC)
+    assert decide().waiting == {request_id: f"market {ETH}: {WAIT_NO_ROUND}"}
+    s.warp(5)
+    eth_round = s.publish(ETH)
+    s.publish(BTC)  # a later BTC round: the keeper keeps the first one
+    [action] = decide().actions
+    assert (action.action, action.round_ids) == (EXECUTE, ((btc_round,), (eth_round,)))
+    result = s.execute_lp(request_id, {BTC: btc_round, ETH: eth_round})
+    assert result.executed and s.liquidity_vault.balanceOf(lp) == result.amount
+
+
+def test_the_keeper_cancels_an_expired_request_for_its_fee(s, lp, keeper):
+    s.set_lp_params(execution_fee=USDC)
+    s.fund_lp(lp, 101)
+    request_id = s.request_deposit(lp, 100 * USDC)
+    s.warp(3600)
+    [action] = decide_lp_requests(dict(s.model.lp.requests), feeds_of(s), [BTC, ETH], s.now).actions
+    assert (action.action, action.request_id) == (CANCEL, request_id)
+    s.cancel_lp(keeper, request_id)
+    assert s.usdc.balanceOf(keeper) == USDC and s.usdc.balanceOf(lp) == 100 * USDC
