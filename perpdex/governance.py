@@ -229,3 +229,77 @@ class Governance:
         if isinstance(op_or_id, str):
             return bytes.fromhex(op_or_id.removeprefix("0x"))
         return bytes(op_or_id)
+
+
+# =============================================================================================
+# Operations as the chain shows them (CallScheduled and CallSalt events)
+# =============================================================================================
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A scheduled operation found in the timelock's events."""
+
+    operation: Operation
+    delay: int
+    block: int
+
+
+def scheduled_operations(timelock, start_block: int = 0) -> dict[bytes, Scheduled]:
+    """Every operation ever scheduled on `timelock` from `start_block`, by id (its calls in
+    index order, its predecessor, salt and delay), read back from the events."""
+    calls: dict[bytes, dict[int, Call]] = {}
+    meta: dict[bytes, tuple[bytes, int, int]] = {}
+    for log in timelock.CallScheduled.range(start_block, None):
+        op_id = bytes(log.id)
+        calls.setdefault(op_id, {})[int(log.index)] = Call(
+            to_checksum_address(log.target), bytes(log.payload), value=int(log.amount)
+        )
+        meta[op_id] = (bytes(log.predecessor), int(log.delay), int(log.block_number))
+    salts = {bytes(log.id): bytes(log.salt) for log in timelock.CallSalt.range(start_block, None)}
+    found = {}
+    for op_id, by_index in calls.items():
+        predecessor, delay, block = meta[op_id]
+        op = Operation(tuple(by_index[i] for i in sorted(by_index)), predecessor, salts.get(op_id, ZERO_BYTES32))
+        found[op_id] = Scheduled(op, delay, block)
+    return found
+
+
+def find_operation(timelock, op_id: str | bytes, start_block: int = 0) -> Operation:
+    """The scheduled operation `op_id` (hex), or a GovernanceError naming what was found."""
+    wanted = Governance._id(op_id)
+    found = scheduled_operations(timelock, start_block)
+    if wanted not in found:
+        raise GovernanceError(f"no operation 0x{wanted.hex()} was scheduled on the timelock {timelock.address}")
+    op = found[wanted].operation
+    if op.id != wanted:  # the events and the id disagree: never execute something else
+        raise GovernanceError(f"the events of operation 0x{wanted.hex()} hash to 0x{op.id.hex()}")
+    return op
+
+
+def describe_call(call: Call, contracts: dict[str, object]) -> str:
+    """'exchange.set_market_params(0, (...))' through the deployment's ABIs (`contracts` by
+    manifest name), else the target and the raw calldata."""
+    for name, contract in contracts.items():
+        if contract is not None and contract.address.lower() == call.target.lower():
+            try:
+                method, args = contract.decode_input(call.payload)
+            except Exception:  # not a function of this ABI
+                break
+            shown = ", ".join(f"{k}={v}" for k, v in args.items())
+            return f"{name}.{method.split('(')[0]}({shown})"
+    return f"{call.target} 0x{call.payload.hex()}"
+
+
+def market_params_call(exchange, market_id: int, changes: dict[str, int]) -> Call:
+    """`exchange.set_market_params(market_id, ...)`: the market's current parameters with
+    `changes` (WAD values by field name) applied."""
+    current = exchange.market_params(market_id)
+    fields = [name for name, _ in current.items()] if hasattr(current, "items") else list(current._fields)
+    unknown = set(changes) - set(fields)
+    if unknown:
+        raise GovernanceError(f"unknown market parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(fields)}")
+    values = tuple(changes.get(name, int(getattr(current, name))) for name in fields)
+    shown = ", ".join(f"{k}={v}" for k, v in changes.items())
+    return Call.of(exchange, "set_market_params", market_id, values,
+                   description=f"market {market_id} parameters: {shown}")
