@@ -20,7 +20,7 @@ operation is ready; elsewhere it waits for blocks, bounded by a timeout.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from eth_abi import encode
@@ -46,7 +46,7 @@ class Call:
 
     target: str
     payload: bytes
-    description: str = ""
+    description: str = field(default="", compare=False)  # for people; not part of the operation
     value: int = 0
 
     @classmethod
@@ -248,15 +248,18 @@ class Scheduled:
 def scheduled_operations(timelock, start_block: int = 0) -> dict[bytes, Scheduled]:
     """Every operation ever scheduled on `timelock` from `start_block`, by id (its calls in
     index order, its predecessor, salt and delay), read back from the events."""
+    from ape import chain
+
+    stop = chain.blocks.head.number + 1
     calls: dict[bytes, dict[int, Call]] = {}
     meta: dict[bytes, tuple[bytes, int, int]] = {}
-    for log in timelock.CallScheduled.range(start_block, None):
+    for log in timelock.CallScheduled.range(start_block, stop):
         op_id = bytes(log.id)
         calls.setdefault(op_id, {})[int(log.index)] = Call(
             to_checksum_address(log.target), bytes(log.payload), value=int(log.amount)
         )
         meta[op_id] = (bytes(log.predecessor), int(log.delay), int(log.block_number))
-    salts = {bytes(log.id): bytes(log.salt) for log in timelock.CallSalt.range(start_block, None)}
+    salts = {bytes(log.id): bytes(log.salt) for log in timelock.CallSalt.range(start_block, stop)}
     found = {}
     for op_id, by_index in calls.items():
         predecessor, delay, block = meta[op_id]

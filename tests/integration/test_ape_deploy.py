@@ -1,13 +1,23 @@
-"""The ape path: deploy from config/markets.json on ape's embedded chain and trade as a wallet
-through the order book (commit, then execute at the next oracle round as a keeper does).
+"""The ape path: deploy from config/markets.json on ape's embedded chain as `ape run deploy`
+does (every contract handed over to the timelock), trade as a wallet through the order book
+(commit, then execute at the next oracle round as a keeper does), and change a parameter
+through the timelock.
 
 These use ape's pytest plugin (`accounts`, `chain` fixtures) and the compiled project."""
 
 import pytest
 
 from perpdex.config import load_markets, load_order_params
-from perpdex.deploy import deploy_local
+from perpdex.deploy import LOCAL_TIMELOCK_DELAY, OWNED_CONTRACTS, deploy_local
 from perpdex.fixed_point import WAD
+from perpdex.governance import (
+    Governance,
+    GovernanceError,
+    describe_call,
+    find_operation,
+    market_params_call,
+    scheduled_operations,
+)
 
 BTC = 0
 MARKET = 0  # order kind
@@ -15,7 +25,7 @@ MARKET = 0  # order kind
 
 @pytest.fixture(scope="module")
 def deployment(accounts):
-    return deploy_local(accounts[0])
+    return deploy_local(accounts[0], timelock_delay=LOCAL_TIMELOCK_DELAY)
 
 
 def next_round(deployment, owner, chain, market_id: int = BTC) -> int:
@@ -83,3 +93,52 @@ def test_wallet_deposits_orders_and_withdraws(deployment, accounts, chain):
     before = usdc.balanceOf(trader)
     vault.withdraw(3, free // 10**12, sender=trader)
     assert usdc.balanceOf(trader) - before == free // 10**12
+
+
+def test_every_contract_is_owned_by_the_timelock(deployment, accounts):
+    deployer = accounts[0]
+    timelock = deployment.timelock
+    for name in OWNED_CONTRACTS:
+        assert getattr(deployment, name).owner() == timelock.address, name
+        assert getattr(deployment, name).pending_owner() == "0x" + "00" * 20, name
+    assert timelock.get_minimum_delay() == LOCAL_TIMELOCK_DELAY
+    assert timelock.hasRole(timelock.PROPOSER_ROLE(), deployer) and timelock.hasRole(timelock.EXECUTOR_ROLE(), deployer)
+    assert not timelock.hasRole(timelock.DEFAULT_ADMIN_ROLE(), deployer)
+    with pytest.raises(Exception, match="ownable: caller is not the owner"):
+        deployment.exchange.set_global_params(0, 0, 0, WAD // 2, sender=deployer)
+
+
+def test_a_scheduled_change_executes_after_the_delay(deployment, accounts, chain):
+    """What `ape run governance market-params BTC-USD maintenance_margin_ratio=0.03` and
+    `ape run governance execute <id>` do, on the local network's 2 s delay."""
+    proposer, outsider = accounts[0], accounts[7]
+    exchange, timelock = deployment.exchange, deployment.timelock
+    before = exchange.market_params(BTC)
+    gov = Governance(timelock, proposer, chain)
+    call = market_params_call(exchange, BTC, {"maintenance_margin_ratio": 3 * WAD // 100})
+    op = gov.operation([call])
+    receipt = gov.schedule(op)
+    (event,) = receipt.decode_logs(timelock.CallScheduled)
+    assert bytes(event.id) == op.id and event.delay == LOCAL_TIMELOCK_DELAY
+    assert bytes(event.payload) == call.payload and event.target == exchange.address
+
+    # not before the delay: refused without sending, and the contract refuses too
+    with pytest.raises(GovernanceError, match="is waiting until"):
+        gov.execute(op)
+    with pytest.raises(Exception, match="timelock_controller: operation is not ready"):
+        timelock.execute(*op.args(), sender=proposer)
+    assert exchange.market_params(BTC).maintenance_margin_ratio == before.maintenance_margin_ratio
+
+    # an operator finds it again from its id alone, readable
+    found = find_operation(timelock, "0x" + op.id.hex(), deployment.block)
+    assert found == op and op.id in scheduled_operations(timelock, deployment.block)
+    assert describe_call(found.calls[0], deployment.contracts).startswith("exchange.set_market_params(market_id=0")
+
+    gov.wait(op)
+    with pytest.raises(Exception, match="access_control: account is missing role"):
+        timelock.execute(*op.args(), sender=outsider)
+    gov.execute(op)
+    after = exchange.market_params(BTC)
+    assert after.maintenance_margin_ratio == 3 * WAD // 100
+    assert after.initial_margin_ratio == before.initial_margin_ratio  # the other fields kept
+    assert gov.state(op) == "done"
