@@ -1,7 +1,9 @@
 """Shared fixtures. Actors are named by role. Tests that move money use `system`, whose
 teardown checks DESIGN.md's invariants 1-3 and the contracts against the reference model."""
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import boa
@@ -83,3 +85,15 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.rep_call_failed = True
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+
+def pytest_configure(config):
+    """SIGTERM ends the run as Ctrl-C (SIGINT) does: pytest stops and every fixture's teardown
+    runs, so the nodes and tool processes the anvil tests started are killed (by default
+    SIGTERM would end Python at once and leave them running)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)

@@ -3,7 +3,9 @@
 
 The node is started on a free port with interval mining (`--block-time 1`), so blocks are
 meaningful ("liquidated within 2 blocks"), and killed when the module that uses it ends, also
-when a test fails; so are the tool processes. Our tools run as `ape run ...` subprocesses connected to it through
+when a test fails or the run is interrupted (SIGINT, or SIGTERM, which tests/conftest.py turns
+into an interrupt so that every fixture's teardown runs); so are the tool processes
+(tests/anvil/test_process_cleanup.py checks both). Our tools run as `ape run ...` subprocesses connected to it through
 `APE_FOUNDRY_HOST`; the tests themselves read and write the chain with plain web3.py and the
 deployment manifest's ABIs (anvil's unlocked dev accounts sign), never through ape, so nothing
 here touches the ape test session of the rest of the suite.
@@ -34,6 +36,12 @@ from web3.logs import DISCARD
 REPO = Path(__file__).resolve().parents[2]
 NETWORK = "ethereum:local:foundry"
 BLOCK_TIME = 1  # seconds
+# keepers pass twice per block: a price block is seen within half a block, and the transaction
+# it calls for is in the next block (a faster poll only burns CPU between blocks)
+KEEPER_INTERVAL = BLOCK_TIME / 2
+# every timeout below is multiplied by this: on a loaded machine a keeper's pass or an
+# `ape run` can take several times its usual time, and a wait that succeeds returns at once
+TIMEOUT_FACTOR = float(os.environ.get("PERPDEX_TEST_TIMEOUT_FACTOR", "3"))
 CHAIN_ID = 31337
 APE = str(Path(sys.executable).with_name("ape"))
 USDC = 10**6
@@ -44,8 +52,10 @@ GAS = 3_000_000  # explicit: no estimation against a state the earlier transacti
 REPORT: dict[str, Any] = {}
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s
+    (times TIMEOUT_FACTOR)."""
+    timeout *= TIMEOUT_FACTOR
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -149,7 +159,7 @@ def ape_run(node: Node, *args: str, timeout: float = 180) -> subprocess.Complete
     assert node.alive(), "anvil died"
     result = subprocess.run(
         [APE, "run", *args, "--network", NETWORK], cwd=REPO, env=node.env, capture_output=True, text=True,
-        timeout=timeout,
+        timeout=timeout * TIMEOUT_FACTOR,
     )
     assert result.returncode == 0, f"ape run {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return result
@@ -157,10 +167,11 @@ def ape_run(node: Node, *args: str, timeout: float = 180) -> subprocess.Complete
 
 class ToolProcess:
     """A long-running `ape run ...` process (keeper) with its output in a file; JSON log lines
-    parsed on demand."""
+    parsed on demand. `command` replaces `ape run ARGS --network ...` with any other program."""
 
-    def __init__(self, node: Node, name: str, args: list[str]):
+    def __init__(self, node: Node, name: str, args: list[str], command: list[str] | None = None):
         self.node, self.name, self.args = node, name, args
+        self.command = command or [APE, "run", *args, "--network", NETWORK]
         self.log_path = node.tmp / f"{name}.log"
         self.process: subprocess.Popen | None = None
         self._log = None
@@ -168,7 +179,7 @@ class ToolProcess:
     def start(self) -> ToolProcess:
         self._log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [APE, "run", *self.args, "--network", NETWORK], cwd=REPO, env=self.node.env,
+            self.command, cwd=REPO, env=self.node.env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self
@@ -220,14 +231,16 @@ def tools(node):
     ends (before its node)."""
     started: list[ToolProcess] = []
 
-    def start(name: str, *args: str) -> ToolProcess:
-        tool = ToolProcess(node, name, list(args)).start()
+    def start(name: str, *args: str, command: list[str] | None = None) -> ToolProcess:
+        tool = ToolProcess(node, name, list(args), command).start()
         started.append(tool)
         return tool
 
-    yield start
-    for tool in started:
-        tool.close()
+    try:
+        yield start
+    finally:
+        for tool in started:
+            tool.close()
 
 
 # =============================================================================================
@@ -274,7 +287,7 @@ class Chain:
         """Receipts of `hashes`, each required to have succeeded."""
         receipts = []
         for h in hashes:
-            receipt = self.w3.eth.wait_for_transaction_receipt(h, timeout=timeout, poll_latency=0.1)
+            receipt = self.w3.eth.wait_for_transaction_receipt(h, timeout=timeout * TIMEOUT_FACTOR, poll_latency=0.2)
             assert receipt.status == 1, f"transaction {h.hex()} reverted"
             receipts.append(receipt)
         return receipts

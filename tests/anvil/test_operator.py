@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from anvil_tools import (
     CHAIN_ID,
+    KEEPER_INTERVAL,
     REPO,
     REPORT,
     USDC,
@@ -66,11 +67,11 @@ class Scenario:
         self.drops = 0
 
     def start_keeper(self, name: str, account: int, checkpoint: str, *others: int) -> ToolProcess:
-        """`ape run keeper` as TEST::<account>, JSON logs, a pass every 0.2 s; `others`: the
+        """`ape run keeper` as TEST::<account>, JSON logs, two passes per block; `others`: the
         accounts of the other keepers executing orders (they take turns per order)."""
         peers = [arg for other in others for arg in ("--order-keeper", self.chain.account(other))]
         keeper = self.tools(
-            name, "keeper", "--account", f"TEST::{account}", "--json-logs", "--interval", "0.2",
+            name, "keeper", "--account", f"TEST::{account}", "--json-logs", "--interval", str(KEEPER_INTERVAL),
             "--deployments", str(self.deployments), "--checkpoint", str(self.deployments / checkpoint), *peers,
         )
         self.keepers[name] = keeper
