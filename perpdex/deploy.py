@@ -135,10 +135,12 @@ class Deployer:
         adl_keepers: tuple[str, ...] = (),
         timelock: TimelockPlan | None = TimelockPlan(),
         insurance_target: int | None = None,
+        guardian: str | None = None,
     ):
         """`timelock` None keeps the deploying account as the owner of every contract (in-process
-        tests and benchmarks that change parameters as they go); `insurance_target` (WAD USD),
-        when given, is set before the handover."""
+        tests and benchmarks that change parameters as they go); `insurance_target` (WAD USD)
+        and the exchange's `guardian` (the deploying account by default), when given, are set
+        before the handover."""
         from ape import chain, project
 
         self.account = account
@@ -155,6 +157,7 @@ class Deployer:
         self.adl_keepers = (account.address, *adl_keepers)
         self.plan = timelock
         self.insurance_target = insurance_target
+        self.guardian = guardian
         self.timelock = None
         self.queued: list[Call] = []  # owner calls that go through the timelock, as one batch
 
@@ -258,6 +261,9 @@ class Deployer:
         for keeper in self.adl_keepers:
             self._step(liquidator.adl_keeper(keeper), f"ADL keeper role for {keeper}", liquidator, "set_adl_keeper",
                        keeper, True)
+        if self.guardian is not None:
+            self._step(exchange.guardian() == self.guardian, f"guardian {self.guardian}", exchange, "set_guardian",
+                       self.guardian)
         if self.insurance_target is not None:
             self._step(insurance_fund.target() == self.insurance_target, "insurance fund target", insurance_fund,
                        "set_target", self.insurance_target)

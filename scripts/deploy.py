@@ -28,15 +28,17 @@ from perpdex.deploy import DEPLOYMENTS_DIR, LOCAL_TIMELOCK_DELAY, NETWORK_TIMELO
               help="may execute ready actions (0x0000000000000000000000000000000000000000: anyone) "
                    "[default: the proposers]")
 @click.option("--canceller", "cancellers", multiple=True, help="may also cancel scheduled actions (a guardian)")
+@click.option("--guardian", help="may pause new risk at once (a fast multisig) [default: the deploying account]")
 @click.option("--insurance-target", type=Decimal, default=None,
               help="insurance fund target in USD, set before the handover")
-def cli(account, markets, out, adl_keepers, timelock_delay, proposers, executors, cancellers, insurance_target):
+def cli(account, markets, out, adl_keepers, timelock_delay, proposers, executors, cancellers, guardian,
+        insurance_target):
     """Deploy the contracts (and mocks on local networks), wire them, list the markets, and hand
     ownership over to the timelock."""
     plan = TimelockPlan(timelock_delay, tuple(proposers), tuple(executors), tuple(cancellers))
     target = None if insurance_target is None else to_wad(insurance_target)
     deployer = Deployer(account, markets, manifest_dir=Path(out), adl_keepers=tuple(adl_keepers), timelock=plan,
-                        insurance_target=target)
+                        insurance_target=target, guardian=guardian)
     d = deployer.run()
     for action in deployer.actions or ["nothing to do: the deployment is complete"]:
         click.echo(action)
