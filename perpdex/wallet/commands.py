@@ -70,10 +70,17 @@ slippage_option = click.option("--slippage", default=None,
                                     f"(50bps) [default: {units.DEFAULT_SLIPPAGE} %]")
 
 
-def wait_options(command):
-    command = click.option("--no-wait", is_flag=True, help="return once the order is committed")(command)
-    return click.option("--wait-timeout", type=click.FloatRange(0), default=DEFAULT_WAIT_SECONDS, show_default=True,
-                        help="seconds to wait for a keeper's execution")(command)
+def waiting(what: str):
+    """--no-wait and --wait-timeout for a command that sends `what` to a keeper."""
+    def decorate(command):
+        command = click.option("--no-wait", is_flag=True, help=f"return once the {what} is sent")(command)
+        return click.option("--wait-timeout", type=click.FloatRange(0), default=DEFAULT_WAIT_SECONDS,
+                            show_default=True, help="seconds to wait for a keeper's execution")(command)
+    return decorate
+
+
+wait_options = waiting("order")
+request_wait_options = waiting("request")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -315,34 +322,78 @@ def insurance(**conn):
 
 @cli.group()
 def lp():
-    """Liquidity vault shares (the market maker's capital)."""
+    """Liquidity vault shares (the market maker's capital), in two steps: a request, then a
+    keeper's execution at the next price."""
+
+
+def follow_request(w: Wallet, request, block: int, wait: bool, timeout: float) -> None:
+    from perpdex.wallet import liquidity
+
+    format.show(liquidity.requested_text(w, request))
+    if not wait:
+        return
+    format.show(f"waiting up to {timeout:g} s for a keeper to execute it ...")
+    executed, text = liquidity.wait_for(w, request, block, timeout)
+    if not executed:
+        raise CliError(text)
+    format.show(text)
 
 
 @lp.command("deposit", context_settings=ARGS)
 @click.argument("amount")
+@request_wait_options
 @connection_options
-def lp_deposit(amount, **conn):
-    """Deposit AMOUNT USD into the liquidity vault for shares."""
-    from perpdex.wallet import funds
+def lp_deposit(amount, no_wait, wait_timeout, **conn):
+    """Request a deposit of AMOUNT USD into the liquidity vault for shares, and wait for a
+    keeper to execute it at the next price (approves the liquidity vault when needed)."""
+    from perpdex.wallet import liquidity
 
     value = units.positive_decimal(amount)
     w, _ = open_wallet(conn)
-    format.show(funds.lp_deposit(w, value))
+    request, block = liquidity.request_deposit(w, value)
+    follow_request(w, request, block, not no_wait, wait_timeout)
 
 
 @lp.command("redeem", context_settings=ARGS)
 @click.argument("shares", required=False)
-@click.option("--all", "redeem_all", is_flag=True, help="redeem every share held")
+@click.option("--all", "redeem_all", is_flag=True, help="redeem every share that is free (not in a deposit's cooldown)")
+@request_wait_options
 @connection_options
-def lp_redeem(shares, redeem_all, **conn):
-    """Redeem SHARES liquidity vault shares (or --all) for collateral."""
-    from perpdex.wallet import funds
+def lp_redeem(shares, redeem_all, no_wait, wait_timeout, **conn):
+    """Request the redemption of SHARES liquidity vault shares (or --all) for collateral, and
+    wait for a keeper to execute it at the next price."""
+    from perpdex.wallet import liquidity
 
     if (shares is None) == (not redeem_all):
         raise CliError("give either SHARES or --all")
     amount = None if redeem_all else units.positive_amount(shares, 18, "SHARES")
     w, _ = open_wallet(conn)
-    format.show(funds.lp_redeem(w, amount))
+    request, block = liquidity.request_redeem(w, amount)
+    follow_request(w, request, block, not no_wait, wait_timeout)
+
+
+@lp.command("requests")
+@owner_option
+@connection_options
+def lp_requests(owner, **conn):
+    """Open deposit and redemption requests: amount, fee, delay, expiry and state."""
+    from perpdex.wallet import liquidity
+
+    w, who = read_for(conn, owner)
+    format.show("\n".join(liquidity.requests_text(w, who)))
+
+
+@lp.command("cancel")
+@click.argument("request_id")
+@connection_options
+def lp_cancel(request_id, **conn):
+    """Cancel REQUEST_ID (as `lp requests` shows it) once it has expired unexecuted: the assets
+    or shares go back to its requester, its execution fee to you."""
+    from perpdex.wallet import liquidity
+
+    rid = units.parse_request_id(request_id)
+    w, _ = open_wallet(conn)
+    format.show(liquidity.cancel(w, rid))
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""Collateral in and out: the devnet faucet, deposits and withdrawals of a sub-account, and
-liquidity vault shares. Amounts go in as token units (6 decimals); the vault reports WAD.
+"""Collateral in and out: the devnet faucet, deposits and withdrawals of a sub-account (liquidity
+vault shares: liquidity.py). Amounts go in as token units (6 decimals); the vault reports WAD.
 
 Each function takes a connected `Wallet` and already validated amounts (token units), simulates
 every transaction before signing it, and returns the line to print.
@@ -12,7 +12,7 @@ from decimal import Decimal
 from perpdex.wallet.client import Wallet
 from perpdex.wallet.rpc import Reverted
 from perpdex.wallet.simulate import balance_refusal, refuse, withdraw_refusal
-from perpdex.wallet.units import WAD, CliError, base_amount, scale_exact, tokens, usd
+from perpdex.wallet.units import WAD, CliError, scale_exact, tokens, usd
 
 LOCAL_CHAINS = {31337, 1337}
 
@@ -38,7 +38,7 @@ def faucet(w: Wallet, amount: Decimal) -> str:
     return f"minted {tokens(units, d)} USD of devnet collateral; the wallet holds {tokens(balance, d)} USD"
 
 
-def _approve(w: Wallet, spender: str, units: int, d: int) -> None:
+def approve(w: Wallet, spender: str, units: int, d: int) -> None:
     """Approve `spender` for exactly `units` when the allowance is short; refuse a short balance."""
     balance, allowance = w.reads([("collateral", "balanceOf", (w.address,)),
                                   ("collateral", "allowance", (w.address, spender))])
@@ -55,7 +55,7 @@ def deposit(w: Wallet, amount: Decimal, sub: int) -> str:
     """Deposit `amount` USD into sub-account `sub` (approving the vault when needed)."""
     d = decimals(w)
     units = scale_exact(amount, d, "AMOUNT")
-    _approve(w, w.vault.address, units, d)
+    approve(w, w.vault.address, units, d)
     try:
         w.send("vault", "deposit", sub, units)
     except Reverted as err:
@@ -88,38 +88,3 @@ def withdraw(w: Wallet, amount: Decimal | None, sub: int) -> str:
     dust = "" if cash <= 0 or cash >= 10**(18 - d) else " (less than one token unit, which cannot be withdrawn)"
     return (f"withdrew {tokens(units, d)} USD, sub-account {sub}: cash now {usd(cash)} USD{dust}; "
             f"the wallet holds {tokens(wallet_balance, d)} USD")
-
-
-def lp_deposit(w: Wallet, amount: Decimal) -> str:
-    """Deposit `amount` USD into the liquidity vault for shares."""
-    d = decimals(w)
-    units = scale_exact(amount, d, "AMOUNT")
-    _approve(w, w.liquidity_vault.address, units, d)
-    try:
-        receipt = w.send("liquidity_vault", "deposit", units, w.address)
-    except Reverted as err:
-        raise refuse(err.reason) from None
-    (event,) = [e for e in receipt.find("Deposit") if e.address.lower() == w.liquidity_vault.address.lower()]
-    held = w.read("liquidity_vault", "balanceOf", w.address)
-    return (f"deposited {tokens(event.args.assets, d)} USD for {base_amount(event.args.shares)} LP shares; "
-            f"you hold {base_amount(held)} shares")
-
-
-def lp_redeem(w: Wallet, shares: int | None) -> str:
-    """Redeem `shares` LP shares (WAD; None: all) for collateral paid to the wallet."""
-    d = decimals(w)
-    held = w.read("liquidity_vault", "balanceOf", w.address)
-    amount = held if shares is None else shares
-    if amount == 0:
-        raise CliError(f"{w.address} holds no LP shares")
-    if amount > held:
-        raise CliError(f"Refused: you hold {base_amount(held)} LP shares, fewer than {base_amount(amount)}. "
-                       "Nothing was sent.")
-    try:
-        receipt = w.send("liquidity_vault", "redeem", amount, w.address, w.address)
-    except Reverted as err:
-        raise refuse(err.reason) from None
-    (event,) = receipt.find("Withdraw")
-    left = w.read("liquidity_vault", "balanceOf", w.address)
-    return (f"redeemed {base_amount(event.args.shares)} LP shares for {tokens(event.args.assets, d)} USD; "
-            f"you hold {base_amount(left)} shares")

@@ -2,9 +2,12 @@
 
 Deposits and withdrawals (Vault), orders committed, executed and cancelled (OrderBook), fills
 with their fee, realized PnL and funding (Exchange.Trade), liquidations with their penalty
-(Liquidator.Liquidation), write-offs of bad debt (Liquidator.BadDebt) and auto-deleveraging with
-its haircut (Liquidator.AutoDeleveraged). Three eth_getLogs in one batch (the owner as the
-first, second or third topic), then one batch for the blocks' times.
+(Liquidator.Liquidation), bad debt (Liquidator.BadDebt: what the insurance fund covered, and
+DeficitRecorded: what it could not), its write-off by the liquidity vault
+(Liquidator.DeficitWrittenOff), auto-deleveraging with its haircut (Liquidator.AutoDeleveraged),
+and the wallet's liquidity vault requests, executions and cancellations (LiquidityVault; they
+belong to the wallet, so every sub-account's history shows them). Two eth_getLogs in one batch
+(the owner as the first or second topic), then one batch for the blocks' times.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from perpdex.wallet.client import Wallet
 from perpdex.wallet.rpc import Event, Failure
 from perpdex.wallet.units import CliError, base_amount, price, tokens, usd, utc_time
 
-SOURCES = ("vault", "exchange", "order_book", "liquidator")
+SOURCES = ("vault", "exchange", "order_book", "liquidator", "liquidity_vault")
 ADL_TRIGGERS = {0: "PnL factor above the cap", 1: "a deficit to cover"}
 
 
@@ -57,11 +60,38 @@ def _describe(w: Wallet, e: Event, decimals: int) -> tuple[str, str] | None:
                                f"{usd(a.penalty)} (keeper {usd(a.keeper_reward)}, insurance {usd(a.to_insurance)}); "
                                f"equity after {usd(a.equity_after)}")
     if e.name == "BadDebt":
-        return "write-off", (f"bad debt {usd(a.deficit)} USD written off: {usd(a.covered_by_insurance)} covered by the "
-                             f"insurance fund, {usd(a.uncovered)} uncovered")
+        return "bad debt", (f"bad debt {usd(a.deficit)} USD: {usd(a.covered_by_insurance)} covered by the insurance "
+                            f"fund, {usd(a.uncovered)} uncovered")
+    if e.name == "DeficitRecorded":
+        return "bad debt", (f"uncovered deficit {usd(a.amount)} USD recorded in {symbol}: auto-deleveraging or, "
+                            "failing that, a write-off pays it back")
+    if e.name == "DeficitWrittenOff":
+        return "write-off", (f"deficit in {symbol} written off: the liquidity vault paid {usd(a.amount)} USD "
+                             "to bring the cash back to zero")
+    lp = _describe_lp(e, decimals)
+    if lp is not None:
+        return "LP", lp
     if e.name == "AutoDeleveraged":
         return "ADL", (f"auto-deleveraged ({ADL_TRIGGERS.get(a.trigger, a.trigger)}): {base_amount(a.size_closed)} "
                        f"{symbol} closed at {price(a.price)}, realized PnL {usd(a.realized_pnl)}, haircut {usd(a.haircut)}")
+    return None
+
+
+def _describe_lp(e: Event, decimals: int) -> str | None:
+    a = e.args
+    if e.name == "DepositRequested":
+        return f"request {a.request_id}: deposit of {tokens(a.assets, decimals)} USD requested"
+    if e.name == "RedeemRequested":
+        return f"request {a.request_id}: redemption of {base_amount(a.shares)} LP shares requested"
+    if e.name == "DepositExecuted":
+        return (f"request {a.request_id} executed: {tokens(a.assets, decimals)} USD deposited for "
+                f"{base_amount(a.shares)} LP shares (vault valued at {tokens(a.total_assets, decimals)} USD)")
+    if e.name == "RedeemExecuted":
+        return (f"request {a.request_id} executed: {base_amount(a.shares)} LP shares redeemed for "
+                f"{tokens(a.assets, decimals)} USD (vault valued at {tokens(a.total_assets, decimals)} USD)")
+    if e.name == "RequestCancelled":
+        back = f"{base_amount(a.amount)} LP shares" if a.redemption else f"{tokens(a.amount, decimals)} USD"
+        return f"request {a.request_id} cancelled ({a.reason}): {back} returned"
     return None
 
 
@@ -72,10 +102,11 @@ def _sub_account(e: Event) -> int | None:
 def read_history(w: Wallet, owner: str, sub: int, start: int | None = None, limit: int = 50) -> list[Entry]:
     start = w.deploy_block if start is None else start
     who = "0x" + owner.lower().removeprefix("0x").rjust(64, "0")
-    addresses = [w.contracts[n].address for n in SOURCES]
+    sources = [n for n in SOURCES if n in w.contracts]
+    addresses = [w.contracts[n].address for n in sources]
     base = {"address": addresses, "fromBlock": hex(start), "toBlock": "latest"}
     answers = w.rpc.batch([("eth_getLogs", [{**base, "topics": [None] * k + [who]}]) for k in (1, 2)])
-    by_address = {w.contracts[n].address.lower(): w.contracts[n] for n in SOURCES}
+    by_address = {w.contracts[n].address.lower(): w.contracts[n] for n in sources}
     events: dict[tuple[int, int], Event] = {}
     for answer in answers:
         if isinstance(answer, Failure):

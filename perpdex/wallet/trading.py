@@ -246,17 +246,22 @@ def outcome(w: Wallet, order: Order, from_block: int) -> tuple[bool, str] | None
                    f"  the execution fee {usd(e.args.fee)} USD went to {to_checksum(e.args.fee_to)}")
 
 
-def wait_for(w: Wallet, order: Order, from_block: int, timeout: float, poll: float = POLL_SECONDS) -> tuple[bool, str]:
-    """Wait at most `timeout` s for the order's fill or cancellation; CliError naming what it
-    waited for when neither came."""
+def poll(check, timeout: float, pause: float = POLL_SECONDS):
+    """`check()` until it gives something other than None, at most `timeout` s (None then)."""
     deadline = _clock() + timeout
     while True:
-        result = outcome(w, order, from_block)
-        if result is not None:
+        result = check()
+        if result is not None or _clock() >= deadline:
             return result
-        if _clock() >= deadline:
-            break
-        _sleep(poll)
+        _sleep(pause)
+
+
+def wait_for(w: Wallet, order: Order, from_block: int, timeout: float, pause: float = POLL_SECONDS) -> tuple[bool, str]:
+    """Wait at most `timeout` s for the order's fill or cancellation; CliError naming what it
+    waited for when neither came."""
+    result = poll(lambda: outcome(w, order, from_block), timeout, pause)
+    if result is not None:
+        return result
     waited_for = (f"the first {order.symbol} price published from {utc_time(order.not_before)}"
                   if order.kind == KIND_MARKET else f"a {order.symbol} price crossing {price(order.trigger_price)}")
     raise CliError(

@@ -107,6 +107,17 @@ def parse_order_id(text: str | int) -> int:
     return value
 
 
+def parse_request_id(text: str | int) -> int:
+    """An LP request id as `lp requests` shows it (decimal)."""
+    try:
+        value = int(str(text).strip(), 0)
+    except ValueError:
+        raise CliError(f"REQUEST_ID must be the number `lp requests` shows, not {text!r}") from None
+    if value <= 0 or value >= 2**256:
+        raise CliError(f"REQUEST_ID {text!r} is out of range")
+    return value
+
+
 def check_expiry(text: str | None) -> None:
     """Refuse a malformed --expiry before connecting (its value needs the chain's clock)."""
     parse_expiry(text, 0, check_future=False)

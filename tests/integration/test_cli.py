@@ -207,6 +207,7 @@ def test_abi_coding_matches_eth_abi_on_the_manifests_types():
         (("order", "market", "BTC", "1", "--slippage", "150"), "--slippage is a percentage in [0, 100)"),
         (("cancel", "next"), "ORDER_ID must be the id `orders` shows"),
         (("lp", "redeem"), "give either SHARES or --all"),
+        (("lp", "cancel", "first"), "REQUEST_ID must be the number `lp requests` shows"),
         (("deposit", "5", "--account", "TEST::x"), "TEST::<n> takes a number"),
         (("deposit", "5"), "give the wallet: --account TEST::<n>"),
     ],
@@ -487,7 +488,15 @@ def test_history_shows_deposits_orders_fills_liquidation_and_write_off(run, node
     assert any("fill" in line and "bought 0.45 BTC-USD at 40," in line and "fee 10.8" in line for line in lines)
     assert any("liquidation" in line and "fully liquidated" in line for line in lines)
     (bad_debt,) = c["liquidator"].events.BadDebt().get_logs(from_block=0)
-    assert any("write-off" in line and f"bad debt {usd(bad_debt.args.deficit)} USD written off" in line for line in lines)
+    assert any("bad debt" in line and f"bad debt {usd(bad_debt.args.deficit)} USD:" in line for line in lines)
+    (recorded,) = c["liquidator"].events.DeficitRecorded().get_logs(from_block=0)
+    assert any(f"uncovered deficit {usd(recorded.args.amount)} USD recorded in BTC-USD" in line for line in lines)
+    # no short is left to auto-deleverage: the deficit may be written off at once
+    c["liquidator"].functions.write_off(me, 0, BTC).transact({"from": node[2].eth.accounts[KEEPER], "gas": 1_000_000})
+    assert c["vault"].functions.cash(me, 0).call() == 0
+    lines = ok(run("history", account=index)).splitlines()
+    assert any("write-off" in line and f"deficit in BTC-USD written off: the liquidity vault paid "
+               f"{usd(recorded.args.amount)} USD" in line for line in lines)
 
 
 def test_faucet_mints_devnet_collateral_and_refuses_above_its_cap(run, node, c, trader):
@@ -499,17 +508,127 @@ def test_faucet_mints_devnet_collateral_and_refuses_above_its_cap(run, node, c, 
     assert "the devnet faucet gives at most 1,000,000.00 USD per call" in out
 
 
-def test_lp_deposits_then_redeems_part_and_then_all(run, c, trader):
+# --------------------------------------------------------------------------- liquidity
+
+
+def execute_lp_ready(node, c) -> int:
+    """execute_deposit/execute_redeem of every open LP request at each market's latest round,
+    when the liquidity vault accepts those rounds (simulated first)."""
+    w3, lv, ex = node[2], c["liquidity_vault"].functions, c["exchange"].functions
+    keeper, executed = w3.eth.accounts[KEEPER], 0
+    feeds = {m["id"]: m["aggregators"][0] for m in c["markets"]}
+    rounds = []
+    for i in range(ex.market_count().call()):
+        feed = feeds[ex.market_ids(i).call()]
+        rounds.append([w3.eth.contract(address=feed, abi=c["aggregator_BTC-USD"].abi).functions.latestRound().call()])
+    for request_id in range(1, lv.last_request_id().call() + 1):
+        request = lv.request(request_id).call()
+        if int(request[0], 16) == 0:
+            continue  # executed or cancelled
+        execute = lv.execute_redeem if request[2] else lv.execute_deposit
+        try:
+            execute(request_id, rounds).call({"from": keeper})
+        except Exception:
+            continue
+        execute(request_id, rounds).transact({"from": keeper, "gas": 3_000_000})
+        executed += 1
+    return executed
+
+
+@pytest.fixture
+def lp_keeper(node, c, monkeypatch):
+    """A keeper and a pusher executing LP requests at each pause of the CLI's wait."""
+    def act(_seconds: float) -> None:
+        publish(node, c)
+        execute_lp_ready(node, c)
+
+    monkeypatch.setattr(trading, "_sleep", act)
+    return node[2].eth.accounts[KEEPER]
+
+
+def shares_text(shares: int) -> str:
+    return f"{(Decimal(shares) / WAD).normalize():,f}"
+
+
+def test_lp_deposit_and_redemptions_wait_for_the_keeper(run, node, c, trader, lp_keeper):
+    """A deposit request is executed at the next round; its shares stay in place for the
+    cooldown (a redemption is refused with the numbers, nothing sent), then a part and the rest
+    are redeemed, each at the next round."""
     index, me = trader
     lv, usdc = c["liquidity_vault"].functions, c["collateral"].functions
     out = ok(run("lp", "deposit", "10000", account=index))
     shares = lv.balanceOf(me).call()
     assert shares > 0 and usdc.balanceOf(me).call() == 0
-    assert f"deposited 10,000.00 USD for {Decimal(shares) / WAD:,f}".rstrip("0") in out
-    ok(run("lp", "redeem", str(Decimal(shares // 4) / WAD), account=index))
-    assert lv.balanceOf(me).call() == shares - shares // 4
+    assert "requested LP deposit of 10,000.00 USD (request" in out
+    assert f"executed by {lp_keeper}: deposited 10,000.00 USD for {shares_text(shares)} LP shares" in out
+
+    sent = nonce(node, me)
+    _, until = lv.locked_shares(me).call()
+    out = refused(run("lp", "redeem", "--all", account=index))
+    assert f"{shares_text(shares)} of your {shares_text(shares)} LP shares come from a recent deposit" in out
+    assert "at most 0 can be redeemed now" in out and nonce(node, me) == sent
+
+    node[2].provider.make_request("evm_increaseTime", [until - node[2].eth.get_block("latest").timestamp + 1])
+    node[2].provider.make_request("evm_mine", [])
+    quarter = shares // 4
+    out = ok(run("lp", "redeem", str(Decimal(quarter) / WAD), account=index))
+    assert lv.balanceOf(me).call() == shares - quarter
+    (redeemed,) = c["liquidity_vault"].events.RedeemExecuted().get_logs(from_block=0)
+    assert redeemed.args.assets == pytest.approx(2_500 * USDC, abs=2)
+    assert f"redeemed {shares_text(quarter)} LP shares for {Decimal(redeemed.args.assets) / USDC:,.2f} USD" in out
     ok(run("lp", "redeem", "--all", account=index))
     assert lv.balanceOf(me).call() == 0 and usdc.balanceOf(me).call() == pytest.approx(10_000 * USDC, abs=2)
+    history = ok(run("history", account=index))
+    assert "LP          request" in history and "10,000.00 USD deposited for" in history
+    assert sum("LP shares redeemed for" in line for line in history.splitlines()) == 2
+
+
+def test_lp_request_without_a_keeper_is_listed_and_cancelled_only_after_expiry(run, node, c, trader):
+    index, me = trader
+    other = 6
+    lv, usdc = c["liquidity_vault"].functions, c["collateral"].functions
+    out = refused(run("lp", "deposit", "500", "--wait-timeout", "0", account=index))
+    request_id = lv.last_request_id().call()
+    assert f"no keeper executed LP request {request_id} within 0 s" in out and "It stays open" in out
+    assert usdc.balanceOf(me).call() == 9_500 * USDC
+
+    listed = ok(run("lp", "requests", "--owner", me))
+    assert f"{request_id:>5}  deposit of 500.00 USD" in listed and "waiting for its delay" in listed
+    sent = nonce(node, me)
+    out = refused(run("lp", "cancel", str(request_id), account=index))
+    assert f"LP request {request_id} (deposit of 500.00 USD) can be cancelled only once it expires at" in out
+    assert "Nothing was sent" in out and nonce(node, me) == sent
+
+    node[2].provider.make_request("evm_increaseTime", [lv.lp_params().call()[1]])
+    node[2].provider.make_request("evm_mine", [])
+    assert "expired: anyone may cancel it" in ok(run("lp", "requests", "--owner", me))
+    out = ok(run("lp", "cancel", str(request_id), account=other))
+    assert f"cancelled LP request {request_id} (expired): 500.00 USD returned to {me}" in out
+    assert usdc.balanceOf(me).call() == 10_000 * USDC
+    assert f"no open LP requests of {me}" in ok(run("lp", "requests", "--owner", me))
+    assert f"LP request {request_id} is not open" in refused(run("lp", "cancel", str(request_id), account=index))
+    history = ok(run("history", account=index))
+    assert f"request {request_id}: deposit of 500.00 USD requested" in history
+    assert f"request {request_id} cancelled (expired): 500.00 USD returned" in history
+
+
+def test_lp_cancellation_while_waiting_is_printed_with_its_reason(run, node, c, trader, monkeypatch):
+    """No keeper executed the request before it expired: the wait ends with the cancellation."""
+    index, me = trader
+    lv, w3 = c["liquidity_vault"].functions, node[2]
+    canceller = w3.eth.accounts[KEEPER]
+
+    def expire_then_cancel(_seconds):
+        w3.provider.make_request("evm_increaseTime", [lv.lp_params().call()[1]])
+        w3.provider.make_request("evm_mine", [])
+        lv.cancel_request(lv.last_request_id().call()).transact({"from": canceller, "gas": 1_000_000})
+
+    monkeypatch.setattr(trading, "_sleep", expire_then_cancel)
+    out = refused(run("lp", "deposit", "700", account=index))
+    request_id = lv.last_request_id().call()
+    assert f"LP request {request_id} cancelled by {canceller}: expired" in out
+    assert f"700.00 USD returned to {me}" in out
+    assert c["collateral"].functions.balanceOf(me).call() == 10_000 * USDC
 
 
 def test_markets_and_insurance_reports(run, c, trader, keeper):
