@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "cli.json"
 REPEATS = 3
 READ_LIMIT, WRITE_LIMIT, RATIO_LIMIT = 2.0, 3.0, 3.0
-READS = ("markets", "positions", "orders", "history", "insurance")
+READS = ("markets", "positions", "orders", "history", "insurance", "lp requests")
 MARKET, STATE_OPEN = 0, 1
 
 
@@ -113,10 +113,10 @@ class CliBench:
         self.perpdex("withdraw", "withdraw", "100")
         self.with_cast("withdraw", ["send", vault, "withdraw(uint256,uint256)", "0", "100000000"],
                        ["call", vault, "cash(address,uint256)(int256)", other, "0"])
-        self.perpdex("lp deposit", "lp", "deposit", "1000")
-        self.with_cast("lp deposit", ["send", usdc, "approve(address,uint256)", lv, "1000000000"],
-                       ["send", lv, "deposit(uint256,address)", "1000000000", other],
-                       ["call", lv, "balanceOf(address)(uint256)", other])
+        self.perpdex("lp deposit --no-wait", "lp", "deposit", "1000", "--no-wait")
+        self.with_cast("lp deposit --no-wait", ["call", lv, "lp_params()((uint256,uint256,uint256,uint256))"],
+                       ["send", usdc, "approve(address,uint256)", lv, "1000000000"],
+                       ["send", lv, "request_deposit(uint256,address)", "1000000000", other])
         limit = ["send", book, "commit_order(uint256,uint256,int256,uint256,uint256,uint256,bool,uint256)",
                  "0", "0", "100000000000000000", "30150000000000000000000", "1", "30000000000000000000000", "false", "0"]
         self.perpdex("order limit", "order", "limit", "BTC-USD", "0.1", "--price", "30000")
@@ -182,6 +182,13 @@ class CliBench:
                 for k in (1, 2)]
         self.perpdex("history", "history")
         self.with_cast("history", *logs, ["block", "latest", "--field", "timestamp"])
+
+        lv = a["liquidity_vault"]
+        self.perpdex("lp requests", "lp", "requests")
+        self.with_cast("lp requests", ["rpc", "eth_getLogs", json.dumps({"address": lv, "fromBlock": "0x0",
+                                                                          "topics": [None, None, topic]})],
+                       ["call", lv, "request(uint256)((address,address,bool,uint256,uint256,uint256,uint256))", "2"],
+                       ["block", "latest", "--field", "timestamp"])
 
         self.perpdex("insurance", "insurance")
         self.with_cast("insurance", ["call", fund, "fund_balance()(int256)"], ["call", fund, "target()(uint256)"],
