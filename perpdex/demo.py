@@ -48,6 +48,7 @@ DIP_USD = 20_000
 DIP_START = int(datetime(2020, 3, 12, 0, tzinfo=timezone.utc).timestamp())
 DIP_END = int(datetime(2020, 3, 14, 6, tzinfo=timezone.utc).timestamp())
 DIP_EVERY = 6 * HOUR
+MAX_NUDGES = 40  # rounds per step at most when the capacity is lifted (40 x 40 BTC, 40 x 800 ETH)
 console = Console(width=120)
 
 
@@ -92,155 +93,207 @@ def usd(wad: int) -> float:
 
 def run(steps: int | None = None) -> dict:
     warnings.filterwarnings("ignore")
-    from ape import accounts, chain, networks
+    from ape import networks
     from ape.logging import logger
-
-    from perpdex.deploy import FEED_DECIMALS, deploy_local
-    from perpdex.keeper import Keeper
 
     logger.set_level(logging.WARNING)
     logging.getLogger("perpdex").setLevel(logging.WARNING)
     path = load_path()[:steps]
-    started = time.perf_counter()
 
     with networks.parse_network_choice("ethereum:local:test"):
-        owner, lp, keeper_account = accounts.test_accounts[:3]
         console.rule("[bold]perpdex: the March 2020 crash, hour by hour")
-        d = deploy_local(owner)
-        d.liquidator.set_adl_keeper(keeper_account, True, sender=owner)
-        fee = d.order_book.order_params().execution_fee
-
-        def publish(btc: float, eth: float) -> None:
-            d.aggregators[0][0].update_answer(int(btc * 10**FEED_DECIMALS), sender=owner)
-            d.aggregators[1][0].update_answer(int(eth * 10**FEED_DECIMALS), sender=owner)
-
-        def fund(who, amount_usd: int, spender) -> int:
-            amount = amount_usd * 10**6
-            d.collateral.mint(who, amount, sender=owner)
-            d.collateral.approve(spender.address, 2**256 - 1, sender=who)
-            return amount
-
-        def newcomer(collateral_usd: int):
-            who = accounts.test_accounts.generate_test_account()
-            owner.transfer(who, 10**18)
-            d.vault.deposit(0, fund(who, collateral_usd, d.vault), sender=who)
-            return who
-
-        _, btc0, eth0 = path[0]
-        publish(btc0, eth0)
-        d.liquidity_vault.deposit(fund(lp, LP_USD, d.liquidity_vault), lp, sender=lp)
-        lv_start = d.exchange.liquidity_vault_value()
-        globals_ = load_globals(d.exchange)
-        keeper = Keeper(d, keeper_account)
-        orders = OrderLog()
-
-        # every trader commits a market order sized on a plan of the fills before it (the
-        # keeper executes them in commit order at the next round, at this same price)
-        traders, wallets, leverages, sides = [], [], [], []
-        first_block = chain.blocks.head.number + 1
-        plan = load_model(d, [], chain.pending_timestamp, globals_)
-        for i in range(TRADERS):
-            trader = newcomer(COLLATERAL_USD)
-            leverage = LEVERAGES[i % len(LEVERAGES)]
-            side = -1 if i % 3 == 2 else 1  # two longs for every short, in both markets: a long skew
-            market, price = (0, btc0) if i % 2 == 0 else (1, eth0)
-            account = (trader.address, 0)
-            plan.cash[account] = COLLATERAL_USD * WAD - fee  # the execution fee is escrowed at commit
-            size = largest_size(plan, account, market, COLLATERAL_USD * leverage / price * side)
-            plan.trade(account, market, size, 2**256 - 1 if size > 0 else 0)
-            orders.commit(d, trader, market, size, slippage_bound(plan.index[market], size, 0.01))
-            traders.append(account)
-            wallets.append(trader)
-            sides.append(side)
-        known = traders + [(keeper_account.address, 0)]
-
-        # stress: the insurance fund starts the crash empty (the owner took the fee share out),
-        # so bad debt it cannot cover goes to auto-deleveraging
-        surplus = d.insurance_fund.surplus()
-        if surplus:
-            d.insurance_fund.withdraw_surplus(owner, surplus, sender=owner)
-        risk_log: list[tuple[int, int, set]] = []
-        events = EventLog()
-        invariants = InvariantLog()
-        records: list[StepRecord] = []
-        state = {"last_block": first_block - 1, "settlements": 0}
-
-        def keeper_pass():
-            """One keeper pass, its events collected and DESIGN.md's invariants checked."""
-            before = load_model(d, known, chain.blocks.head.timestamp, globals_)  # eth_call's clock
-            at_risk = {a for a in known if before.is_liquidatable(a)}
-            report = keeper.run_once()
-            head, first = chain.blocks.head.number, state["last_block"] + 1
-            risk_log.append((first, head, at_risk))
-            logs = fetch_events(d, first, head)
-            events.collect(logs)
-            orders.collect(logs)
-            state["settlements"], lv_value = check_invariants(
-                d, known, invariants, state["settlements"], logs, chain.blocks.head.timestamp, globals_, orders
-            )
-            state["last_block"] = head
-            return report, lv_value
-
-        def heartbeat_round(btc: float, eth: float) -> None:
-            """The feeds publish the same answers again a few seconds later: the round the
-            market orders committed just before execute at (a devnet pusher does this)."""
-            chain.pending_timestamp += 5
-            publish(btc, eth)
-
-        heartbeat_round(btc0, eth0)
-        keeper_pass()
-        fills = {(e.owner, e.sub_account): e for e in orders.executed}
-        assert set(fills) == set(traders), "every opening order fills"
-        for i, account in enumerate(traders):
-            size = d.exchange.position_state(*account, i % 2)[0]
-            leverages.append(abs(size) * (btc0 if i % 2 == 0 else eth0) / WAD / COLLATERAL_USD)
-            if i % 2 == 0 or i % 3 == 2:  # every BTC trader and every short: a stop at half the margin lost
-                entry = fills[account].fill_price
-                trigger = int(entry * (1 - sides[i] * 0.5 / leverages[-1]))
-                orders.commit_stop(d, wallets[i], i % 2, -size, trigger, slippage_bound(trigger, -size, 0.2))
-        console.print(
-            f"{TRADERS} traders opened {min(leverages):.1f}x-{max(leverages):.1f}x positions through market orders, "
-            f"{len(orders.stops)} set stop-losses; LP seeded {LP_USD:,} USDC; "
-            f"BTC {btc0:,.0f}, ETH {eth0:,.2f} on {START:%d %b %Y}"
-        )
-
-        dip_buyers = [newcomer(DIP_USD) for _ in range(DIP_BUYERS)]
-        known += [(b.address, 0) for b in dip_buyers]
-        t0 = chain.pending_timestamp
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("replaying", total=len(path))
-            for step, (timestamp, btc, eth) in enumerate(path):
-                if step:
-                    chain.pending_timestamp = max(t0 + step * HOUR, chain.pending_timestamp)
-                    publish(btc, eth)
-                report, lv_value = keeper_pass()
-                if timestamp == WHALE_TIME:
-                    whale = newcomer(WHALE_USD)
-                    account = (whale.address, 0)
-                    plan = load_model(d, [account], chain.pending_timestamp, globals_)
-                    plan.cash[account] -= fee
-                    size = largest_size(plan, account, 0, WHALE_USD * 25 / btc)
-                    orders.commit(d, whale, 0, size, slippage_bound(plan.index[0], size, 0.01))
-                    traders.append(account)
-                    known.append(account)
-                    heartbeat_round(btc, eth)
-                    report, lv_value = keeper_pass()
-                if (timestamp - DIP_START) % DIP_EVERY == 0 and DIP_START <= timestamp < DIP_END:
-                    # dip buyers commit half-way to the next hourly round, at 1 % slippage
-                    chain.pending_timestamp = max(t0 + step * HOUR + HOUR // 2, chain.pending_timestamp)
-                    for j, buyer in enumerate(dip_buyers):
-                        size = int(DIP_USD / 3 / btc * WAD)
-                        expiry = chain.pending_timestamp + 900 if j == DIP_BUYERS - 1 else 0  # the impatient one
-                        orders.commit(d, buyer, 0, size, slippage_bound(int(btc * WAD), size, 0.01), expiry)
-                records.append(record(d, timestamp, btc, eth, report, lv_value))
-                progress.update(task, advance=1, description=f"{datetime.fromtimestamp(timestamp, timezone.utc):%d %b %H:%M}")
-
-        check_actions(events, risk_log, invariants)
-        summary = summarize(d, events, orders, lv_start, records, invariants, time.perf_counter() - started)
+        summary, records = replay(path, unbounded=False)
+        console.print("the same replay again, the liquidation capacity lifted (see docs/DECISIONS.md) ...")
+        without, _ = replay(path, unbounded=True)
+    summary["capacity_cost"] = capacity_cost(summary, without)
     print_report(summary)
     write_outputs(summary, records)
     return summary
+
+
+def replay(path: list[tuple[int, float, float]], unbounded: bool) -> tuple[dict, list[StepRecord]]:
+    """One replay on a fresh deployment. `unbounded`: after each keeper pass, while an account
+    is still liquidatable or a deficit outstanding, the feeds publish the same close again a
+    second later, 1e-8 USD higher each time: the capacity is per index, so each such round
+    lets the keeper close another capacity's worth at what is the same price to the cent."""
+    from ape import accounts, chain
+
+    from perpdex.deploy import FEED_DECIMALS, deploy_local
+    from perpdex.keeper import Keeper
+
+    started = time.perf_counter()
+    owner, lp, keeper_account = accounts.test_accounts[:3]
+    d = deploy_local(owner)
+    d.liquidator.set_adl_keeper(keeper_account, True, sender=owner)
+    fee = d.order_book.order_params().execution_fee
+
+    def publish(btc: float, eth: float, nudge: int = 0) -> None:
+        d.aggregators[0][0].update_answer(int(btc * 10**FEED_DECIMALS) + nudge, sender=owner)
+        d.aggregators[1][0].update_answer(int(eth * 10**FEED_DECIMALS) + nudge, sender=owner)
+
+    def fund(who, amount_usd: int, spender) -> int:
+        amount = amount_usd * 10**6
+        d.collateral.mint(who, amount, sender=owner)
+        d.collateral.approve(spender.address, 2**256 - 1, sender=who)
+        return amount
+
+    def newcomer(collateral_usd: int):
+        who = accounts.test_accounts.generate_test_account()
+        owner.transfer(who, 10**18)
+        d.vault.deposit(0, fund(who, collateral_usd, d.vault), sender=who)
+        return who
+
+    _, btc0, eth0 = path[0]
+    publish(btc0, eth0)
+    # LPs enter through two-step requests; the owner alone may seed the vault at once
+    d.liquidity_vault.deposit(fund(owner, LP_USD, d.liquidity_vault), lp, sender=owner)
+    lv_start = d.exchange.liquidity_vault_value()
+    globals_ = load_globals(d.exchange)
+    keeper = Keeper(d, keeper_account)
+    orders = OrderLog()
+
+    # every trader commits a market order sized on a plan of the fills before it (the
+    # keeper executes them in commit order at the next round, at this same price)
+    traders, wallets, leverages, sides = [], [], [], []
+    first_block = chain.blocks.head.number + 1
+    plan = load_model(d, [], chain.pending_timestamp, globals_)
+    for i in range(TRADERS):
+        trader = newcomer(COLLATERAL_USD)
+        leverage = LEVERAGES[i % len(LEVERAGES)]
+        side = -1 if i % 3 == 2 else 1  # two longs for every short, in both markets: a long skew
+        market, price = (0, btc0) if i % 2 == 0 else (1, eth0)
+        account = (trader.address, 0)
+        plan.cash[account] = COLLATERAL_USD * WAD - fee  # the execution fee is escrowed at commit
+        size = largest_size(plan, account, market, COLLATERAL_USD * leverage / price * side)
+        plan.trade(account, market, size, 2**256 - 1 if size > 0 else 0)
+        orders.commit(d, trader, market, size, slippage_bound(plan.index[market], size, 0.01))
+        traders.append(account)
+        wallets.append(trader)
+        sides.append(side)
+    known = traders + [(keeper_account.address, 0)]
+
+    # stress: the insurance fund starts the crash empty (the owner took the fee share out),
+    # so bad debt it cannot cover goes to auto-deleveraging
+    surplus = d.insurance_fund.surplus()
+    if surplus:
+        d.insurance_fund.withdraw_surplus(owner, surplus, sender=owner)
+    risk_log: list[tuple[int, int, set]] = []
+    events = EventLog()
+    deficits = DeficitLog()
+    invariants = InvariantLog()
+    records: list[StepRecord] = []
+    state = {"last_block": first_block - 1, "settlements": 0}
+
+    def keeper_pass():
+        """One keeper pass, its events collected and DESIGN.md's invariants checked."""
+        before = load_model(d, known, chain.blocks.head.timestamp, globals_)  # eth_call's clock
+        at_risk = {a for a in known if before.is_liquidatable(a)}
+        report = keeper.run_once()
+        head, first = chain.blocks.head.number, state["last_block"] + 1
+        risk_log.append((first, head, at_risk))
+        logs = fetch_events(d, first, head)
+        events.collect(logs)
+        orders.collect(logs)
+        deficits.collect(logs)
+        state["settlements"], lv_value = check_invariants(
+            d, known, invariants, state["settlements"], logs, chain.blocks.head.timestamp, globals_, orders,
+            deficits,
+        )
+        state["last_block"] = head
+        return report, lv_value
+
+    def unbounded_pass(btc: float, eth: float, report, lv_value: int):
+        """Without the capacity: new rounds at the same close (+1e-8 USD each) until no account
+        is liquidatable and no deficit is outstanding; the passes' counts added up."""
+        for nudge in range(1, MAX_NUDGES + 1):
+            pending = any(d.liquidator.is_liquidatable(*a) for a in known)
+            if not pending and d.liquidator.total_uncovered_deficit() == 0:
+                break
+            chain.pending_timestamp += 1
+            publish(btc, eth, nudge)
+            more, lv_value = keeper_pass()
+            for name in ("liquidated", "adl_targets", "orders_executed", "orders_cancelled"):
+                setattr(report, name, getattr(report, name) + getattr(more, name))
+        return report, lv_value
+
+    def heartbeat_round(btc: float, eth: float) -> None:
+        """The feeds publish the same answers again a few seconds later: the round the
+        market orders committed just before execute at (a devnet pusher does this)."""
+        chain.pending_timestamp += 5
+        publish(btc, eth)
+
+    heartbeat_round(btc0, eth0)
+    keeper_pass()
+    fills = {(e.owner, e.sub_account): e for e in orders.executed}
+    assert set(fills) == set(traders), "every opening order fills"
+    for i, account in enumerate(traders):
+        size = d.exchange.position_state(*account, i % 2)[0]
+        leverages.append(abs(size) * (btc0 if i % 2 == 0 else eth0) / WAD / COLLATERAL_USD)
+        if i % 2 == 0 or i % 3 == 2:  # every BTC trader and every short: a stop at half the margin lost
+            entry = fills[account].fill_price
+            trigger = int(entry * (1 - sides[i] * 0.5 / leverages[-1]))
+            orders.commit_stop(d, wallets[i], i % 2, -size, trigger, slippage_bound(trigger, -size, 0.2))
+    console.print(
+        f"{TRADERS} traders opened {min(leverages):.1f}x-{max(leverages):.1f}x positions through market orders, "
+        f"{len(orders.stops)} set stop-losses; LP seeded {LP_USD:,} USDC; "
+        f"BTC {btc0:,.0f}, ETH {eth0:,.2f} on {START:%d %b %Y}"
+    )
+
+    dip_buyers = [newcomer(DIP_USD) for _ in range(DIP_BUYERS)]
+    known += [(b.address, 0) for b in dip_buyers]
+    t0 = chain.pending_timestamp
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("replaying", total=len(path))
+        for step, (timestamp, btc, eth) in enumerate(path):
+            if step:
+                chain.pending_timestamp = max(t0 + step * HOUR, chain.pending_timestamp)
+                publish(btc, eth)
+            report, lv_value = keeper_pass()
+            if unbounded:
+                report, lv_value = unbounded_pass(btc, eth, report, lv_value)
+            if timestamp == WHALE_TIME:
+                whale = newcomer(WHALE_USD)
+                account = (whale.address, 0)
+                plan = load_model(d, [account], chain.pending_timestamp, globals_)
+                plan.cash[account] -= fee
+                size = largest_size(plan, account, 0, WHALE_USD * 25 / btc)
+                orders.commit(d, whale, 0, size, slippage_bound(plan.index[0], size, 0.01))
+                traders.append(account)
+                known.append(account)
+                heartbeat_round(btc, eth)
+                report, lv_value = keeper_pass()
+                if unbounded:
+                    report, lv_value = unbounded_pass(btc, eth, report, lv_value)
+            if (timestamp - DIP_START) % DIP_EVERY == 0 and DIP_START <= timestamp < DIP_END:
+                # dip buyers commit half-way to the next hourly round, at 1 % slippage
+                chain.pending_timestamp = max(t0 + step * HOUR + HOUR // 2, chain.pending_timestamp)
+                for j, buyer in enumerate(dip_buyers):
+                    size = int(DIP_USD / 3 / btc * WAD)
+                    expiry = chain.pending_timestamp + 900 if j == DIP_BUYERS - 1 else 0  # the impatient one
+                    orders.commit(d, buyer, 0, size, slippage_bound(int(btc * WAD), size, 0.01), expiry)
+            records.append(record(d, timestamp, btc, eth, report, lv_value))
+            progress.update(task, advance=1, description=f"{datetime.fromtimestamp(timestamp, timezone.utc):%d %b %H:%M}")
+
+    check_actions(events, risk_log, invariants)
+    summary = summarize(d, events, deficits, orders, lv_start, records, invariants, time.perf_counter() - started)
+    return summary, records
+
+
+def capacity_cost(with_capacity: dict, without: dict) -> dict:
+    """Bad debt of the replay with the liquidation capacity and of the replay without it."""
+    def figures(summary: dict) -> dict:
+        return {
+            "liquidations": summary["liquidations"],
+            "bankruptcies": summary["bankruptcies"],
+            "bad_debt_usd": summary["bad_debt_usd"],
+            "uncovered_deficit_usd": summary["uncovered_deficit_usd"],
+            "written_off_usd": summary["written_off_usd"],
+            "liquidity_vault_pnl_usd": summary["liquidity_vault"]["pnl_usd"],
+        }
+
+    return {"with_capacity": figures(with_capacity), "without_capacity": figures(without),
+            "seconds_without": without["seconds"]}
 
 
 def slippage_bound(price: int, size: int, slippage: float) -> int:
@@ -302,7 +355,8 @@ class OrderLog:
 
 
 def check_invariants(
-    d, known, invariants: InvariantLog, settlements: int, logs: dict[str, list], now: int, globals_, orders: OrderLog
+    d, known, invariants: InvariantLog, settlements: int, logs: dict[str, list], now: int, globals_, orders: OrderLog,
+    deficits: DeficitLog,
 ) -> tuple[int, int]:
     """DESIGN.md invariants 1-4 from on-chain state after the keeper acted. `settlements`
     bounds the rounded funding settlements so far; returns the new bound and the liquidity
@@ -341,25 +395,55 @@ def check_invariants(
     model = ExchangeModel(token_decimals=6, globals=globals_, now=now)
     apply_markets(model, markets)
     apply_accounts(model, accounts)
-    deficits = sum(d.liquidator.uncovered_deficit(int(m.market_id)) for m in markets)
-    bankrupt = 0
+    check_solvency(d, known, model, markets, invariants, deficits, now, balance, system)
+    return settlements, d.exchange.liquidity_vault_value()
+
+
+@dataclass
+class DeficitLog:
+    """The accounts and markets with a deficit ever recorded (their records are read back)."""
+
+    recorded: set = field(default_factory=set)
+    written_off: list = field(default_factory=list)
+
+    def collect(self, logs: dict[str, list]) -> None:
+        self.recorded |= {(e.owner, e.sub_account, e.market_id) for e in logs["DeficitRecorded"]}
+        self.written_off += logs["DeficitWrittenOff"]
+
+
+def check_solvency(d, known, model, markets, invariants: InvariantLog, deficits: DeficitLog, now: int, balance: int,
+                   system: list[int]) -> None:
+    """DESIGN.md invariant 4 once the keeper acted: no account has negative equity, no uncovered
+    deficit is outstanding past its grace period, the liquidity vault's value nets every
+    outstanding deficit, and every positive claim is payable from the vault's balance."""
     for account in known:
-        view = model.account_view(account)
-        if view.equity < 0:
-            invariants.ok("4 solvency after keepers", not model.open_markets(account), f"{account} still open")
-            bankrupt += -view.cash
-    invariants.ok("4 solvency after keepers", bankrupt <= deficits + 1, f"{bankrupt} vs {deficits}")
-    # equity nets PnL and funding across holders, so the claims add up to the balance, plus
-    # whatever bad debt is still waiting for ADL
-    claims = sum(max(model.account_view(a).equity, 0) for a in known)
+        equity = model.account_view(account).equity
+        invariants.ok("4 no negative equity after keepers", equity >= 0, f"{account}: equity {usd(equity):,.2f} USD")
+    grace = d.liquidator.deficit_grace_period()
+    outstanding = 0
+    for owner, sub, market_id in sorted(deficits.recorded):
+        amount, _, recorded_at = d.liquidator.deficit_record(owner, sub, market_id)
+        outstanding += amount
+        invariants.ok("4 no deficit outstanding past its grace period", amount == 0 or now < recorded_at + grace,
+                      f"{owner}/{sub} market {market_id}: {usd(amount):,.2f} USD since {recorded_at}")
+    total_deficit = d.liquidator.total_uncovered_deficit()
+    per_market = sum(d.liquidator.uncovered_deficit(int(m.market_id)) for m in markets)
+    invariants.ok("4 deficits recorded per account add up", outstanding == total_deficit == per_market,
+                  f"{outstanding} / {total_deficit} / {per_market}")
+    indices = [d.exchange.index_price(int(m.market_id)) for m in markets]
     lv_value = d.exchange.liquidity_vault_value()
+    invariants.ok("4 the LP vault's value nets the outstanding deficits",
+                  lv_value == d.exchange.liquidity_vault_value_at(indices) - total_deficit, f"{lv_value}")
+    # every positive claim: traders' equity, the liquidity vault's value, the insurance fund and
+    # the fee receiver, out of the vault's token balance alone
+    claims = sum(max(model.account_view(a).equity, 0) for a in known)
     claims += max(lv_value, 0) + max(system[1], 0) + max(system[2], 0)
-    invariants.ok("4 every positive claim is payable", claims <= balance + deficits, f"{claims} vs {balance}")
-    return settlements, lv_value
+    invariants.ok("4 every positive claim is payable", claims <= balance, f"{usd(claims):,.2f} vs {usd(balance):,.2f}")
 
 
 DEMO_EVENTS = (
     ("liquidator", "Liquidation"), ("liquidator", "BadDebt"), ("liquidator", "AutoDeleveraged"),
+    ("liquidator", "DeficitRecorded"), ("liquidator", "DeficitWrittenOff"),
     ("exchange", "Trade"), ("exchange", "FundingAccrued"), ("vault", "Settled"),
     ("order_book", "OrderCommitted"), ("order_book", "OrderExecuted"), ("order_book", "OrderCancelled"),
 )
@@ -449,7 +533,8 @@ def order_summary(orders: OrderLog) -> dict:
 
 
 def summarize(
-    d, events: EventLog, orders: OrderLog, lv_start: int, records, invariants: InvariantLog, seconds: float
+    d, events: EventLog, deficits: DeficitLog, orders: OrderLog, lv_start: int, records, invariants: InvariantLog,
+    seconds: float,
 ) -> dict:
     liquidations, bad_debt, adl = events.liquidations, events.bad_debt, events.adl
     trades, accruals = events.trades, events.accruals
@@ -471,7 +556,9 @@ def summarize(
             "end_balance_usd": usd(d.vault.insurance_cash()),
         },
         "bankruptcies": len(bad_debt),
+        "bad_debt_usd": usd(sum(e.deficit for e in bad_debt)),
         "uncovered_deficit_usd": usd(sum(e.uncovered for e in bad_debt)),
+        "written_off_usd": usd(sum(e.amount for e in deficits.written_off)),
         "adl": {
             "targets": len(adl),
             "haircuts_usd": usd(sum(e.haircut for e in adl)),
@@ -510,7 +597,9 @@ def print_report(summary: dict) -> None:
         ("insurance fund in: penalties", f"{fund['in_penalties_usd']:,.2f} USD"),
         ("insurance fund out: bad debt", f"{fund['out_bad_debt_usd']:,.2f} USD"),
         ("insurance fund at the end", f"{fund['end_balance_usd']:,.2f} USD"),
-        ("bankruptcies / uncovered deficit", f"{summary['bankruptcies']} / {summary['uncovered_deficit_usd']:,.2f} USD"),
+        ("bankruptcies / bad debt", f"{summary['bankruptcies']} / {summary['bad_debt_usd']:,.2f} USD"),
+        ("uncovered by the insurance fund / written off", f"{summary['uncovered_deficit_usd']:,.2f} / "
+                                                          f"{summary['written_off_usd']:,.2f} USD"),
         ("ADL targets / haircuts", f"{summary['adl']['targets']} / {summary['adl']['haircuts_usd']:,.2f} USD"),
         ("funding paid by positions", f"{summary['funding']['paid_by_positions_usd']:,.2f} USD"),
         ("funding received by positions", f"{summary['funding']['received_by_positions_usd']:,.2f} USD"),
@@ -526,6 +615,16 @@ def print_report(summary: dict) -> None:
         ("orders still open at the end", f"{o['open_at_end']}"),
         ("execution fees to the keeper", f"{o['execution_fees_usd']:,.2f} USD"),
     ]
+    cost = summary.get("capacity_cost")
+    if cost:
+        on, off = cost["with_capacity"], cost["without_capacity"]
+        rows += [
+            ("bad debt with / without the liquidation capacity",
+             f"{on['bad_debt_usd']:,.2f} / {off['bad_debt_usd']:,.2f} USD"),
+            ("bankruptcies with / without it", f"{on['bankruptcies']} / {off['bankruptcies']}"),
+            ("LP vault PnL with / without it",
+             f"{on['liquidity_vault_pnl_usd']:+,.2f} / {off['liquidity_vault_pnl_usd']:+,.2f} USD"),
+        ]
     for row in rows:
         table.add_row(*row)
     console.print(table)
