@@ -46,6 +46,9 @@ MAX_FEEDS: constant(uint256) = 5
 WAD: constant(uint256) = 10**18
 IWAD: constant(int256) = 10**18
 MAX_FEE: constant(uint256) = 10**16  # 1 % of notional
+MAX_MAINTENANCE: constant(uint256) = 2 * 10**17  # 20 %
+MAX_PENALTY: constant(uint256) = 2 * 10**16  # 2 %
+MAX_KEEPER_SHARE: constant(uint256) = 5 * 10**17  # 50 % of the penalty
 MAX_FUNDING_RATE: constant(uint256) = 10**17  # 10 % per 8 hours
 MAX_KEEPER_MIN_REWARD: constant(uint256) = 1_000 * 10**18  # USD
 MAX_SIZE: constant(uint256) = 2**120  # sizes and open interest stay far inside int128
@@ -242,7 +245,7 @@ def execute_trade(
         # surplus: nobody walks an account into liquidation with its own trades at a pushed
         # price (closing every position is always allowed)
         if equity < convert(maintenance, int256) and fill.mask != 0:
-            assert fill.surplus_change >= 0, "exchange: this reduction leaves the account under maintenance and lowers its margin surplus; close it all or add collateral"
+            assert fill.surplus_change >= 0, "exchange: reduction under maintenance lowers the margin surplus"
     return fill.price
 
 
@@ -572,7 +575,7 @@ def liquidity_vault_value_at(indices: DynArray[uint256, MAX_MARKETS]) -> int256:
             of `market_ids`): what a two-step LP flow is priced at, with the indices of its
             execution rounds.
     """
-    assert len(indices) == len(self.market_ids), "exchange: one index per listed market expected"
+    assert len(indices) == len(self.market_ids), "exchange: one index per market"
     return self._lv_value(indices)
 
 
@@ -630,11 +633,14 @@ def list_market(
 def set_market_params(market_id: uint256, params: MarketParams):
     """
     @notice Change a listed market's parameters (within hard bounds). Owner. Funding accrued
-            so far is settled at the old parameters first.
+            so far is settled at the old parameters first. skew_scale moves by at most a factor
+            of 2 per change: it prices every fill and the liquidity vault's value.
     """
     ownable._check_owner()
+    old: uint256 = self._skew_scale(market_id)
     self._touch(market_id)
     self._set_params(market_id, params)
+    assert params.skew_scale * 2 >= old and params.skew_scale <= old * 2, "exchange: skew_scale change above 2x"
 
 
 @external
@@ -647,7 +653,7 @@ def set_global_params(
     ownable._check_owner()
     assert insurance_fee_share + protocol_fee_share <= WAD, "exchange: fee shares above 100%"
     assert keeper_min_reward <= MAX_KEEPER_MIN_REWARD, "exchange: keeper reward floor too high"
-    assert keeper_reward_share <= WAD, "exchange: keeper share above 100%"
+    assert keeper_reward_share <= MAX_KEEPER_SHARE, "exchange: keeper share above 50%"
     self._globals = self._pack_globals(
         insurance_fee_share, protocol_fee_share, keeper_reward_share, keeper_min_reward, self._globals & 1 != 0
     )
@@ -697,9 +703,12 @@ def set_guardian(guardian: address):
 def set_paused(paused: bool):
     """
     @notice Pause (reduce-only: no new risk; closes and withdrawals of free collateral still
-            work) or unpause. Guardian or owner.
+            work): the guardian or the owner, at once. Unpause: the owner only (behind the
+            timelock), since it loosens risk.
     """
     assert msg.sender == self.guardian or msg.sender == ownable.owner, "exchange: caller is not the guardian"
+    if not paused:
+        assert msg.sender == ownable.owner, "exchange: only the owner unpauses"
     self._globals = (self._globals & ~convert(1, uint256)) | convert(paused, uint256)
     log PauseSet(paused=paused, by=msg.sender)
 
@@ -1078,10 +1087,12 @@ def _maintenance_of(size: int256, index: uint256, p0: uint256) -> uint256:
 def _set_params(market_id: uint256, p: MarketParams):
     assert p.skew_scale > 0 and p.skew_scale <= MAX_SIZE, "exchange: bad skew scale"
     assert p.max_funding_rate <= MAX_FUNDING_RATE, "exchange: funding rate cap too high"
-    assert p.maker_fee <= p.taker_fee, "exchange: maker fee above taker fee"
+    # a maker fee > 0 bounds the liquidation capacity (2 x min(maker, taker) x skew_scale)
+    assert p.maker_fee > 0 and p.maker_fee <= p.taker_fee, "exchange: maker fee must be in (0, taker fee]"
     assert p.taker_fee <= MAX_FEE, "exchange: fee above cap"
     assert p.initial_margin_ratio <= WAD, "exchange: initial margin above 100%"
-    assert p.maintenance_margin_ratio > 0, "exchange: zero maintenance margin"
+    assert p.maintenance_margin_ratio > 0 and p.maintenance_margin_ratio <= MAX_MAINTENANCE, "exchange: maintenance margin must be in (0, 20%]"
+    assert p.liquidation_penalty_ratio <= MAX_PENALTY, "exchange: liquidation penalty above 2%"
     assert (
         p.maintenance_margin_ratio + p.liquidation_penalty_ratio < p.initial_margin_ratio
     ), "exchange: maintenance + penalty must be below initial margin"

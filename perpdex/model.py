@@ -19,6 +19,7 @@ import copy
 from dataclasses import dataclass, field, replace
 
 from perpdex.fixed_point import WAD, ceil_div, floor_div, mul_div_down, mul_div_up, sign
+from perpdex.lp_flows import LiquidityFlowsMixin
 from perpdex.orders import ORDER_ESCROW, OrderBookMixin, OrderParams
 
 FUNDING_PERIOD = 8 * 3600  # funding rates are quoted per 8 hours
@@ -286,10 +287,7 @@ class TradeResult:
 # ---------------------------------------------------------------------------------------------
 
 TRIGGER_DEFICIT, TRIGGER_PNL_FACTOR = 1, 2
-REDUCTION_REASON = (
-    "exchange: this reduction leaves the account under maintenance and lowers its margin surplus; "
-    "close it all or add collateral"
-)
+REDUCTION_REASON = "exchange: reduction under maintenance lowers the margin surplus"
 NO_CAPACITY = "no capacity"  # _liquidate's answer when the capacity at this index is used up
 NO_CAPACITY_REASON = "liquidator: liquidation capacity at this index used up; retry at the next price"
 INT256_MAX = 2**255 - 1
@@ -542,7 +540,7 @@ class LiquidationMixin:
 
 
 @dataclass
-class ExchangeModel(LiquidationMixin, OrderBookMixin):
+class ExchangeModel(LiquidationMixin, OrderBookMixin, LiquidityFlowsMixin):
     """The contracts' state and transitions, in Python. Prices come from `index` (market -> WAD)."""
 
     token_decimals: int = 6

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import boa
 
@@ -42,6 +42,7 @@ from perpdex.model import (
     ModelRevert,
     Position,
 )
+from perpdex.lp_flows import LpParams
 from raw_state import RawState
 
 CONTRACTS = "contracts"
@@ -51,6 +52,19 @@ ZERO_ADDRESS = "0x" + "00" * 20
 SEQUENCER_GRACE_PERIOD = 3_600
 # tests' order parameters: one-second delay, one-hour market orders, no fee unless a test sets one
 TEST_ORDER_PARAMS = OrderParams(min_order_delay=1, max_order_age=3600, execution_fee=0, max_open_orders=16)
+TEST_LP_PARAMS = LpParams(min_delay=1, max_age=3600, cooldown=0, execution_fee=0)
+
+
+def first_round_of(feed, not_before: int) -> int:
+    """A feed's first round published at or after `not_before` (the one before it earlier)."""
+    round_id = feed.latestRound()
+    while round_id > 1 and feed.getRoundData(round_id - 1)[3] >= not_before:
+        round_id -= 1
+    return round_id
+
+
+class LpRequestCancelled(ModelRevert):
+    """A liquidity-vault request the contract cancelled at execution (on both sides) for `reason`."""
 
 
 class OrderCancelled(ModelRevert):
@@ -142,6 +156,8 @@ class System:
         self.model = ExchangeModel(token_decimals=self.token_decimals)
         self.model.now = self.now
         self.model.order_params = TEST_ORDER_PARAMS
+        # tests' LP parameters: one-second delay, one-hour life, no cooldown, no fee
+        self.set_lp_params(**TEST_LP_PARAMS.__dict__)
         self.accounts: set[tuple[str, int]] = set()
 
     # compare accounts through their views after each action (a class attribute, not a field)
@@ -185,13 +201,21 @@ class System:
         self.model.globals = g
 
     def set_market_params(self, market_id: int, **changes) -> None:
+        """Exchange.set_market_params on both sides; a skew_scale more than 2x away is reached
+        in steps of 2x (the most one change may move it)."""
         from dataclasses import replace
 
-        params = replace(self.model.params[market_id], **changes)
-        with boa.env.prank(self.owner):
-            self.exchange.set_market_params(market_id, params_tuple(params))
-        self.model._accrue(market_id)
-        self.model.params[market_id] = params
+        target = replace(self.model.params[market_id], **changes)
+        while True:
+            old = self.model.params[market_id].skew_scale
+            step = min(max(target.skew_scale, (old + 1) // 2), old * 2)
+            params = replace(target, skew_scale=step)
+            with boa.env.prank(self.owner):
+                self.exchange.set_market_params(market_id, params_tuple(params))
+            self.model._accrue(market_id)
+            self.model.params[market_id] = params
+            if step == target.skew_scale:
+                return
 
     def set_price(self, market_id: int, price_usd: float | int) -> None:
         answer = int(round(price_usd * 10**FEED_DECIMALS))
@@ -232,28 +256,6 @@ class System:
         assert credited == self.model.deposit((who, sub_account), amount)
         self.accounts.add((who, sub_account))
         return credited
-
-    def lp_deposit(self, who: str, usd: float | int) -> int:
-        amount = self.fund(who, usd)
-        with boa.env.prank(who):
-            self.usdc.approve(self.liquidity_vault.address, 2**256 - 1)
-        expected, shares = self.mirror(
-            who,
-            lambda: self.model._transaction(self.model.lp_deposit, who, amount),
-            lambda: self.liquidity_vault.deposit(amount, who),
-        )
-        assert shares == expected
-        assert self.liquidity_vault.balanceOf(who) == self.model.lv_shares[who]
-        return shares
-
-    def lp_redeem(self, who: str, shares: int) -> int:
-        expected, assets = self.mirror(
-            who,
-            lambda: self.model._transaction(self.model.lp_redeem, who, shares),
-            lambda: self.liquidity_vault.redeem(shares, who, who),
-        )
-        assert assets == expected
-        return assets
 
     def donate(self, who: str, usd: float | int) -> int:
         """A donation to the insurance fund, on both sides."""
@@ -463,6 +465,152 @@ class System:
             raise OrderCancelled(result.reason)
         return self.model.last_trade  # the fill's TradeResult (the contract's matched above)
 
+    # -- the liquidity vault's two-step flows (perpdex/lp_flows.py) ----------------------------
+
+    def set_lp_params(self, **changes) -> None:
+        params = replace(self.model.lp.params, **changes)
+        with boa.env.prank(self.owner):
+            self.liquidity_vault.set_lp_params(params.as_tuple())
+        self.model.set_lp_params(params)
+
+    def fund_lp(self, who: str, usd) -> int:
+        amount = self.fund(who, usd)
+        with boa.env.prank(who):
+            self.usdc.approve(self.liquidity_vault.address, 2**256 - 1)
+        return amount
+
+    def request_deposit(self, who: str, assets: int, receiver: str | None = None) -> int:
+        receiver = receiver or who
+        expected, request_id = self.mirror(
+            who,
+            lambda: self.model.request_deposit(who, assets, receiver),
+            lambda: self.liquidity_vault.request_deposit(assets, receiver),
+        )
+        self.last_logs = self.liquidity_vault.get_logs()
+        assert request_id == expected
+        self.assert_lp_matches()
+        return request_id
+
+    def request_redeem(self, who: str, shares: int, receiver: str | None = None) -> int:
+        receiver = receiver or who
+        expected, request_id = self.mirror(
+            who,
+            lambda: self.model.request_redeem(who, shares, receiver),
+            lambda: self.liquidity_vault.request_redeem(shares, receiver),
+        )
+        self.last_logs = self.liquidity_vault.get_logs()
+        assert request_id == expected
+        self.assert_lp_matches()
+        return request_id
+
+    def first_round(self, market_id: int, not_before: int) -> int:
+        """The market's first round published at or after `not_before` (the previous one before)."""
+        return first_round_of(self.aggregators[market_id], not_before)
+
+    def feeds_of(self, market_id: int) -> list:
+        """The market's feeds, in configuration order (a test listing several sets `market_feeds`)."""
+        return getattr(self, "market_feeds", {}).get(market_id) or [self.aggregators[market_id]]
+
+    def round_price_at(self, market_id: int, round_ids: list[int]) -> RoundPrice:
+        """IndexOracle.round_price's answer computed from the feeds: the medians of the named
+        rounds and of the rounds before them, the earliest publication of the former and the
+        latest of the latter."""
+        prices, previous, published, previous_published = [], [], [], []
+        for feed, round_id in zip(self.feeds_of(market_id), round_ids, strict=True):
+            scale = 10 ** (18 - feed.decimals())
+            _, answer, _, updated, _ = feed.getRoundData(round_id)
+            _, answer_before, _, updated_before, _ = feed.getRoundData(round_id - 1)
+            prices.append(answer * scale)
+            previous.append(answer_before * scale)
+            published.append(updated)
+            previous_published.append(updated_before)
+
+        def median(values: list[int]) -> int:
+            ordered, n = sorted(values), len(values)
+            return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) // 2
+
+        return RoundPrice(median(prices), median(previous), min(published), max(previous_published))
+
+    def execute_lp(self, request_id: int, round_ids: dict[int, int] | None = None, executor: str | None = None):
+        """execute_deposit/execute_redeem on both sides at `round_ids` (default: each market's
+        first round after the request's delay); the LpExecution."""
+        executor = executor or self.executor
+        r = self.model.lp.requests.get(request_id)
+        if round_ids is None:
+            not_before = r.not_before if r else self.now
+            round_ids = {m: [first_round_of(f, not_before) for f in self.feeds_of(m)] for m in self.model.markets}
+        round_ids = {m: ids if isinstance(ids, list) else [ids] for m, ids in round_ids.items()}
+        rounds = {m: self.round_price_at(m, ids) for m, ids in round_ids.items()}
+        onchain = [round_ids[m] for m in self.model.markets]
+        redemption = r.redemption if r else False
+        model_fn = self.model.execute_redeem if redemption else self.model.execute_deposit
+        contract_fn = self.liquidity_vault.execute_redeem if redemption else self.liquidity_vault.execute_deposit
+        expected, executed = self.mirror(
+            executor, lambda: model_fn(request_id, rounds), lambda: contract_fn(request_id, onchain)
+        )
+        self.last_logs = self.liquidity_vault.get_logs()
+        assert executed == expected.executed
+        self.assert_lp_matches()
+        return expected
+
+    def cancel_lp(self, who: str, request_id: int) -> None:
+        self.mirror(who, lambda: self.model.cancel_lp_request(request_id, who),
+                    lambda: self.liquidity_vault.cancel_request(request_id))
+        self.last_logs = self.liquidity_vault.get_logs()
+        self.assert_lp_matches()
+
+    def assert_lp_matches(self) -> None:
+        lv, state = self.liquidity_vault, self.model.lp
+        assert self.usdc.balanceOf(lv.address) == state.escrow_tokens, "tokens escrowed by requests"
+        assert lv.balanceOf(lv.address) == state.locked_shares, "shares locked by redemption requests"
+        assert lv.last_request_id() == state.last_request_id
+        for request_id in range(1, state.last_request_id + 1):
+            r = state.requests.get(request_id)
+            assert tuple(lv.request(request_id)) == (r.as_tuple() if r else (ZERO_ADDRESS, ZERO_ADDRESS, False, 0, 0, 0, 0))
+        for who in self.model.lv_shares:
+            assert tuple(lv.locked_shares(who)) == self.model.lp_locked(who)
+
+    # -- the two-step replacements of System.lp_deposit / System.lp_redeem --------------------
+
+    def _request_in_the_past(self, request):
+        """Place `request` `min_delay` seconds ago when every market's latest round is older than
+        now (a round published now is then the first after the delay); else request now and
+        wait the delay. Then publish a round in every market and return the request id."""
+        delay, now = self.model.lp.params.min_delay, self.now
+        feeds = [f for m in self.model.markets for f in self.feeds_of(m)]
+        if all(feed.latestRoundData()[3] < now for feed in feeds):
+            self._set_time(now - delay)
+            try:
+                request_id = request()
+            finally:
+                self._set_time(now)
+        else:
+            request_id = request()
+            self.warp(delay)
+        with boa.env.prank(self.owner):
+            for feed in feeds:
+                feed.update_answer(feed.latestAnswer())
+        return request_id
+
+    def lp_deposit(self, who: str, usd) -> int:
+        """Request a deposit of `usd`, publish a round in every market, execute: the shares."""
+        amount = self.fund_lp(who, usd)
+        request_id = self._request_in_the_past(lambda: self.request_deposit(who, amount))
+        result = self.execute_lp(request_id)
+        if not result.executed:
+            raise LpRequestCancelled(result.reason)
+        assert self.liquidity_vault.balanceOf(who) == self.model.lv_shares[who]
+        return result.amount
+
+    def lp_redeem(self, who: str, shares: int) -> int:
+        """Request the redemption of `shares`, publish a round in every market, execute: the
+        assets paid (LpRequestCancelled with the reason when the vault refused it)."""
+        request_id = self._request_in_the_past(lambda: self.request_redeem(who, shares))
+        result = self.execute_lp(request_id)
+        if not result.executed:
+            raise LpRequestCancelled(result.reason)
+        return result.amount
+
     def _set_time(self, timestamp: int) -> None:
         boa.env.evm.patch.timestamp = timestamp
         self.model.now = timestamp
@@ -593,10 +741,15 @@ class System:
 def fresh(base: System):
     """A copy of `base` (EVM snapshot + model copy) that vanishes on exit: deploying costs
     seconds, a snapshot nothing."""
-    with boa.env.anchor():
-        s = copy.copy(base)
-        s.model = copy.deepcopy(base.model)
-        s.accounts = set(base.accounts)
-        s.aggregators = dict(base.aggregators)
-        boa.env.eoa = s.owner
-        yield s
+    timestamp = boa.env.evm.patch.timestamp  # the anchor restores state, not the clock
+    try:
+        with boa.env.anchor():
+            s = copy.copy(base)
+            s.model = copy.deepcopy(base.model)
+            s.model.now = s.now
+            s.accounts = set(base.accounts)
+            s.aggregators = dict(base.aggregators)
+            boa.env.eoa = s.owner
+            yield s
+    finally:
+        boa.env.evm.patch.timestamp = timestamp

@@ -61,6 +61,7 @@ from perpdex.keeper.chain import ChainClient, FeedConfig, LogEntry, read_checkpo
 from perpdex.keeper.core import MAX_BATCH, AccountKey, AccountState, Evaluation, Health, Snapshot
 from perpdex.keeper.log import LOGGER, Ratio, Size, Usd, emit
 from perpdex.keeper.order_pass import ORDER_TURN_MARGIN, OrderPasses
+from perpdex.keeper.lp_pass import LpPasses
 from perpdex.keeper.write_off_pass import WriteOffPass
 from perpdex.keeper.orders import (
     MAX_WALK,
@@ -105,7 +106,7 @@ class PassReport:
     liquidatable_accounts: set[AccountKey] = field(default_factory=set, repr=False)
 
 
-class Keeper(OrderPasses, WriteOffPass):
+class Keeper(OrderPasses, WriteOffPass, LpPasses):
     """Liquidation, ADL and order keeper over a perpdex.deploy.Deployment (ape contract
     handles). Order execution is on when the deployment has an order book. Every chain read and
     transaction goes through `client` (default: `ChainClient` over ape); another transport (a
@@ -368,6 +369,7 @@ class Keeper(OrderPasses, WriteOffPass):
         self._refresh(number, report)
         if self.executes_orders:
             self._sync_orders(number, timestamp)
+            self._sync_lp_requests(number)
         self.block = number
         self.snapshot = snapshot
         self.evaluation = snapshot.evaluate(self.states)
@@ -589,6 +591,7 @@ class Keeper(OrderPasses, WriteOffPass):
             deleveraged = self._deleverage(evaluation, report)
             written_off = self._write_offs(evaluation, report)
             self._execute_orders(report)
+            self._execute_lp_requests(report)
             if not (deleveraged or written_off):
                 break
         self.save_checkpoint()

@@ -77,8 +77,8 @@ def test_one_usdc_deposit_into_insolvent_vault_takes_the_whole_vault(system, lp,
         return  # refused while insolvent: fixed
     s.set_price(BTC, 40_000)  # the price comes back
     assert s.liquidity_vault.totalAssets() > 20_000 * USDC
-    newcomer_can_redeem = s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(newcomer))
-    lp_can_redeem = s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(lp))
+    newcomer_can_redeem = s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(newcomer))
+    lp_can_redeem = s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(lp))
     assert newcomer_can_redeem <= 1 * USDC, (newcomer_can_redeem, lp_can_redeem)
 
 

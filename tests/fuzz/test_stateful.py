@@ -40,6 +40,7 @@ from perpdex.model import INSURANCE_FUND, ModelRevert
 from .base import (
     ACCOUNT,
     BTC,
+    FEED_TO_WAD,
     INT256_MAX,
     MARKET,
     MARKETS,
@@ -64,7 +65,12 @@ from .order_actions import NO_PREVIOUS_ROUND
 
 pytestmark = pytest.mark.ignore_isolation
 
-ADL_ENOUGH = ("liquidator: deficit already covered", "liquidator: PnL factor under target")
+ADL_ENOUGH = (
+    "liquidator: deficit already covered",
+    "liquidator: PnL factor under target",
+    "liquidator: liquidation capacity at this index used up; retry at the next price",
+)
+NO_CAPACITY = "liquidator: liquidation capacity at this index used up; retry at the next price"
 INSOLVENT = "liquidity vault: insolvent, deposits refused"
 TOKENS_SHORT = "vault: insufficient token balance"
 MAX_UINT = 2**256 - 1
@@ -231,6 +237,10 @@ class LiquidationMachine(PerpdexMachine):
         try:
             result = s.liquidate(s.keeper, who, sub)
         except ModelRevert as revert:
+            if revert.reason == NO_CAPACITY:  # the capacity at this index is used up: it waits
+                assert liquidatable
+                self.events["liquidation waits: capacity used up"] += 1
+                return False
             assert not liquidatable, f"liquidation of an unhealthy account refused: {revert.reason}"
             assert revert.reason == "liquidator: account healthy"
             self.events["liquidation refused: healthy"] += 1
@@ -275,7 +285,7 @@ class LiquidationMachine(PerpdexMachine):
         (event,) = [e for e in s.last_logs if type(e).__name__ == "LiquidationBatch"]
         assert (event.checked, event.liquidated) == (len(batch), count)
         unhealthy = {a for a, (liquidatable, _, _) in before.items() if liquidatable}
-        assert count >= len(unhealthy)
+        assert count <= len(unhealthy)  # a repeat or an exhausted capacity skips
         for a, (liquidatable, ledger, held) in before.items():
             if not liquidatable:
                 assert s.raw.account(*a) == ledger
@@ -336,15 +346,21 @@ class LiquidationMachine(PerpdexMachine):
         """(trigger, side of the targets): 1 = uncovered deficit, 2 = PnL factor, 0 = none."""
         m = self.s.model
         if m.uncovered_deficit.get(market_id, 0) > 0:
-            return 1, -m.deficit_side[market_id]
+            bankrupt = self.bankrupt_account(market_id)
+            return 1, (-m.deficit_record(bankrupt, market_id)[1] if bankrupt else -m.deficit_side[market_id])
         if m.pnl_factor(market_id) > m.max_pnl_factor:
             return 2, sign(m.markets[market_id].skew)
         return 0, 0
 
-    def bankrupt_account(self):
-        """A known account that went bankrupt: no position and negative cash."""
+    def bankrupt_account(self, market_id: int | None = None):
+        """A known account that went bankrupt (no position, negative cash) with a deficit record
+        in `market_id` (any market when None): the only beneficiary ADL accepts."""
         s = self.s
-        owing = [a for a in sorted(s.accounts) if s.model.cash_of(a) < 0 and not s.model.open_markets(a)]
+        owing = [
+            a for a in sorted(s.accounts)
+            if s.model.cash_of(a) < 0 and not s.model.open_markets(a)
+            and any(s.model.deficit_record(a, m)[0] for m in (MARKETS if market_id is None else [market_id]))
+        ]
         return min(owing, key=s.model.cash_of) if owing else None
 
     def ranked(self, market_id: int, side: int) -> list[tuple[int, tuple, int]]:
@@ -388,7 +404,8 @@ class LiquidationMachine(PerpdexMachine):
         previous = INT256_MAX
         for e, ((owner, sub), amount) in zip(events, targets):
             assert (e.owner, e.sub_account, e.market_id, e.trigger) == (owner, sub, market_id, trigger)
-            assert e.size_closed == -side * amount and e.price == index  # at the index
+            assert e.size_closed == -side * amount
+            assert trigger == 2 or e.price == index  # a deficit ADL at the index, a PnL-factor one at the fill
             assert e.score <= previous  # non-increasing ranking
             previous = e.score
             assert e.haircut <= max(e.realized_pnl, 0)  # never more than the profit
@@ -406,14 +423,14 @@ class LiquidationMachine(PerpdexMachine):
         markets = [m for m in MARKETS if self.adl_trigger(m)[0]]
         market_id = markets[market_pick % len(markets)]
         trigger, side = self.adl_trigger(market_id)
-        bankrupt = self.bankrupt_account() if trigger == 1 else None
+        bankrupt = self.bankrupt_account(market_id) if trigger == 1 else None
         ranked = self.ranked(market_id, side)
         if trigger == 1 and bankrupt is None:
             # the deficit's debtor repaid it: nobody can be credited, every call is refused
             if ranked:
                 s = self.s
                 reason = refusal(s.auto_deleverage, s.adl_keeper, market_id, [(ranked[0][1], 1)], (s.attacker, 0))
-                assert reason == "liquidator: account not bankrupt"
+                assert reason == "liquidator: no deficit recorded for this account in this market"
             self.events["ADL impossible: no bankrupt account"] += 1
             return
         targets = [(a, max(abs(size) * p // 100, 1)) for (_, a, size), p in zip(ranked, percents)]
@@ -436,12 +453,14 @@ class LiquidationMachine(PerpdexMachine):
         if trigger == 0:
             cases.append(("liquidator: no ADL trigger", [(account, max(abs(size), 1))]))
         else:
-            bankrupt = self.bankrupt_account() if trigger == 1 else None
+            bankrupt = self.bankrupt_account(market_id) if trigger == 1 else None
             ranked = self.ranked(market_id, side)
             if trigger == 1:
-                solvent = next((a for a in self.accounts if s.model.cash_of(a) >= 0), None)
-                if solvent is not None:
-                    cases.append(("liquidator: account not bankrupt", [(account, 1)], solvent))
+                # an account without a record (a solvent one, or one with negative cash that no
+                # liquidation recorded): the ADL role cannot name it
+                unrecorded = next((a for a in self.accounts if not s.model.deficit_record(a, market_id)[0]), None)
+                if unrecorded is not None:
+                    cases.append(("liquidator: no deficit recorded for this account in this market", [(account, 1)], unrecorded))
             if trigger == 2 or bankrupt is not None:
                 if size == 0 or sign(size) != side:
                     cases.append(("liquidator: target on the wrong side", [(account, max(abs(size), 1))], bankrupt))
@@ -477,43 +496,75 @@ class LiquidationMachine(PerpdexMachine):
                 assert due == [a for a in self.accounts if s.model.is_liquidatable(a)]
                 if not due:
                     break
-                assert s.liquidate_many(s.keeper, due) == len(due)
-                self.events["keepers: liquidated"] += len(due)
+                count = s.liquidate_many(s.keeper, due)
+                self.events["keepers: liquidated"] += count
                 self.count_bad_debt()
                 progress = True
+                if count < len(due):  # capacity used up at this index: the next price reopens it
+                    self.next_prices()
+                    self.events["keepers: waited for a new index"] += 1
             for market_id in MARKETS:
                 for _ in range(10):
                     trigger, side = self.adl_trigger(market_id)
-                    bankrupt = self.bankrupt_account() if trigger == 1 else None
+                    bankrupt = self.bankrupt_account(market_id) if trigger == 1 else None
                     if trigger == 0 or (trigger == 1 and bankrupt is None):
                         break
                     targets = [(a, abs(size)) for _, a, size in self.ranked(market_id, side)]
                     chosen = self.feasible_prefix(market_id, targets, bankrupt)
                     if not chosen:
+                        if s.model.liquidation_capacity(market_id) == 0:
+                            self.next_prices()  # ADL waits for the next index too
+                            progress = True
                         break
                     self.execute_adl(market_id, chosen, bankrupt, trigger, side)
                     progress = True
+            progress |= self.write_offs()
             if not progress:
                 break
         else:
             raise AssertionError("keepers did not converge")
         self.keepers_just_ran = True
 
+    def next_prices(self) -> None:
+        """A new round one feed unit (1e-8 USD) away on every market: a new index, a new
+        liquidation window, as the next oracle update brings in a real market."""
+        for m in MARKETS:
+            self.publish(m, self.s.model.index[m] + FEED_TO_WAD)
+
+    def write_offs(self) -> bool:
+        """The keeper writes off every recorded deficit `Liquidator.write_off` accepts (no
+        position left on the side ADL would take it from, or its grace period over)."""
+        s, wrote = self.s, False
+        for account, market_id in sorted(s.model.deficit_records):
+            if s.model.can_write_off(account, market_id):
+                assert s.liquidator.can_write_off(*account, market_id)
+                s.write_off(s.keeper, account[0], market_id, account[1])
+                self.events["keepers: deficit written off"] += 1
+                wrote = True
+        return wrote
+
     @precondition(lambda self: self.keepers_just_ran)
     @invariant()
     def solvent_after_keepers(self) -> None:
-        """DESIGN.md invariant 4, once the keepers have acted: no known account is left with
-        negative equity except bankrupt ones (no position, the debt is their cash) whose debt is
-        recorded as uncovered deficit, and every positive claim (the traders' equity, the
-        liquidity vault's value, the insurance fund and the fee receiver) is covered by the
-        vault's token balance, save the recorded deficit and a loss of the liquidity vault
-        beyond its capital (counted as an event; see the report on LV insolvency).
+        """DESIGN.md invariant 4, once the keepers have acted (liquidations, ADL, write-offs):
+        no account has negative equity but a bankrupt one whose debt is recorded as an
+        uncovered deficit, no such deficit is outstanding past its grace period, the liquidity
+        vault's value already nets every outstanding deficit, and every positive claim (the
+        traders' equity, the liquidity vault's value, the insurance fund and the fee receiver)
+        is covered by the vault's token balance, save a loss of the liquidity vault beyond its
+        capital (counted as an event; the global open-interest cap is not enforced on trades).
 
         Claims are valued as equity, not cash: a trader's negative cash can be backed by its
         unrealized profit, and the funding pool's cash by funding that payers have not settled
         yet. Rounding (PnL floored, funding charged up) only makes the claims smaller."""
         s = self.s
-        uncovered = sum(s.liquidator.uncovered_deficit(m) for m in MARKETS)
+        uncovered = s.liquidator.total_uncovered_deficit()
+        assert uncovered == sum(s.liquidator.uncovered_deficit(m) for m in MARKETS)
+        assert uncovered == sum(r[0] for r in s.model.deficit_records.values())
+        grace = s.liquidator.deficit_grace_period()
+        for (who, sub), market_id in s.model.deficit_records:
+            amount, _, recorded_at = s.liquidator.deficit_record(who, sub, market_id)
+            assert amount > 0 and s.now < recorded_at + grace, f"{(who, sub)}: deficit past its grace period"
         bankrupt_debt = claims = 0
         for who, sub in sorted(s.accounts):
             cash, equity, _, maintenance = s.exchange.account_state(who, sub)
@@ -521,18 +572,22 @@ class LiquidationMachine(PerpdexMachine):
             assert not (positions and equity < maintenance), f"{(who, sub)} still liquidatable"
             if equity < 0:
                 assert positions == 0 and cash == equity, f"{(who, sub)} has negative equity"
+                recorded = sum(s.liquidator.deficit_record(who, sub, m)[0] for m in MARKETS)
+                assert -cash <= recorded, f"{(who, sub)} owes {-cash} but only {recorded} is recorded"
                 bankrupt_debt += -cash
             claims += max(equity, 0)
         assert bankrupt_debt <= uncovered, (bankrupt_debt, uncovered)
         lv_value = s.exchange.liquidity_vault_value()
+        indices = [s.exchange.index_price(m) for m in MARKETS]
+        assert lv_value == s.exchange.liquidity_vault_value_at(indices) - uncovered  # nets the deficits
         insurance, fees = s.vault.insurance_cash(), s.vault.fee_cash()
         assert insurance >= 0 and fees >= 0
         claims += max(lv_value, 0) + insurance + fees
         lv_shortfall = max(-lv_value, 0)
         balance = s.usdc.balanceOf(s.vault.address) * SCALE
-        assert claims <= balance + uncovered + lv_shortfall, (claims, balance, uncovered, lv_shortfall)
+        assert claims <= balance + lv_shortfall, (claims, balance, lv_shortfall)
         if uncovered:
-            self.events["keepers: deficit left uncovered"] += 1
+            self.events["keepers: deficit outstanding, within its grace period"] += 1
         if lv_shortfall:
             self.events["keepers: liquidity vault value negative"] += 1
 

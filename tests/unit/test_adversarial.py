@@ -26,6 +26,7 @@ from perpdex.orders import KIND_MARKET, STATE_OPEN, RoundPrice
 from system import (
     FEED_DECIMALS,
     HEARTBEAT,
+    TEST_LP_PARAMS,
     TEST_ORDER_PARAMS,
     OrderCancelled,
     System,
@@ -410,6 +411,7 @@ class TokenSystem(System):
         self.model.now = self.now
         self.model.order_params = TEST_ORDER_PARAMS
         self.accounts = set()
+        self.set_lp_params(**TEST_LP_PARAMS.__dict__)
 
 
 def _token_world(world, source: str = ""):
@@ -504,30 +506,23 @@ REENTRY = {
     "withdraw -> order_book.execute_order": ("withdraw", _token_order_execution, "order_book"),
     "deposit -> order_book.commit_order (fee)": ("deposit", _token_order_commit, "order_book"),
     "withdraw -> order_book.commit_order (fee)": ("withdraw", _token_order_commit, "order_book"),
-    "deposit -> lp.deposit": (
-        "deposit",
-        lambda s: s.liquidity_vault.deposit.prepare_calldata(100 * USDC, s.usdc.address),
-        "liquidity_vault",
-    ),
-    "withdraw -> lp.redeem": (
-        "withdraw",
-        lambda s: s.liquidity_vault.redeem.prepare_calldata(100 * WAD, s.usdc.address, s.usdc.address),
-        "liquidity_vault",
-    ),
-    "lp.deposit -> lp.deposit": (
+    # the liquidity vault's two-step flows: the request pulls the LP's tokens (LP -> vault
+    # contract) under the liquidity vault's lock; the redemption's execution pays them under the
+    # vault's lock (and the liquidity vault's)
+    "lp.request_deposit -> lp.request_deposit": (
         "lp_deposit",
-        lambda s: s.liquidity_vault.deposit.prepare_calldata(100 * USDC, s.usdc.address),
+        lambda s: s.liquidity_vault.request_deposit.prepare_calldata(100 * USDC, s.usdc.address),
         "liquidity_vault",
     ),
-    "lp.deposit -> lp.redeem": (
+    "lp.request_deposit -> lp.request_redeem": (
         "lp_deposit",
-        lambda s: s.liquidity_vault.redeem.prepare_calldata(100 * WAD, s.usdc.address, s.usdc.address),
+        lambda s: s.liquidity_vault.request_redeem.prepare_calldata(WAD, s.usdc.address),
         "liquidity_vault",
     ),
-    "lp.redeem -> lp.deposit": (
+    "lp.execute_redeem -> vault.withdraw": (
         "lp_redeem",
-        lambda s: s.liquidity_vault.deposit.prepare_calldata(100 * USDC, s.usdc.address),
-        "liquidity_vault",
+        lambda s: s.vault.withdraw.prepare_calldata(0, 100 * USDC),
+        "vault",
     ),
     "lp.redeem -> order_book.execute_order": ("lp_redeem", _token_order_execution, "order_book"),
 }
@@ -590,29 +585,6 @@ def test_token_callback_reentry_that_bubbles_up_reverts_the_outer_call(hooked, t
     s.deposit(trader, 1_000)
 
 
-def test_trade_from_an_lp_deposit_callback_equals_deposit_then_trade(hooked, lp):
-    """The only callback that is not inside a locked contract: the liquidity vault pulls the
-    LP's tokens before it calls the vault, so a hook there may execute an order (the token's
-    own, committed earlier). The shares are priced with the value read before the pull, so the
-    outcome is exactly "deposit, then execute" (the model runs them in that order and matches
-    to the wei): the re-entry gains nothing."""
-    s = hooked
-    token = s.usdc.address
-    amount = lp_fund(s, lp, 100_000)
-    order_id = s.commit_order(token, BTC, WAD)
-    s.warp(s.model.order_params.min_order_delay)
-    round_id = s.publish(BTC)
-    s.usdc.arm(s.order_book.address, s.order_book.execute_order.prepare_calldata(order_id, [round_id]), True, False)
-    with boa.env.prank(lp):
-        shares = s.liquidity_vault.deposit(amount, lp)
-    assert s.usdc.hook_success() is True  # the order filled, inside the LP's deposit
-    assert shares == s.model.lp_deposit(lp, amount)  # priced as if the deposit came first
-    assert s.model.execute_order(order_id, token, s.round_price(BTC, round_id)).filled  # the token executed it
-    assert s.exchange.position_state(token, 0, BTC)[0] == WAD
-    s.assert_order_matches(order_id)
-    s.assert_system_matches()
-
-
 # ============================================================================================
 # fee-on-transfer collateral
 # ============================================================================================
@@ -636,21 +608,17 @@ def test_fee_on_transfer_token_cannot_mint_cash(fee_system, trader, lp, attacker
     s.accounts.add((trader, 0))
     ledger_is_exact()
 
-    # LP: 10,000 sent, 9,900 reach the liquidity vault, 9,801 reach the vault
-    lp_fund(s, lp, 10_000)
-    with boa.env.prank(lp):
-        shares = s.liquidity_vault.deposit(10_000 * USDC, lp)
-    assert shares == s.model.lp_deposit(lp, 9_801 * USDC)
-    assert s.vault.liquidity_cash() == 9_801 * USDC * scale
-    assert s.usdc.balanceOf(s.liquidity_vault.address) == 0  # nothing rests in the LP contract
-    ledger_is_exact()
-
-    # mint promises exact shares for exact assets: refused
-    lp_fund(s, lp, 10)
+    # the liquidity vault promises shares for exact assets: a deposit whose tokens arrive short
+    # (the owner's seeding, the only synchronous one) or a mint is refused, nothing changes
+    lp_fund(s, s.owner, 10_010)
     before = snapshot(s, lp)
-    with boa.reverts("liquidity vault: token took a transfer fee"), boa.env.prank(lp):
-        s.liquidity_vault.mint(WAD, lp)
+    with boa.env.prank(s.owner):
+        with boa.reverts("liquidity vault: token took a transfer fee"):
+            s.liquidity_vault.deposit(10_000 * USDC, lp)
+        with boa.reverts("liquidity vault: token took a transfer fee"):
+            s.liquidity_vault.mint(WAD, lp)
     assert snapshot(s, lp) == before
+    assert s.usdc.balanceOf(s.liquidity_vault.address) == 0  # nothing rests in the LP contract
 
     # a donation: 100 sent, 99 reach the fund contract, 98.01 the vault
     s.fund(attacker, 100)
@@ -761,17 +729,13 @@ def test_oracle_fault_blocks_every_price_dependent_action_and_changes_nothing(
         (keeper, lambda: s.liquidator.liquidate(victim, 0)),
         (keeper, lambda: s.liquidator.liquidate_many([(victim, 0), (trader, 0)])),
         (keeper, lambda: s.exchange.touch_market(market_id)),
-        (lp, lambda: s.liquidity_vault.deposit(1_000 * USDC, lp)),
-        (lp, lambda: s.liquidity_vault.redeem(WAD, lp, lp)),
         (keeper, lambda: s.exchange.fill_price(market_id, WAD)),
         (keeper, lambda: s.exchange.mark_price(market_id)),
         (keeper, lambda: s.exchange.equity(trader, 0)),
         (keeper, lambda: s.liquidator.is_liquidatable(victim, 0)),
         (keeper, lambda: s.liquidator.liquidation_price(victim, 0, market_id)),
         (keeper, lambda: s.liquidity_vault.totalAssets()),
-        # ERC-4626 wants max* views never to revert; here they need the value (docs/SECURITY.md)
-        (keeper, lambda: s.liquidity_vault.maxRedeem(lp)),
-        (keeper, lambda: s.liquidity_vault.maxWithdraw(lp)),
+        # (LP flows are two-step: their execution names rounds, see tests/unit/test_lp_flows.py)
     ]
     for caller, call in blocked:
         with boa.reverts(reason), boa.env.prank(caller):
@@ -1060,19 +1024,20 @@ def _bad_calls(s: System, who: dict) -> dict:
             "owner", lambda: vault.withdraw_fees(ZERO_ADDRESS, 1), "vault: zero address"
         ),
         # LiquidityVault
-        "LP deposit max uint256": ("lp", lambda: lv.deposit(MAX_UINT, lp), "erc20: transfer amount exceeds balance"),
-        "LP deposit 0": ("lp", lambda: lv.deposit(0, lp), "liquidity vault: zero amount"),
-        "LP deposit to the zero address": (
-            "lp", lambda: lv.deposit(USDC, ZERO_ADDRESS), "erc20: mint to the zero address"
+        "LP request_deposit max uint256": (
+            "lp", lambda: lv.request_deposit(MAX_UINT, lp), "erc20: transfer amount exceeds balance"
         ),
-        "LP mint max uint256": ("lp", lambda: lv.mint(MAX_UINT, lp), "erc20: transfer amount exceeds balance"),
-        "LP mint 0": ("lp", lambda: lv.mint(0, lp), "liquidity vault: zero amount"),
-        "LP withdraw max uint256": ("lp", lambda: lv.withdraw(MAX_UINT, lp, lp), "math: mul_div overflow"),
-        "LP withdraw 0": ("lp", lambda: lv.withdraw(0, lp, lp), "liquidity vault: zero amount"),
-        "LP redeem max uint256": ("lp", lambda: lv.redeem(MAX_UINT, lp, lp), "erc20: burn amount exceeds balance"),
-        "LP redeem 1 share (worth 0 assets)": ("lp", lambda: lv.redeem(1, lp, lp), "liquidity vault: zero assets"),
-        "LP redeem 0": ("lp", lambda: lv.redeem(0, lp, lp), "liquidity vault: zero amount"),
-        "LP redeem to the zero address": ("lp", lambda: lv.redeem(WAD, ZERO_ADDRESS, lp), "vault: zero address"),
+        "LP request_deposit 0": ("lp", lambda: lv.request_deposit(0, lp), "liquidity vault: zero amount"),
+        "LP request_deposit to the zero address": (
+            "lp", lambda: lv.request_deposit(USDC, ZERO_ADDRESS), "liquidity vault: zero receiver"
+        ),
+        "LP request_redeem 0": ("lp", lambda: lv.request_redeem(0, lp), "liquidity vault: zero amount"),
+        "LP request_redeem to the zero address": (
+            "lp", lambda: lv.request_redeem(WAD, ZERO_ADDRESS), "liquidity vault: zero receiver"
+        ),
+        "LP deposit (synchronous: the owner's seeding only)": (
+            "lp", lambda: lv.deposit(USDC, lp), "liquidity vault: deposits are two-step, use request_deposit"
+        ),
         "LP share transfer to the zero address": (
             "lp", lambda: lv.transfer(ZERO_ADDRESS, 1), "erc20: transfer to the zero address"
         ),
@@ -1184,7 +1149,10 @@ PERMISSIONLESS = {
     "vault": {"deposit", "withdraw"},
     "exchange": {"touch_market"},
     "oracle": set(),
-    "liquidity_vault": {"deposit", "mint", "withdraw", "redeem", "transfer", "transferFrom", "approve"},
+    "liquidity_vault": {
+        "request_deposit", "request_redeem", "execute_deposit", "execute_redeem", "cancel_request",
+        "transfer", "transferFrom", "approve",
+    },
     "liquidator": {"liquidate", "liquidate_many", "write_off"},
     "insurance_fund": {"donate"},
     "order_book": {"commit_order", "execute_order", "execute_orders", "cancel_order"},
@@ -1269,6 +1237,16 @@ def _restricted(s: System, caller: str) -> dict:
         },
         "liquidity_vault": {
             "set_max_oi_ratio": (lambda c: c.set_max_oi_ratio(WAD), OWNER_ONLY),
+            "set_lp_params": (lambda c: c.set_lp_params(TEST_LP_PARAMS.as_tuple()), OWNER_ONLY),
+            # the owner's seeding is the only synchronous deposit; nobody redeems synchronously
+            "deposit": (lambda c: c.deposit(USDC, caller), "liquidity vault: deposits are two-step, use request_deposit"),
+            "mint": (lambda c: c.mint(WAD, caller), "liquidity vault: deposits are two-step, use request_deposit"),
+            "withdraw": (
+                lambda c: c.withdraw(USDC, caller, caller), "liquidity vault: redemptions are two-step, use request_redeem"
+            ),
+            "redeem": (
+                lambda c: c.redeem(WAD, caller, caller), "liquidity vault: redemptions are two-step, use request_redeem"
+            ),
             **ownership,
         },
         "liquidator": {
@@ -1469,6 +1447,9 @@ def test_guardian_can_pause_but_cannot_move_funds(system, guardian, trader, lp):
     s.donate(lp, 1_000)
     with boa.env.prank(guardian):
         s.exchange.set_paused(True)
+        with boa.reverts("exchange: only the owner unpauses"):  # that loosens risk
+            s.exchange.set_paused(False)
+    with boa.env.prank(s.owner):
         s.exchange.set_paused(False)
     before = snapshot(s, guardian)
     attempts = [
@@ -1479,7 +1460,8 @@ def test_guardian_can_pause_but_cannot_move_funds(system, guardian, trader, lp):
         (lambda: s.vault.withdraw_fees(guardian, USDC), "vault: caller is not the fee receiver"),
         (lambda: s.insurance_fund.withdraw_surplus(guardian, USDC), OWNER_ONLY),
         (lambda: s.exchange.close_for(trader, 0, BTC, -WAD, 2), "exchange: caller is not the liquidator"),
-        (lambda: s.liquidity_vault.redeem(WAD, guardian, lp), "erc20: insufficient allowance"),
+        (lambda: s.liquidity_vault.redeem(WAD, guardian, lp), "liquidity vault: redemptions are two-step, use request_redeem"),
+        (lambda: s.liquidity_vault.request_redeem(WAD, guardian), "erc20: transfer amount exceeds balance"),
         (lambda: s.liquidity_vault.withdraw(USDC, guardian, lp), "erc20: insufficient allowance"),
         (lambda: s.vault.withdraw(0, USDC), "vault: insufficient free collateral"),
         (lambda: s.exchange.set_guardian(guardian), OWNER_ONLY),
@@ -1679,8 +1661,8 @@ def test_first_depositor_cannot_inflate_the_share_price(empty_system, attacker, 
 
     deposit = 5_000 * USDC
     s.lp_deposit(lp, 5_000)
-    victim_value = s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(lp))
-    attacker_value = s.liquidity_vault.previewRedeem(s.liquidity_vault.balanceOf(attacker))
+    victim_value = s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(lp))
+    attacker_value = s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(attacker))
     assert deposit - 1 <= victim_value <= deposit
     assert attacker_value <= inflated // 2 + 1  # the virtual shares kept half of the inflation
 
@@ -1807,11 +1789,11 @@ def test_lp_cannot_sandwich_its_own_redemption_with_a_skew_push(system, attacker
     s = system
     s.lp_deposit(attacker, 1_000_000)  # half of the shares; the world's LP holds the other half
     shares = s.liquidity_vault.balanceOf(attacker)
-    s.deposit(attacker, 600_000)  # trading collateral (a flash loan would do)
+    s.deposit(attacker, 1_000_000)  # trading collateral (a flash loan would do)
 
     def wealth(lp_shares: int) -> int:
         """Tokens + free vault cash + what the LP shares redeem for, in token units."""
-        lp_value = s.liquidity_vault.previewRedeem(lp_shares) if lp_shares else 0
+        lp_value = s.liquidity_vault.convertToAssets(lp_shares) if lp_shares else 0
         return s.usdc.balanceOf(attacker) + s.vault.cash(attacker, 0) // 10**12 + lp_value
 
     before = wealth(shares)
@@ -1825,34 +1807,29 @@ def test_lp_cannot_sandwich_its_own_redemption_with_a_skew_push(system, attacker
     assert wealth(0) <= before
 
 
-@pytest.mark.xfail(strict=True, reason="known issue: liquidations fill at a manipulable skew; see docs/SECURITY.md")
-def test_bug_a_liquidation_can_be_sandwiched_by_a_flash_skew_push(system, attacker, trader):
-    """BUG (economic; follows from liquidating at the fill price with no slippage bound). A
-    100 BTC long is slightly under maintenance. Liquidated honestly it sells into its own skew
-    at a premium and keeps ~494,000 USD. An attacker instead, in one block, sells 200 BTC
-    (skew +100 -> -100), liquidates the long - which now sells from -100 to -200, 15 % under
-    the index - and buys its 200 BTC back 10 % under the index: it gains ~792,000 USD, the
-    liquidated trader ends bankrupt at -281,000 USD and that deficit falls on the insurance
-    fund and, via ADL, on profitable traders. Health is valued at the index so the push cannot
-    make the account liquidatable, but it fully controls the price the liquidation gets.
-    Expected: the push-liquidate-pull round trip pays the attacker no more than the keeper
-    reward, and does not bankrupt an account that an honest liquidation leaves solvent."""
+def test_a_liquidation_sandwiched_by_a_skew_push_costs_the_attacker(system, attacker, trader):
+    """Found by this file, fixed (docs/SECURITY.md finding 1). A 100 BTC long is under
+    maintenance. An attacker sells 200 BTC (skew +100 -> -100), liquidates the long into the
+    push and buys its 200 BTC back. Before, the whole long sold 15 % under the index: the
+    attacker gained ~792,000 USD and the long ended bankrupt. Now a liquidation closes at most
+    the capacity at one index, 2 x maker fee x skew_scale = 0.4 BTC here, so the round trip
+    gains at most index x 0.4 x 200 / 1,000 = 3,200 USD against 8,000 USD of fees: the attacker
+    loses money and the long is far from bankrupt (tests/unit/test_hardening.py replays the
+    same on config/markets.json's markets, for every push size)."""
     s = system
     victim = trader
-    s.deposit(victim, 530_000)
+    s.deposit(victim, 620_000)
     s.trade(victim, BTC, 100 * WAD)
-    publish(s, BTC, usd(39_900))
+    publish(s, BTC, usd(38_900))
     assert s.liquidator.is_liquidatable(victim, 0)
-    with fresh(s) as honest:
-        honest.liquidate(boa.env.generate_address("honest_keeper"), victim)
-        assert honest.vault.cash(victim, 0) > usd(490_000)
 
-    s.deposit(attacker, 1_500_000)
+    s.deposit(attacker, 2_000_000)
     cash_before = s.vault.cash(attacker, 0)
     s.trade(attacker, BTC, -200 * WAD)  # push the skew against the position to be liquidated
-    result = s.liquidate(attacker, victim)  # it now sells far under the index
+    result = s.liquidate(attacker, victim)  # at most the capacity closes, at the pushed price
+    assert s.exchange.position_state(victim, 0, BTC)[0] == 100 * WAD - 4 * WAD // 10
     s.trade(attacker, BTC, 200 * WAD)  # pull the skew back
-    assert s.exchange.skew(BTC) == 0
+    assert s.exchange.skew(BTC) == 100 * WAD - 4 * WAD // 10
     gain = s.vault.cash(attacker, 0) - cash_before
     assert gain <= result.keeper_reward, f"attacker gained {gain / WAD:,.0f} USD"
-    assert s.vault.cash(victim, 0) >= 0
+    assert s.vault.cash(victim, 0) > usd(400_000)

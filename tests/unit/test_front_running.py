@@ -6,7 +6,7 @@ move coming opens before it and closes after it, at the liquidity vault's expens
 orders close that door: an order fills at the first round published at least
 `min_order_delay` after its commit, so an order committed before the answer lands fills at
 the answer itself. These tests play the attacker with the default fees of
-config/markets.json (maker 0.0002, taker 0.0006, skew scale 10,000 BTC) and show, against the
+config/markets.json (maker 0.0002, taker 0.0006, skew scale 100,000 BTC) and show, against the
 contracts and the reference model at once (tests/system.py), that every round trip nets <= 0
 and the liquidity vault loses nothing — while the same attack through the model's atomic
 `ExchangeModel.trade` would have profited (the counterfactual).
@@ -61,7 +61,7 @@ def world(world):
     """The session's deployment with BTC at config/markets.json's fees and skew scale, 10M USD
     of liquidity vault capital, and the config's 0.5 USD execution fee."""
     with fresh(world) as s:
-        s.set_market_params(BTC, maker_fee=usd("0.0002"), taker_fee=usd("0.0006"), skew_scale=usd(10_000))
+        s.set_market_params(BTC, maker_fee=usd("0.0002"), taker_fee=usd("0.0006"), skew_scale=usd(100_000))
         s.lp_deposit(boa.env.generate_address("lp"), 10_000_000)
         s.set_order_params(execution_fee=EXECUTION_FEE)
         yield s
@@ -210,7 +210,7 @@ def test_front_runner_who_knows_the_next_answer_nets_nothing(system, attacker, s
     assert lv_change < 0
     # size x move (scaled by the premium: up for a long, down for a short) less 0.08 % of fees;
     # the price impact of the round trip cancels
-    impact = size * WAD // (2 * usd(10_000))
+    impact = size * WAD // (2 * usd(100_000))
     gain = size * abs(answer - P0) // WAD * (WAD - impact) // WAD
     fees = size * max(P0, answer) // WAD * (WAD + impact) // WAD * 8 // 10_000
     assert profit >= gain - fees
@@ -313,8 +313,8 @@ def test_market_order_executes_at_the_first_qualifying_round_never_a_later_one(s
     result, executed = execute(s, order_id, first, keeper)
     assert executed.index_price == usd(40_100)
     assert executed.fill_price == result.fill_price
-    # 1 BTC into a zero skew of a 10,000 BTC scale: 40,100 x (1 + 1 / 20,000), rounded up
-    assert executed.fill_price == usd(40_100) + -(-usd(40_100) // 20_000)
+    # 1 BTC into a zero skew of a 100,000 BTC scale: 40,100 x (1 + 1 / 200,000), rounded up
+    assert executed.fill_price == usd(40_100) + -(-usd(40_100) // 200_000)
     assert tuple(s.exchange.position_state(trader, 0, BTC))[:2] == (usd(1), executed.fill_price)
     assert s.vault.cash(keeper, 0) == EXECUTION_FEE
 

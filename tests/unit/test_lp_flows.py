@@ -17,7 +17,7 @@ from perpdex.keeper.lp_decisions import CANCEL, EXECUTE, decide_lp_requests
 from perpdex.keeper.orders import WAIT_NO_ROUND, Feed, FeedRound, MarketFeeds
 from perpdex.lp_flows import REASON_PREVIEW, REASON_SYNC_DEPOSIT, REASON_SYNC_REDEEM, LiquidityFlowsMixin
 from perpdex.model import ExchangeModel, ModelRevert
-from system import System, fresh
+from system import LpRequestCancelled, System, fresh
 
 BTC, ETH = 0, 1
 ZERO = "0x" + "00" * 20
@@ -26,150 +26,8 @@ USDC = 10**6
 pytestmark = pytest.mark.ignore_isolation
 
 
-if issubclass(ExchangeModel, LiquidityFlowsMixin):
-    LpModel = ExchangeModel
-else:  # the exchange model with the liquidity vault's requests
-
-    class LpModel(LiquidityFlowsMixin, ExchangeModel):
-        pass
-
-
-class LpRequestCancelled(ModelRevert):
-    """A request the contract cancelled at execution (on both sides) for `reason`."""
-
-
-class LpSystem(System):
-    """`System` with the two-step LP flows on both sides. `lp_deposit`/`lp_redeem` here are the
-    two-step replacements of System's synchronous ones."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        model = LpModel(token_decimals=self.token_decimals)
-        model.now, model.order_params = self.model.now, self.model.order_params
-        self.model = model
-        # tests' LP parameters: one-second delay, one-hour life, no cooldown, no fee
-        self.set_lp_params(min_delay=1, max_age=3600, cooldown=0, execution_fee=0)
-
-    def set_lp_params(self, **changes) -> None:
-        params = replace(self.model.lp.params, **changes)
-        with boa.env.prank(self.owner):
-            self.liquidity_vault.set_lp_params(params.as_tuple())
-        self.model.set_lp_params(params)
-
-    def fund_lp(self, who: str, usd) -> int:
-        amount = self.fund(who, usd)
-        with boa.env.prank(who):
-            self.usdc.approve(self.liquidity_vault.address, 2**256 - 1)
-        return amount
-
-    def request_deposit(self, who: str, assets: int, receiver: str | None = None) -> int:
-        receiver = receiver or who
-        expected, request_id = self.mirror(
-            who,
-            lambda: self.model.request_deposit(who, assets, receiver),
-            lambda: self.liquidity_vault.request_deposit(assets, receiver),
-        )
-        self.last_logs = self.liquidity_vault.get_logs()
-        assert request_id == expected
-        self.assert_lp_matches()
-        return request_id
-
-    def request_redeem(self, who: str, shares: int, receiver: str | None = None) -> int:
-        receiver = receiver or who
-        expected, request_id = self.mirror(
-            who,
-            lambda: self.model.request_redeem(who, shares, receiver),
-            lambda: self.liquidity_vault.request_redeem(shares, receiver),
-        )
-        self.last_logs = self.liquidity_vault.get_logs()
-        assert request_id == expected
-        self.assert_lp_matches()
-        return request_id
-
-    def first_round(self, market_id: int, not_before: int) -> int:
-        """The market's first round published at or after `not_before` (the previous one before)."""
-        agg = self.aggregators[market_id]
-        round_id = agg.latestRound()
-        while round_id > 1 and agg.getRoundData(round_id - 1)[3] >= not_before:
-            round_id -= 1
-        return round_id
-
-    def execute_lp(self, request_id: int, round_ids: dict[int, int] | None = None, executor: str | None = None):
-        """execute_deposit/execute_redeem on both sides at `round_ids` (default: each market's
-        first round after the request's delay); the LpExecution."""
-        executor = executor or self.executor
-        r = self.model.lp.requests.get(request_id)
-        if round_ids is None:
-            not_before = r.not_before if r else self.now
-            round_ids = {m: self.first_round(m, not_before) for m in self.model.markets}
-        rounds = {m: self.round_price(m, rid) for m, rid in round_ids.items()}
-        onchain = [[round_ids[m]] for m in self.model.markets]
-        redemption = r.redemption if r else False
-        model_fn = self.model.execute_redeem if redemption else self.model.execute_deposit
-        contract_fn = self.liquidity_vault.execute_redeem if redemption else self.liquidity_vault.execute_deposit
-        expected, executed = self.mirror(
-            executor, lambda: model_fn(request_id, rounds), lambda: contract_fn(request_id, onchain)
-        )
-        self.last_logs = self.liquidity_vault.get_logs()
-        assert executed == expected.executed
-        self.assert_lp_matches()
-        return expected
-
-    def cancel_lp(self, who: str, request_id: int) -> None:
-        self.mirror(who, lambda: self.model.cancel_lp_request(request_id, who),
-                    lambda: self.liquidity_vault.cancel_request(request_id))
-        self.last_logs = self.liquidity_vault.get_logs()
-        self.assert_lp_matches()
-
-    def assert_lp_matches(self) -> None:
-        lv, state = self.liquidity_vault, self.model.lp
-        assert self.usdc.balanceOf(lv.address) == state.escrow_tokens, "tokens escrowed by requests"
-        assert lv.balanceOf(lv.address) == state.locked_shares, "shares locked by redemption requests"
-        assert lv.last_request_id() == state.last_request_id
-        for request_id in range(1, state.last_request_id + 1):
-            r = state.requests.get(request_id)
-            assert tuple(lv.request(request_id)) == (r.as_tuple() if r else (ZERO, ZERO, False, 0, 0, 0, 0))
-        for who in self.model.lv_shares:
-            assert tuple(lv.locked_shares(who)) == self.model.lp_locked(who)
-
-    # -- the two-step replacements of System.lp_deposit / System.lp_redeem --------------------
-
-    def _request_in_the_past(self, request):
-        """Place `request` `min_delay` seconds ago when every market's latest round is older than
-        now (a round published now is then the first after the delay); else request now and
-        wait the delay. Then publish a round in every market and return the request id."""
-        delay, now = self.model.lp.params.min_delay, self.now
-        if all(agg.latestRoundData()[3] < now for agg in self.aggregators.values()):
-            self._set_time(now - delay)
-            try:
-                request_id = request()
-            finally:
-                self._set_time(now)
-        else:
-            request_id = request()
-            self.warp(delay)
-        for market_id in self.aggregators:
-            self.publish(market_id)
-        return request_id
-
-    def lp_deposit(self, who: str, usd) -> int:
-        """Request a deposit of `usd`, publish a round in every market, execute: the shares."""
-        amount = self.fund_lp(who, usd)
-        request_id = self._request_in_the_past(lambda: self.request_deposit(who, amount))
-        result = self.execute_lp(request_id)
-        if not result.executed:
-            raise LpRequestCancelled(result.reason)
-        assert self.liquidity_vault.balanceOf(who) == self.model.lv_shares[who]
-        return result.amount
-
-    def lp_redeem(self, who: str, shares: int) -> int:
-        """Request the redemption of `shares`, publish a round in every market, execute: the
-        assets paid (LpRequestCancelled with the reason when the vault refused it)."""
-        request_id = self._request_in_the_past(lambda: self.request_redeem(who, shares))
-        result = self.execute_lp(request_id)
-        if not result.executed:
-            raise LpRequestCancelled(result.reason)
-        return result.amount
+LpModel = ExchangeModel
+LpSystem = System  # System carries the two-step LP flows (tests/system.py)
 
 
 @pytest.fixture(scope="module")

@@ -100,13 +100,9 @@ def warp(s: System, seconds: int) -> None:
 
 
 def set_market_params(s: System, market_id: int, **overrides):
-    params = replace(s.model.params[market_id], **overrides)
-    with boa.env.prank(s.owner):
-        s.exchange.set_market_params(market_id, params_tuple(params))
-    logs = s.exchange.get_logs()
-    s.model._accrue(market_id)  # the exchange settles funding at the old parameters first
-    s.model.params[market_id] = params
-    return logs
+    """System.set_market_params (skew_scale in steps of at most 2x); the last change's logs."""
+    s.set_market_params(market_id, **overrides)
+    return s.exchange.get_logs()
 
 
 def set_global_params(s: System, **overrides) -> None:
@@ -224,7 +220,7 @@ def test_negative_skew_shorts_pay_through_a_trade(system, trader, other_trader):
 
 def test_funding_rate_is_clamped_at_the_cap(system, trader):
     s = system
-    s.deposit(trader, 2_000_000)
+    s.deposit(trader, 3_000_000)
     s.trade(trader, BTC, 200 * WAD)  # premium 20 %, cap 10 %
     assert s.exchange.funding_rate(BTC) == s.model.params[BTC].max_funding_rate == WAD // 10
     warp(s, 8 * 3600)
@@ -446,17 +442,20 @@ def test_trade_beyond_initial_margin_is_cancelled_and_changes_nothing(system, tr
     assert s.exchange.position(trader, 0, BTC)[0] == usd(0.4)
 
 
-def test_maintenance_above_initial_binds_for_large_positions(system, trader, other_trader):
-    """A 500 BTC position's own closing impact (25 %) puts maintenance far above initial (5 %)."""
+def test_initial_covers_the_closing_impact_of_large_positions(system, trader, other_trader):
+    """A 500 BTC position's own closing impact (25 % of its notional) and penalty count in both
+    requirements, so the initial one (4.5 % + 25 % + 0.5 %) stays above maintenance (2.5 % +
+    25 % + 0.5 %) and a fresh position is never liquidatable at the same index."""
     s = system
-    s.deposit(trader, 7_000_000)
+    s.deposit(trader, 11_000_000)
     with pytest.raises(ModelRevert, match="exchange: insufficient margin"):
         s.trade(trader, BTC, 500 * WAD)
-    s.deposit(other_trader, 11_000_000)
+    s.deposit(other_trader, 12_000_000)
     s.trade(other_trader, BTC, 500 * WAD)
     equity, initial, maintenance = s.exchange.account_state(other_trader, 0)[1:]
-    assert (initial, maintenance) == (usd(1_000_000), usd(5_600_000))
-    assert equity == usd(11_000_000) - usd(25_000) - usd(5_000_000)
+    assert (initial, maintenance) == (usd(6_000_000), usd(5_600_000))
+    assert equity == usd(12_000_000) - usd(25_000) - usd(5_000_000)
+    assert not s.liquidator.is_liquidatable(other_trader, 0)
 
 
 def test_withdrawable_is_min_of_cash_and_equity_above_initial(system, trader):
@@ -464,15 +463,16 @@ def test_withdrawable_is_min_of_cash_and_equity_above_initial(system, trader):
     s.deposit(trader, 5_000)
     s.trade(trader, BTC, WAD)  # fill 40,020, fee 40.02
     cash, equity, initial, _ = s.exchange.account_state(trader, 0)
-    assert (cash, equity, initial) == (usd(4_959.98), usd(4_939.98), usd(2_000))
-    assert s.exchange.withdrawable(trader, 0) == min(cash, equity - initial) == usd(2_939.98)
+    # initial: 4.5 % of 40,000 + the close impact 40,000 x 1 / 2,000 + the 0.5 % penalty
+    assert (cash, equity, initial) == (usd(4_959.98), usd(4_939.98), usd(1_800 + 20 + 200))
+    assert s.exchange.withdrawable(trader, 0) == min(cash, equity - initial) == usd(2_919.98)
 
     before = state(s)
     with boa.reverts("vault: insufficient free collateral"), boa.env.prank(trader):
-        s.vault.withdraw(0, 2_939_980_001)  # one token unit too many
+        s.vault.withdraw(0, 2_919_980_001)  # one token unit too many
     assert state(s) == before
-    s.withdraw(trader, 2_939_980_000)
-    assert s.usdc.balanceOf(trader) == 2_939_980_000
+    s.withdraw(trader, 2_919_980_000)
+    assert s.usdc.balanceOf(trader) == 2_919_980_000
     assert s.exchange.withdrawable(trader, 0) == 0  # equity == initial requirement now
     with boa.reverts("vault: insufficient free collateral"), boa.env.prank(trader):
         s.vault.withdraw(0, 1)
@@ -518,7 +518,8 @@ def test_cross_margin_shares_collateral_isolated_sub_accounts_do_not(system, tra
     s.deposit(trader, 3_500, sub_account=0)
     s.trade(trader, BTC, WAD, sub_account=0)  # fill 40,020
     s.trade(trader, ETH, 10 * WAD, sub_account=0)  # fill 2,010
-    assert tuple(s.exchange.margin_requirements(trader, 0)) == (usd(3_000), usd(1_920))  # summed
+    # summed; each: ratio + close impact (size / 2,000 of the notional) + 0.5 % penalty
+    assert tuple(s.exchange.margin_requirements(trader, 0)) == (usd(2_020 + 1_100), usd(1_220 + 700))
     assert s.exchange.equity(trader, 0) == usd(3_500) - usd(40.02) - usd(20.1) - usd(20) - usd(100)
     assert s.exchange.open_markets(trader, 0) == (1 << BTC) | (1 << ETH)
 
@@ -529,8 +530,8 @@ def test_cross_margin_shares_collateral_isolated_sub_accounts_do_not(system, tra
     with pytest.raises(ModelRevert, match="exchange: insufficient margin"):
         s.trade(trader, ETH, 10 * WAD, sub_account=2)
     s.trade(trader, ETH, 5 * WAD, sub_account=2)
-    assert s.exchange.margin_requirements(trader, 1)[0] == usd(2_000)
-    assert s.exchange.margin_requirements(trader, 2)[0] == usd(500)
+    assert s.exchange.margin_requirements(trader, 1)[0] == usd(2_020)
+    assert s.exchange.margin_requirements(trader, 2)[0] == usd(450 + 25 + 50)
 
     # ETH falls 100: the cross account and the ETH sub-account lose, the BTC one does not
     equities = [s.exchange.equity(trader, sub) for sub in range(3)]
@@ -552,8 +553,9 @@ def test_keeper_reward_floor_adds_once_per_account_with_positions(system, trader
     before = s.exchange.margin_requirements(trader, 0)
     set_global_params(s, keeper_min_reward=100 * WAD)
     after = s.exchange.margin_requirements(trader, 0)
-    assert after[0] == before[0]  # initial: unchanged
-    assert after[1] == before[1] + 100 * WAD  # maintenance: once, not per market
+    # both requirements: once per account, not per market (initial >= maintenance by construction)
+    assert after[0] == before[0] + 100 * WAD
+    assert after[1] == before[1] + 100 * WAD
     assert tuple(s.exchange.margin_requirements(other_trader, 0)) == (0, 0)
 
 
@@ -795,10 +797,16 @@ BAD_PARAMS = [
     (dict(skew_scale=0), "exchange: bad skew scale"),
     (dict(skew_scale=2**120 + 1), "exchange: bad skew scale"),
     (dict(max_funding_rate=10**17 + 1), "exchange: funding rate cap too high"),
-    (dict(maker_fee=WAD // 500), "exchange: maker fee above taker fee"),  # 20 bp > 10 bp
+    (dict(maker_fee=WAD // 500), "exchange: maker fee must be in (0, taker fee]"),  # 20 bp > 10 bp
+    (dict(maker_fee=0), "exchange: maker fee must be in (0, taker fee]"),  # it bounds liquidation capacity
     (dict(taker_fee=10**16 + 1), "exchange: fee above cap"),
     (dict(initial_margin_ratio=WAD + 1), "exchange: initial margin above 100%"),
-    (dict(maintenance_margin_ratio=0), "exchange: zero maintenance margin"),
+    (dict(maintenance_margin_ratio=0), "exchange: maintenance margin must be in (0, 20%]"),
+    (
+        dict(maintenance_margin_ratio=WAD // 5 + 1, initial_margin_ratio=WAD),
+        "exchange: maintenance margin must be in (0, 20%]",
+    ),
+    (dict(liquidation_penalty_ratio=WAD // 50 + 1), "exchange: liquidation penalty above 2%"),
     (
         dict(maintenance_margin_ratio=WAD * 45 // 1_000),  # 4.5 % + 0.5 % == 5 %
         "exchange: maintenance + penalty must be below initial margin",
@@ -835,8 +843,8 @@ def test_market_params_accept_the_bounds_themselves(system, trader):
         maker_fee=10**16,
         taker_fee=10**16,
         initial_margin_ratio=WAD,
-        maintenance_margin_ratio=WAD // 2,
-        liquidation_penalty_ratio=WAD // 2 - 1,
+        maintenance_margin_ratio=WAD // 5,
+        liquidation_penalty_ratio=WAD // 50,
         max_long_oi=2**120,
         max_short_oi=2**120,
         max_position_size=2**120,
@@ -846,7 +854,9 @@ def test_market_params_accept_the_bounds_themselves(system, trader):
     assert tuple(changed.params) == tuple(s.exchange.market_params(BTC)) == params_tuple(s.model.params[BTC])
     s.deposit(trader, 100_000)
     s.trade(trader, BTC, WAD)  # 100 % initial margin, 1 % fee
-    assert s.exchange.margin_requirements(trader, 0)[0] == usd(40_000)
+    # 100 % of the notional + the 2 % penalty + the (tiny, at this skew_scale) close impact
+    impact = -(-usd(40_000) * WAD // (2 * 2**120))
+    assert s.exchange.margin_requirements(trader, 0)[0] == usd(40_000) + usd(800) + impact
 
 
 @pytest.mark.parametrize(
@@ -854,7 +864,7 @@ def test_market_params_accept_the_bounds_themselves(system, trader):
     [
         ((WAD // 2, WAD // 2 + 1, 0, 0), "exchange: fee shares above 100%"),
         ((0, 0, 1_000 * WAD + 1, 0), "exchange: keeper reward floor too high"),
-        ((0, 0, 0, WAD + 1), "exchange: keeper share above 100%"),
+        ((0, 0, 0, WAD // 2 + 1), "exchange: keeper share above 50%"),
     ],
 )
 def test_global_params_hard_bounds(system, shares, reason):
@@ -950,7 +960,7 @@ def test_token_with_18_decimals(trader):
         assert s.deposit(trader, 5_000) == 5_000 * WAD == s.vault.cash(trader, 0)
         s.trade(trader, BTC, WAD)
         free = s.exchange.withdrawable(trader, 0)
-        assert free == usd(2_939.98)
+        assert free == usd(2_919.98)
         s.withdraw(trader, free)  # token units are WAD: every wei is withdrawable
         assert s.usdc.balanceOf(trader) == free
         with boa.reverts("vault: insufficient free collateral"), boa.env.prank(trader):
