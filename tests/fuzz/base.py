@@ -42,7 +42,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from perpdex.fixed_point import WAD, mul_div_up
 from perpdex.model import LIQUIDITY_VAULT, ModelRevert
 from perpdex.orders import RoundPrice
-from system import FEED_DECIMALS, HEARTBEAT, System, fresh
+from system import FEED_DECIMALS, HEARTBEAT, LpRequestCancelled, System, fresh
 
 from .order_actions import STALE, OrderActions, OrderStorage, brief
 
@@ -125,30 +125,27 @@ def deposit(s: System, who, sub: int, amount: int) -> None:
 
 
 def lp_deposit(s: System, lp, amount: int) -> int:
-    """LiquidityVault.deposit of `amount` token units; shares == previewDeposit == the model's."""
+    """A two-step LP deposit of `amount` token units (request, a round in every market, the
+    keeper's execution), on the contracts and the model: the shares. A refused request raises
+    the ModelRevert; a cancelled execution LpRequestCancelled with the vault's reason."""
     mint(s, lp, amount)
-    try:
-        expected = s.model._transaction(s.model.lp_deposit, lp, amount)
-    except ModelRevert as revert:
-        with boa.reverts(revert.reason), boa.env.prank(lp):
-            s.liquidity_vault.deposit(amount, lp)
-        raise
-    preview = s.liquidity_vault.previewDeposit(amount)  # quoted only for a deposit that goes through
     with boa.env.prank(lp):
-        shares = s.liquidity_vault.deposit(amount, lp)
-    assert shares == expected == preview
-    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp]
-    return shares
+        s.usdc.approve(s.liquidity_vault.address, 2**256 - 1)
+    before = s.liquidity_vault.balanceOf(lp)
+    request_id = s._request_in_the_past(lambda: s.request_deposit(lp, amount))
+    result = s.execute_lp(request_id)
+    if not result.executed:
+        raise LpRequestCancelled(result.reason)
+    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp] == before + result.amount
+    return result.amount
 
 
 def lp_redeem(s: System, lp, shares: int) -> int:
-    """System.lp_redeem plus ERC-4626: what redeem pays is what previewRedeem quoted."""
-    preview = s.liquidity_vault.previewRedeem(shares)
+    """System.lp_redeem (two-step): the assets paid, and they reached the LP."""
     before = s.usdc.balanceOf(lp)
-    assets = s.lp_redeem(lp, shares)  # ModelRevert: the contract reverted with the same reason
-    assert assets == preview
+    assets = s.lp_redeem(lp, shares)  # ModelRevert / LpRequestCancelled: refused on both sides
     assert s.usdc.balanceOf(lp) == before + assets
-    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares[lp]
+    assert s.liquidity_vault.balanceOf(lp) == s.model.lv_shares.get(lp, 0)
     return assets
 
 

@@ -219,13 +219,13 @@ def test_front_runner_who_knows_the_next_answer_nets_nothing(system, attacker, s
 def test_counterfactual_a_million_usd_nets_tens_of_thousands_per_round_trip_on_the_atomic_path(system, attacker):
     """The scale of what orders prevent: 1M USD of collateral, 350 BTC (14M USD, near the most
     the 5 % initial margin allows once the open's price impact is counted) against a 0.5 %
-    oracle lag nets about 60,000 USD per round trip on the atomic path, taken from the
+    oracle lag nets about 59,000 USD per round trip on the atomic path, taken from the
     liquidity vault; through orders the same round trip pays its fees."""
     s = system
     start(s, attacker)
     profit, lv_change = atomic_round_trip(s, attacker, usd(350), P0, moved(P0, 50))
-    assert profit > 59_000 * USD
-    assert lv_change < -59_000 * USD
+    assert profit > 58_000 * USD
+    assert lv_change < -58_000 * USD
     cash = s.vault.cash(attacker, 0)
     open_before_close_after(s, attacker, usd(350), moved(P0, 50))
     # the taker fee on the way in, the maker fee on the way out: 0.08 % of ~14.2M USD

@@ -16,6 +16,8 @@ def busy(system):
     """Longs and shorts in two markets, funding accrued, fees paid, a liquidation with bad debt
     beyond the insurance fund, and LP shares held by two LPs."""
     s = system
+    for market_id in (BTC, ETH):  # deep enough that carol's liquidation closes at one index
+        s.set_market_params(market_id, skew_scale=250_000 * WAD)
     lp1, lp2 = boa.env.generate_address("raw_lp1"), boa.env.generate_address("raw_lp2")
     s.lp_deposit(lp1, 1_000_000)
     s.lp_deposit(lp2, 250_000)

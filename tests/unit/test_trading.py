@@ -480,9 +480,9 @@ def test_withdrawable_is_min_of_cash_and_equity_above_initial(system, trader):
     # in profit, the cash is the binding side: unrealized profit is not withdrawable
     set_index(s, BTC, usd(50_000))
     cash, equity, initial, _ = s.exchange.account_state(trader, 0)
-    assert equity - initial > cash == usd(2_020)
+    assert equity - initial > cash == usd(2_040)
     assert s.exchange.withdrawable(trader, 0) == cash
-    s.withdraw(trader, 2_020 * USDC)
+    s.withdraw(trader, 2_040 * USDC)
     assert s.vault.cash(trader, 0) == 0
     assert s.exchange.position(trader, 0, BTC)[0] == WAD
 
@@ -745,7 +745,9 @@ def test_guardian_pause_is_reduce_only(system, trader, keeper, attacker):
 
     with boa.reverts("exchange: caller is not the guardian"), boa.env.prank(attacker):
         s.exchange.set_paused(False)
-    with boa.env.prank(keeper):
+    with boa.reverts("exchange: only the owner unpauses"), boa.env.prank(keeper):
+        s.exchange.set_paused(False)  # the guardian only tightens risk
+    with boa.env.prank(s.owner):
         s.exchange.set_paused(False)
     s.model.paused = False
     s.deposit(trader, 5_000)
