@@ -262,8 +262,19 @@ class PerpdexMachine(OrderActions, RuleBasedStateMachine):
         # round id -> (price in WAD, updatedAt), index 0 unused; and the updatedAt column alone
         self.rounds = {m: self.read_rounds(m) for m in MARKETS}
         self.round_times = {m: [t for _, t in self.rounds[m]] for m in MARKETS}
+        self.s.after_publish = self.sync_rounds  # the LP flows publish a round in every market
         self.orders: list[int] = []  # every order id committed, in order
         self.filled: set[int] = set()
+
+    def sync_rounds(self) -> None:
+        """Rounds published outside `publish` (an LP flow's execution round) into the history."""
+        for m in MARKETS:
+            agg = self.s.aggregators[m]
+            for round_id in range(len(self.rounds[m]), agg.latestRound() + 1):
+                _, answer, _, updated_at, _ = agg.getRoundData(round_id)
+                self.rounds[m].append((answer * FEED_TO_WAD, updated_at))
+                self.round_times[m].append(updated_at)
+                self.updated_at[m] = updated_at
 
     def read_rounds(self, market_id: int) -> list[tuple[int, int]]:
         agg = self.s.aggregators[market_id]

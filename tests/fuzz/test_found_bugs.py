@@ -24,7 +24,7 @@ USDC = 10**6
 
 def insolvent_vault(s, lp, trader) -> None:
     s.lp_deposit(lp, 20_000)
-    s.deposit(trader, 50_000)
+    s.deposit(trader, 60_000)
     s.trade(trader, BTC, 20 * WAD)
     s.set_price(BTC, 52_000)
     assert s.exchange.liquidity_vault_value() < 0
@@ -101,7 +101,7 @@ def test_trader_profit_can_exceed_every_token_the_vault_holds(system, lp, trader
     in its solvency check and reports it as an event."""
     s = system
     s.lp_deposit(lp, 20_000)
-    s.deposit(trader, 50_000)
+    s.deposit(trader, 60_000)  # enough for the initial requirement (close impact and penalty included)
     try:
         s.trade(trader, BTC, 20 * WAD)
     except ModelRevert:
@@ -123,7 +123,7 @@ def test_withdrawal_beyond_the_vault_tokens_is_refused_with_a_reason(system, lp,
     it holds."""
     s = system
     s.lp_deposit(lp, 20_000)
-    s.deposit(trader, 50_000)
+    s.deposit(trader, 60_000)
     s.trade(trader, BTC, 20 * WAD)
     s.set_price(BTC, 52_000)
     s.trade(trader, BTC, -20 * WAD)  # the profit is now cash

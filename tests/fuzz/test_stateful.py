@@ -661,7 +661,9 @@ class LiquidityVaultMachine(PerpdexMachine):
 
     @step(j=LP, amount=st.integers(1, 200_000 * TOKEN))
     def lp_round_trip(self, j, amount):
-        """Deposit and redeem the same shares at once: never get back more than was paid."""
+        """Deposit, then redeem the same shares at the next rounds: the shares are worth no more
+        than was paid at the deposit's own round, and the redemption pays what they are worth
+        at its round (two-step flows: time and funding pass between the two)."""
         s, lp = self.s, self.s.lps[j]
         try:
             shares = lp_deposit(s, lp, amount)
@@ -669,12 +671,12 @@ class LiquidityVaultMachine(PerpdexMachine):
             self.check_insolvent_refusal(lp, revert.reason)
             self.events[f"LP round trip: deposit refused: {revert.reason}"] += 1
             return
+        assert s.liquidity_vault.convertToAssets(shares) <= amount
         try:
-            assets = lp_redeem(s, lp, shares)
+            lp_redeem(s, lp, shares)  # paid at its round's value, on both sides to the wei
         except ModelRevert as revert:
             self.events[f"LP round trip: redeem refused: {revert.reason}"] += 1
             return
-        assert assets <= amount
         self.events["LP round trip"] += 1
 
     @step(ratio_bps=st.one_of(st.integers(1_000, 1_000_000), st.sampled_from([999, 1_000_001])))
