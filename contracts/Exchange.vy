@@ -83,7 +83,6 @@ struct Fill:
     risk_up: bool
     cash: int256  # the account's cash after the fill
     mask: uint256  # the account's open-markets mask after the fill
-    surplus_change: int256  # a trade's change of equity - maintenance (0 for forced closes)
 
 struct MarketParams:
     skew_scale: uint256  # base units (WAD); premium = skew / skew_scale
@@ -245,7 +244,7 @@ def execute_trade(
         # surplus: nobody walks an account into liquidation with its own trades at a pushed
         # price (closing every position is always allowed)
         if equity < convert(maintenance, int256) and fill.mask != 0:
-            assert fill.surplus_change >= 0, "exchange: reduction under maintenance lowers the margin surplus"
+            assert self._surplus_change(market_id, size_delta, fill) >= 0, "exchange: reduction lowers the margin surplus"
     return fill.price
 
 
@@ -495,22 +494,6 @@ def equity(owner: address, sub_account: uint256) -> int256:
     cash, mask = staticcall VAULT.account(owner, sub_account)
     equity, initial, maintenance = self._account_state(owner, sub_account, cash, mask, MAX_MARKETS, 0)
     return equity
-
-
-@external
-@view
-def margin_requirements(owner: address, sub_account: uint256) -> (uint256, uint256):
-    """
-    @notice (initial requirement, maintenance requirement) of a sub-account (WAD).
-    """
-    equity: int256 = 0
-    initial: uint256 = 0
-    maintenance: uint256 = 0
-    cash: int256 = 0
-    mask: uint256 = 0
-    cash, mask = staticcall VAULT.account(owner, sub_account)
-    equity, initial, maintenance = self._account_state(owner, sub_account, cash, mask, MAX_MARKETS, 0)
-    return initial, maintenance
 
 
 @external
@@ -797,22 +780,6 @@ def _execute(
         if new_short > short_oi:
             assert new_short <= caps & MASK128, "exchange: short open interest cap"
 
-    surplus_change: int256 = 0
-    if mode == MODE_TRADE and not risk_up:
-        i: int256 = convert(index, int256)
-        equity_change: int256 = (
-            realized
-            - convert(fee, int256)
-            + fp._floor_div(new_size * i, IWAD)
-            - fp._floor_div(old_size * i, IWAD)
-            - (new_basis - old_basis)
-        )
-        surplus_change = (
-            equity_change
-            - convert(self._maintenance_of(new_size, index, p0), int256)
-            + convert(self._maintenance_of(old_size, index, p0), int256)
-        )
-
     # effects
     self._oi[market_id] = (new_long << 128) | new_short
     if new_size == 0:
@@ -869,7 +836,6 @@ def _execute(
         risk_up=risk_up,
         cash=cash,
         mask=mask,
-        surplus_change=surplus_change,
     )
 
 # ============================================================================================
@@ -1064,6 +1030,28 @@ def _account_state(
 
 
 @internal
+@view
+def _surplus_change(market_id: uint256, size_delta: int256, fill: Fill) -> int256:
+    """
+    @dev A reduction's change of the account's margin surplus (equity - maintenance), exactly:
+         the fee, the change of the position's unrealized PnL at the index and what the closed
+         part realized at the fill price (floor(closing x price) - the basis removed), less the
+         change of its maintenance terms. Only on the rare path that needs it.
+    """
+    p0: uint256 = self._params[market_id][0]
+    i: int256 = convert(fill.index, int256)
+    old_size: int256 = fill.new_size - size_delta
+    return (
+        fp._floor_div(-size_delta * convert(fill.price, int256), IWAD)
+        - convert(fill.fee, int256)
+        + fp._floor_div(fill.new_size * i, IWAD)
+        - fp._floor_div(old_size * i, IWAD)
+        - convert(self._maintenance_of(fill.new_size, fill.index, p0), int256)
+        + convert(self._maintenance_of(old_size, fill.index, p0), int256)
+    )
+
+
+@internal
 @pure
 def _maintenance_of(size: int256, index: uint256, p0: uint256) -> uint256:
     """
@@ -1088,10 +1076,10 @@ def _set_params(market_id: uint256, p: MarketParams):
     assert p.skew_scale > 0 and p.skew_scale <= MAX_SIZE, "exchange: bad skew scale"
     assert p.max_funding_rate <= MAX_FUNDING_RATE, "exchange: funding rate cap too high"
     # a maker fee > 0 bounds the liquidation capacity (2 x min(maker, taker) x skew_scale)
-    assert p.maker_fee > 0 and p.maker_fee <= p.taker_fee, "exchange: maker fee must be in (0, taker fee]"
+    assert p.maker_fee > 0 and p.maker_fee <= p.taker_fee, "exchange: maker fee not in (0, taker fee]"
     assert p.taker_fee <= MAX_FEE, "exchange: fee above cap"
     assert p.initial_margin_ratio <= WAD, "exchange: initial margin above 100%"
-    assert p.maintenance_margin_ratio > 0 and p.maintenance_margin_ratio <= MAX_MAINTENANCE, "exchange: maintenance margin must be in (0, 20%]"
+    assert p.maintenance_margin_ratio > 0 and p.maintenance_margin_ratio <= MAX_MAINTENANCE, "exchange: maintenance margin not in (0, 20%]"
     assert p.liquidation_penalty_ratio <= MAX_PENALTY, "exchange: liquidation penalty above 2%"
     assert (
         p.maintenance_margin_ratio + p.liquidation_penalty_ratio < p.initial_margin_ratio

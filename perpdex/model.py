@@ -287,7 +287,7 @@ class TradeResult:
 # ---------------------------------------------------------------------------------------------
 
 TRIGGER_DEFICIT, TRIGGER_PNL_FACTOR = 1, 2
-REDUCTION_REASON = "exchange: reduction under maintenance lowers the margin surplus"
+REDUCTION_REASON = "exchange: reduction lowers the margin surplus"
 NO_CAPACITY = "no capacity"  # _liquidate's answer when the capacity at this index is used up
 NO_CAPACITY_REASON = "liquidator: liquidation capacity at this index used up; retry at the next price"
 INT256_MAX = 2**255 - 1
