@@ -136,6 +136,7 @@ class Deployer:
         timelock: TimelockPlan | None = TimelockPlan(),
         insurance_target: int | None = None,
         guardian: str | None = None,
+        seed_liquidity_usd: Decimal | int = 0,
     ):
         """`timelock` None keeps the deploying account as the owner of every contract (in-process
         tests and benchmarks that change parameters as they go); `insurance_target` (WAD USD)
@@ -158,6 +159,7 @@ class Deployer:
         self.plan = timelock
         self.insurance_target = insurance_target
         self.guardian = guardian
+        self.seed_liquidity_usd = Decimal(seed_liquidity_usd)  # the owner deposits it before the handover
         self.timelock = None
         self.queued: list[Call] = []  # owner calls that go through the timelock, as one batch
 
@@ -281,6 +283,15 @@ class Deployer:
                 listed, f"listed {m.symbol}", exchange, "list_market",
                 m.id, m.symbol, feeds, m.max_deviation, params_tuple(m.params),
             )
+        if self.seed_liquidity_usd and liquidity_vault.totalSupply() == 0:
+            # the liquidity vault's first capital: the owner's synchronous deposit, the only one
+            # there is (LPs request and a keeper executes); minted first on local networks
+            amount = int(self.seed_liquidity_usd * 10 ** int(collateral.decimals()))
+            if self.local:
+                collateral.mint(self.account.address, amount, sender=self.account)
+            collateral.approve(liquidity_vault.address, amount, sender=self.account)
+            liquidity_vault.deposit(amount, self.account.address, sender=self.account)
+            self.actions.append(f"seeded the liquidity vault with {self.seed_liquidity_usd:,} USD")
         self.manifest["markets"] = [
             {"id": m.id, "symbol": m.symbol, "aggregators": [a.address for a in aggregators[m.id]]} for m in self.markets
         ]

@@ -216,7 +216,12 @@ class Devnet:
         o = self.options
         self.say("deploying (ape run deploy)…")
         keeper = self.w3.eth.accounts[KEEPER]
-        command = self._ape("deploy", "--account", f"TEST::{DEPLOYER}", "--adl-keeper", keeper, "--out", str(o.deployments))
+        # the liquidity vault's capital and the insurance fund's target are set before the
+        # handover to the timelock (the owner's seeding is the only synchronous LP deposit)
+        command = self._ape(
+            "deploy", "--account", f"TEST::{DEPLOYER}", "--adl-keeper", keeper, "--out", str(o.deployments),
+            "--seed-liquidity", "1000000", "--insurance-target", "100000",
+        )
         with self._log("deploy") as log:
             result = subprocess.run(command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                     timeout=DEPLOY_TIMEOUT)

@@ -31,14 +31,17 @@ from perpdex.deploy import DEPLOYMENTS_DIR, LOCAL_TIMELOCK_DELAY, NETWORK_TIMELO
 @click.option("--guardian", help="may pause new risk at once (a fast multisig) [default: the deploying account]")
 @click.option("--insurance-target", type=Decimal, default=None,
               help="insurance fund target in USD, set before the handover")
+@click.option("--seed-liquidity", type=Decimal, default=Decimal(0),
+              help="USD the deploying account deposits into the liquidity vault before the handover "
+                   "(minted on local networks); later LP capital arrives through two-step requests")
 def cli(account, markets, out, adl_keepers, timelock_delay, proposers, executors, cancellers, guardian,
-        insurance_target):
+        insurance_target, seed_liquidity):
     """Deploy the contracts (and mocks on local networks), wire them, list the markets, and hand
     ownership over to the timelock."""
     plan = TimelockPlan(timelock_delay, tuple(proposers), tuple(executors), tuple(cancellers))
     target = None if insurance_target is None else to_wad(insurance_target)
     deployer = Deployer(account, markets, manifest_dir=Path(out), adl_keepers=tuple(adl_keepers), timelock=plan,
-                        insurance_target=target, guardian=guardian)
+                        insurance_target=target, guardian=guardian, seed_liquidity_usd=seed_liquidity)
     d = deployer.run()
     for action in deployer.actions or ["nothing to do: the deployment is complete"]:
         click.echo(action)

@@ -39,7 +39,8 @@ def deploy(node: Node) -> Chain:
     """`ape run deploy` into the node's temporary directory, with the keeper's ADL role."""
     out = node.tmp / "deployments"
     keeper = node.w3.eth.accounts[KEEPER]
-    ape_run(node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(out), "--adl-keeper", keeper)
+    ape_run(node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(out), "--adl-keeper", keeper,
+            "--seed-liquidity", "1000000")
     path = out / f"{CHAIN_ID}.json"
     return Chain(node.w3, json.loads(path.read_text()), path)
 
@@ -77,12 +78,7 @@ class Publisher:
 def devnet(node, tools):
     """A deployment, the keeper process (`ape run keeper`, anvil account 1) and rounds every
     second: what `make devnet` runs. The liquidity vault is seeded so profits are paid."""
-    chain = deploy(node)
-    deployer = chain.account(DEPLOYER)
-    usdc, lv = chain.collateral.functions, chain.liquidity_vault
-    chain.transact(usdc.faucet(1_000_000 * 10**6), deployer)
-    chain.transact(usdc.approve(lv.address, 1_000_000 * 10**6), deployer)
-    chain.transact(lv.functions.deposit(1_000_000 * 10**6, deployer), deployer)
+    chain = deploy(node)  # the liquidity vault seeded by the deployer before the handover
     keeper = tools("keeper", "keeper", "--account", f"TEST::{KEEPER}", "--json-logs", "--interval", "0.2",
                    "--deployments", str(chain.path.parent), "--checkpoint", str(node.tmp / "keeper.json"))
     with Publisher(chain) as publisher:

@@ -22,6 +22,7 @@ A 1 BTC long opened with collateral C at price P0 becomes liquidatable below abo
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -54,7 +55,6 @@ EXECUTE_ORDERS = Web3.keccak(text="execute_orders(uint256[],uint80[][])")[:4]
 CANCEL_ORDER = Web3.keccak(text="cancel_order(uint256)")[:4]
 # anvil dev accounts = ape's TEST::<n>
 DEPLOYER, KEEPER_1, KEEPER_2, CLI_TRADER = 0, 1, 2, 3
-LP = 19
 
 
 class Scenario:
@@ -100,14 +100,14 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(node, tools):
-    """`ape run deploy` into a temporary directory, then an LP seeds the liquidity vault."""
+    """`ape run deploy` into a temporary directory; the deployer seeds the liquidity vault."""
     deployments = node.tmp / "deployments"
     repo_manifests = sorted((REPO / "deployments").glob("*"))
     before = {p: p.stat().st_mtime_ns for p in repo_manifests}
     keepers = [node.w3.eth.accounts[KEEPER_1], node.w3.eth.accounts[KEEPER_2]]
     out = ape_run(
         node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(deployments),
-        "--adl-keeper", keepers[0], "--adl-keeper", keepers[1],
+        "--adl-keeper", keepers[0], "--adl-keeper", keepers[1], "--seed-liquidity", "1000000",
     ).stdout
     path = deployments / f"{CHAIN_ID}.json"
     assert f"manifest: {path}" in out
@@ -116,12 +116,7 @@ def scenario(node, tools):
 
     manifest = json.loads(path.read_text())
     chain = Chain(node.w3, manifest, path)
-    lp = chain.account(LP)
-    chain.mined([
-        chain.send(chain.collateral.functions.faucet(1_000_000 * USDC), lp),
-        chain.send(chain.collateral.functions.approve(chain.liquidity_vault.address, 1_000_000 * USDC), lp),
-        chain.send(chain.liquidity_vault.functions.deposit(1_000_000 * USDC, lp), lp),
-    ])
+    assert "seeded the liquidity vault with 1,000,000 USD" in out  # before the timelock took over
     return Scenario(node, tools, chain, deployments)
 
 
@@ -395,7 +390,15 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
     # the insurance fund is emptied; a gap through the whale's bankruptcy price leaves a deficit
     # that only auto-deleveraging can cover: both keepers hold the ADL role
     fund = chain.insurance_fund.functions
-    chain.transact(fund.withdraw_surplus(owner, fund.surplus().call()), owner)
+    # through the timelock, the owner of every contract (2 s on a local network)
+    scheduled = ape_run(
+        node, "governance", "schedule", "insurance_fund", "withdraw_surplus", owner, str(fund.surplus().call()),
+        "--account", f"TEST::{DEPLOYER}", "--deployment", str(chain.path),
+    ).stdout
+    operation = re.search(r"scheduled (0x[0-9a-f]{64})", scheduled).group(1)
+    ape_run(node, "governance", "execute", operation, "--wait", "30", "--account", f"TEST::{DEPLOYER}",
+            "--deployment", str(chain.path))
+    assert fund.surplus().call() == 0
     gap = s.push(**{BTC: "33000"})
     wait_until(lambda: chain.events("liquidator", "AutoDeleveraged", gap[BTC]), 30, "auto-deleveraging")
     wait_until(lambda: chain.liquidator.functions.uncovered_deficit(chain.market_id(BTC)).call() == 0, 10,

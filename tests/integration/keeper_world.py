@@ -26,9 +26,9 @@ def world(accounts, chain):
     d = deploy_local(owner)
     ensure_order_book(d, owner)
     d.start_block = chain.blocks.head.number
-    fund(d, owner, lp, 1_000_000)
-    d.collateral.approve(d.liquidity_vault.address, 2**256 - 1, sender=lp)
-    d.liquidity_vault.deposit(1_000_000 * USDC, lp, sender=lp)
+    fund(d, owner, owner, 1_000_000)  # the owner seeds the liquidity vault for the LP
+    d.collateral.approve(d.liquidity_vault.address, 2**256 - 1, sender=owner)
+    d.liquidity_vault.deposit(1_000_000 * USDC, lp, sender=owner)
     return d
 
 
