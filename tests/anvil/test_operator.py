@@ -392,11 +392,11 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
     fund = chain.insurance_fund.functions
     # through the timelock, the owner of every contract (2 s on a local network)
     scheduled = ape_run(
-        node, "governance", "schedule", "insurance_fund", "withdraw_surplus", owner, str(fund.surplus().call()),
+        s.node, "governance", "schedule", "insurance_fund", "withdraw_surplus", owner, str(fund.surplus().call()),
         "--account", f"TEST::{DEPLOYER}", "--deployment", str(chain.path),
     ).stdout
     operation = re.search(r"scheduled (0x[0-9a-f]{64})", scheduled).group(1)
-    ape_run(node, "governance", "execute", operation, "--wait", "30", "--account", f"TEST::{DEPLOYER}",
+    ape_run(s.node, "governance", "execute", operation, "--wait", "30", "--account", f"TEST::{DEPLOYER}",
             "--deployment", str(chain.path))
     assert fund.surplus().call() == 0
     gap = s.push(**{BTC: "33000"})
