@@ -157,7 +157,9 @@ def capacity_cost(with_capacity: dict, without: dict) -> dict:
             "seconds": summary["seconds"],
         }
 
-    return {"with_capacity": figures(with_capacity), "without_capacity": figures(without)}
+    # `without` is `with_capacity` itself when no pass left anything for an extra round to do
+    return {"with_capacity": figures(with_capacity), "without_capacity": figures(without),
+            "without_replayed": without is not with_capacity}
 
 
 def print_report(summary: dict) -> None:
@@ -230,6 +232,8 @@ def print_capacity_cost(cost: dict) -> None:
         ("longest wait", f"{wait_on['longest_wait_seconds'] / 60:,.1f} min", f"{wait_off['longest_wait_seconds'] / 60:,.1f} min"),
         ("replay time", *both("seconds", "{:,.1f} s")),
     ]
+    if not cost["without_replayed"]:
+        rows[-1] = ("replay time", f"{on['seconds']:,.1f} s", "not replayed: no round left work undone")
     for row in rows:
         table.add_row(*row)
     console.print(table)
