@@ -80,7 +80,8 @@ def test_no_tracked_file_names_a_path_outside_the_repository():
 @pytest.mark.parametrize(
     "where, text, expected",
     [
-        ("perpdex/x.py", 'DATA_DIR = Path("/work/shared/data/prices")', ["/work/shared"]),
+        # a machine path, spelt in two parts so that this file does not name one itself
+        ("perpdex/x.py", 'DATA_DIR = Path("' + "/work" + '/shared/data/prices")', ["/work" + "/shared"]),
         ("README.md", "the design is [here](../shared/DESIGN.md)", ["../shared/DESIGN.md"]),
         ("docs/x.md", "see ../../outside/file.csv", ["../../outside/file.csv"]),
         ("docs/x.md", "see [the oracle](../docs/oracle.md) and http://127.0.0.1:8545/ and /dev/null", []),
