@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from perpdex.keeper.core import take_turn
 from perpdex.keeper.lp_decisions import CANCEL, LpAction, decide_lp_requests, walk_anchors
-from perpdex.keeper.orders import Feed, MarketFeeds, load_feed
+from perpdex.keeper.orders import MarketFeeds
 from perpdex.lp_flows import LpRequest
 
 if TYPE_CHECKING:
@@ -120,19 +120,7 @@ class LpPasses:
         st.markets = {m: self._lp_market(m, block, since[m], anchors) for m in st.market_ids}
 
     def _lp_market(self, market_id: int, block: int, since: int, anchors: set[int]) -> MarketFeeds:
-        if market_id not in self._feeds:
-            self._feeds[market_id] = self.client.market_feeds(market_id, block)
-        configs, max_deviation = self._feeds[market_id]
-        feeds: list[Feed] = []
-        for config in configs:
-            latest = self.client.latest_round(config, block)
-            feed = load_feed(
-                self.client.round_fetcher(config, block), latest, config.heartbeat, since, anchors,
-                self._rounds.get(config.aggregator), self.max_walk,
-            )
-            self._rounds[config.aggregator] = feed.rounds
-            feeds.append(feed)
-        return MarketFeeds(feeds, max_deviation)
+        return self._market_feeds(market_id, block, since, anchors, False)
 
     def _lp_turn(self, action: LpAction, head_time: int) -> bool:
         """As orders: always with no other keeper known, else in this keeper's turn."""

@@ -307,6 +307,29 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
         self.stale.difference_update(keys)
         report.refreshed += len(keys)
 
+    def _market_feeds(self, market_id: int, block: int, since: int, anchors, warn: bool) -> MarketFeeds:
+        """A market's feeds with their rounds back to `since` (and the `anchors` times), read
+        once and cached per aggregator; `warn` logs a history capped by `max_walk` (trigger
+        orders' crossings older than the rounds read are not seen)."""
+        if market_id not in self._feeds:
+            self._feeds[market_id] = self.client.market_feeds(market_id, block)
+        configs, max_deviation = self._feeds[market_id]
+        feeds: list[Feed] = []
+        for config in configs:
+            latest = self.client.latest_round(config, block)
+            feed = load_feed(
+                self.client.round_fetcher(config, block), latest, config.heartbeat, since, anchors,
+                self._rounds.get(config.aggregator), self.max_walk,
+            )
+            self._rounds[config.aggregator] = feed.rounds
+            if warn and not feed.complete:
+                self._warn_once(
+                    f"walk:{config.aggregator}:{since}", "order.history_capped", market=market_id,
+                    feed=config.aggregator, rounds=len(feed.rounds), since=since,
+                )
+            feeds.append(feed)
+        return MarketFeeds(feeds, max_deviation)
+
     def _sync_orders(self, block: int, timestamp: int) -> None:
         """Order parameters, owners' cancellation times, and the rounds of every market with an
         order, back to the oldest round an order may execute at."""
@@ -332,27 +355,10 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
             since[m] = min(since.get(m, 2**64), walk_since(order, params, now))
             if order.kind == KIND_MARKET:
                 anchors.setdefault(m, set()).add(order.not_before)
-        markets: dict[int, MarketFeeds] = {}
-        for market_id in sorted(since):
-            if market_id not in self._feeds:
-                self._feeds[market_id] = self.client.market_feeds(market_id, block)
-            configs, max_deviation = self._feeds[market_id]
-            feeds: list[Feed] = []
-            for config in configs:
-                latest = self.client.latest_round(config, block)
-                feed = load_feed(
-                    self.client.round_fetcher(config, block), latest, config.heartbeat, since[market_id],
-                    anchors.get(market_id, ()), self._rounds.get(config.aggregator), self.max_walk,
-                )
-                self._rounds[config.aggregator] = feed.rounds
-                if not feed.complete:  # crossings older than the rounds read are not seen
-                    self._warn_once(
-                        f"walk:{config.aggregator}:{since[market_id]}", "order.history_capped", market=market_id,
-                        feed=config.aggregator, rounds=len(feed.rounds), since=since[market_id],
-                    )
-                feeds.append(feed)
-            markets[market_id] = MarketFeeds(feeds, max_deviation)
-        self.order_markets = markets
+        self.order_markets = {
+            market_id: self._market_feeds(market_id, block, since[market_id], anchors.get(market_id, ()), True)
+            for market_id in sorted(since)
+        }
 
     def sync(self, report: PassReport | None = None) -> Evaluation:
         """Index new logs, snapshot the markets, refresh touched accounts and read the rounds
