@@ -1,0 +1,300 @@
+"""Stateful fuzzing of DESIGN.md invariant 7, no free lunch from ordering.
+
+`Invariant7Machine` drives one deployment (config/markets.json's markets, a 10M USD liquidity
+vault, tests/fuzz/invariant7_actions.py) through rounds. In each round honest traders and LPs
+and the attacker commit orders and liquidity-vault requests; a new oracle round is published
+(the price moves); then, at that one index and timestamp, the attacker — executor of every
+order and request, liquidation keeper and ADL keeper, trading from three sub-accounts — runs
+every execution, the liquidations of the accounts liquidatable at that index (twice each, for
+the slices the capacity leaves) and ADL in the order it likes (a drawn permutation).
+
+The same round is replayed on a snapshot without the attacker's own orders and requests (the
+honest round, same relative order), and after every round the machine asserts:
+1. the attacker's accounts together gain no more than in the honest round, beyond the keeper
+   rewards of accounts that were liquidatable at the round's index and what honest orders' own
+   acceptable prices allowed (`slippage_allowance`): DESIGN.md invariant 7;
+2. each honest LP, the insurance fund, and every account liquidated in either replay are no
+   worse off than the honest round leaves them — unless the attacker paid for the difference:
+   the protected parties' total shortfall against the honest round is at most what the
+   attacker's accounts lost against it (a griefing attacker can pay fees to move the skew a
+   liquidation closes into, which DESIGN.md does not forbid; it must never profit);
+3. invariants 1-3 and model parity of everything the contracts store (tests/system.py).
+
+The attacker's wealth values its positions at the price closing their net would fill at, so a
+position that only looks profitable at the index counts for what it fetches. Between rounds
+the attacker closes its positions with ordinary orders (rounds are about one index; what
+happens across prices is the other machines' subject).
+
+Profiles: the quick one (part of `make test`) runs QUICK_EXAMPLES examples of QUICK_ROUNDS
+rounds; the long one (`make fuzz`, tests/fuzz/run_long.py) examples of LONG_ROUNDS rounds. A
+step, in the figures, is one action executed in either replay.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+
+import boa
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+from perpdex.fixed_point import WAD, sign
+from perpdex.model import ModelRevert
+from system import LpRequestCancelled, OrderCancelled, fresh
+
+from .base import FEED_TO_WAD
+from .conftest import MAX_EXAMPLES_ENV, STEP_COUNT_ENV, profile_name
+from .invariant7_actions import (
+    ATTACKER_SUBS,
+    BTC,
+    ETH,
+    N_HONEST,
+    SCALE,
+    Action,
+    Ledger,
+    invariant7_world,
+    run_round,
+    slippage_allowance,
+)
+
+QUICK_EXAMPLES, QUICK_ROUNDS = 4, 5
+LONG_ROUNDS = 12
+TOLERANCE = 1_000  # wei of rounding per action (every division rounds against the party paid)
+MAX_POSITION = 100  # BTC, scale of honest positions
+MOVE_BPS = st.one_of(st.integers(-150, 150), st.sampled_from([-800, -500, -300, 300, 500, 800]))
+HONEST_ORDER = st.tuples(st.integers(0, N_HONEST - 1), st.integers(-1_000, 1_000), st.integers(0, 300))
+ATTACKER_ORDER = st.tuples(st.sampled_from(ATTACKER_SUBS), st.integers(-2_000, 2_000))  # tenths of BTC
+LP_REQUEST = st.one_of(
+    st.none(), st.tuples(st.just("deposit"), st.integers(1_000, 1_000_000)), st.tuples(st.just("redeem"), st.integers(1, 1_000))
+)
+
+
+def usd(amount: int) -> str:
+    return f"{amount / WAD:,.2f} USD"
+
+
+class Invariant7Machine(RuleBasedStateMachine):
+    """Rounds of orders, LP flows, liquidations and ADL at one index, attacked and honest."""
+
+    stats: dict = {}
+
+    def __init__(self):
+        super().__init__()
+        self.started = time.perf_counter()
+        self.steps = 0
+        self.events = Counter()
+        self._eoa = boa.env.eoa
+        self._fresh = fresh(invariant7_world())
+        self.s = self._fresh.__enter__()
+        self.s.compare_views = False  # accounts through storage; every view at the end
+
+    def teardown(self):
+        try:
+            if sys.exc_info()[0] is None:
+                self.s.assert_system_matches()
+            stats = self.stats.setdefault(type(self).__name__, {"steps": 0, "examples": 0, "seconds": 0.0, "events": {}})
+            stats["steps"] += self.steps
+            stats["examples"] += 1
+            stats["seconds"] += time.perf_counter() - self.started
+            for name, count in self.events.items():
+                stats["events"][name] = stats["events"].get(name, 0) + count
+        finally:
+            self._fresh.__exit__(None, None, None)
+            boa.env.eoa = self._eoa
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    @initialize(
+        positions=st.lists(st.tuples(st.integers(-1_000, 1_000), st.integers(3, 24)), min_size=N_HONEST, max_size=N_HONEST),
+        insurance=st.sampled_from([0, 20_000, 1_000_000]),
+        attacker_lp=st.sampled_from([0, 0, 500_000]),
+        honest_lp=st.sampled_from([0, 300_000]),
+    )
+    def set_up(self, positions, insurance, attacker_lp, honest_lp):
+        """The insurance fund, the LPs besides the seed, the attacker's capital, and one levered
+        BTC position per honest trader."""
+        s = self.s
+        if insurance:
+            s.donate(s.donor, insurance)
+        if attacker_lp:
+            s.lp_deposit(s.attacker, attacker_lp)
+        if honest_lp:
+            s.lp_deposit(s.honest_lp, honest_lp)
+        for sub, capital in zip(ATTACKER_SUBS, (5_000_000, 1_000_000, 300_000)):
+            s.deposit(s.attacker, capital, sub)
+        for trader, (per_mille, leverage) in zip(s.honest, positions):
+            self.open_levered(trader, per_mille, leverage)
+
+    def open_levered(self, trader: str, per_mille: int, leverage: int) -> None:
+        s = self.s
+        size = per_mille * MAX_POSITION * WAD // 1_000 or WAD
+        s.deposit(trader, abs(size) * s.model.index[BTC] // WAD // WAD // leverage + 1)
+        try:
+            s.trade(trader, BTC, size)
+        except ModelRevert as refused:  # margin or caps: refused by both sides alike
+            self.events[f"set-up trade refused: {refused.reason}"] += 1
+
+    @rule(i=st.integers(0, N_HONEST - 1), per_mille=st.integers(-1_000, 1_000), leverage=st.integers(3, 24))
+    def honest_trader_reopens(self, i, per_mille, leverage):
+        """A liquidated (or cautious) honest trader opens a new levered position."""
+        self.steps += 1
+        if not self.s.model.open_markets((self.s.honest[i], 0)):
+            self.open_levered(self.s.honest[i], per_mille, leverage)
+
+    # -- a round -------------------------------------------------------------------------------
+
+    @rule(
+        move=MOVE_BPS,
+        honest_orders=st.lists(HONEST_ORDER, max_size=3),
+        attacker_orders=st.lists(ATTACKER_ORDER, max_size=5),
+        honest_lp=LP_REQUEST,
+        attacker_lp=LP_REQUEST,
+        data=st.data(),
+    )
+    def attacked_round(self, move, honest_orders, attacker_orders, honest_lp, attacker_lp, data):
+        s = self.s
+        actions: list[Action] = []
+        committed: dict[int, tuple[int, int, int]] = {}  # honest order id -> market, size, acceptable
+        for i, per_mille, slippage_bps in honest_orders:
+            self.commit_honest(s.honest[i], per_mille, slippage_bps, actions, committed)
+        for sub, tenths in attacker_orders:
+            if tenths:
+                self.commit(actions, True, s.attacker, tenths * WAD // 10, sub_account=sub)
+        for who, request, mine in ((s.honest_lp, honest_lp, False), (s.attacker, attacker_lp, True)):
+            if request is not None:
+                self.request_lp(who, *request, actions=actions, attacker=mine)
+
+        # the round every action executes at: one index, one timestamp
+        s.warp(max(s.model.order_params.min_order_delay, s.model.lp.params.min_delay))
+        index = s.model.index[BTC] * (10_000 + move) // 10_000 // FEED_TO_WAD * FEED_TO_WAD
+        with boa.env.prank(s.owner):
+            s.aggregators[BTC].update_answer(index // FEED_TO_WAD)
+        s.model.index[BTC] = index
+        s.publish(ETH)
+        rounds = {m: s.aggregators[m].latestRound() for m in (BTC, ETH)}
+
+        liquidatable = {a for a in s.known_accounts() if s.model.open_markets(a) and s.model.is_liquidatable(a)}
+        for account in sorted(liquidatable):
+            actions += [Action("liquidate", account), Action("liquidate", account)]
+        actions += [Action("adl", BTC)]
+        actions = data.draw(st.permutations(actions), label="the attacker's order")
+        start = Ledger.of(s, liquidatable)
+
+        with fresh(s) as h:
+            honest = run_round(h, actions, rounds, honest_only=True)
+            h.check_invariants()
+            honest_ledger = Ledger.of(h, liquidatable)
+        attack = run_round(s, actions, rounds, honest_only=False)
+        s.check_invariants()
+        s.assert_state_matches()
+        attacked_ledger = Ledger.of(s, liquidatable)
+        self.steps += honest.steps + attack.steps
+        self.count(attack, honest)
+
+        tolerance = TOLERANCE * (attack.steps + 1)
+        allowance = slippage_allowance(committed, s.model.index, attack, honest)
+        gain = attacked_ledger.attacker - start.attacker - sum(attack.rewards.values())
+        honest_gain = honest_ledger.attacker - start.attacker - sum(honest.rewards.values())
+        assert gain <= honest_gain + allowance + tolerance, (
+            f"the attacker gained {usd(gain)} besides keeper rewards, {usd(honest_gain)} in the honest round, "
+            f"and honest orders' acceptable prices allowed {usd(allowance)}"
+        )
+        self.check_protected(honest_ledger, attacked_ledger, gain - honest_gain, tolerance)
+        self.close_attacker_positions()
+
+    def check_protected(self, honest: Ledger, attacked: Ledger, attacker_edge: int, tolerance: int) -> None:
+        """Each protected party against the honest round; a shortfall only as far as the
+        attacker paid for it (its own edge over the honest round is that far negative)."""
+        shortfalls = {f"LP {lp}": honest.lps[lp] - attacked.lps[lp] for lp in honest.lps}
+        shortfalls["insurance fund"] = honest.insurance - attacked.insurance
+        shortfalls.update({f"liquidated {a}": honest.equity[a] - attacked.equity[a] for a in honest.equity})
+        worse = {name: loss for name, loss in shortfalls.items() if loss > tolerance}
+        if not worse:
+            return
+        self.events["a protected party worse off, paid by the attacker"] += 1
+        total = sum(worse.values())
+        assert total <= max(0, -attacker_edge) + tolerance, (
+            f"protected parties worse off than in the honest round by {usd(total)} "
+            f"({', '.join(f'{n}: {usd(v)}' for n, v in worse.items())}) while the attacker's edge was {usd(attacker_edge)}"
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def commit(self, actions: list[Action], attacker: bool, who: str, size: int, **kwargs) -> int | None:
+        try:
+            order_id = self.s.commit_order(who, BTC, size, **kwargs)
+        except ModelRevert as refused:
+            self.events[f"commit refused: {refused.reason}"] += 1
+            return None
+        actions.append(Action("order", order_id, attacker))
+        return order_id
+
+    def commit_honest(self, trader: str, per_mille: int, slippage_bps: int, actions, committed) -> None:
+        """A market order whose acceptable price is the quote at commit, `slippage_bps` worse."""
+        s = self.s
+        size = per_mille * MAX_POSITION * WAD // 2_000 or WAD
+        if not s.model.open_markets((trader, 0)) and s.model.cash_of((trader, 0)) <= 0:
+            s.deposit(trader, abs(size) * s.model.index[BTC] // WAD // WAD // 10 + 1)
+        try:
+            quote = s.model.fill_price(BTC, size)
+        except ModelRevert:
+            return
+        acceptable = quote * (10_000 + sign(size) * slippage_bps) // 10_000
+        order_id = self.commit(actions, False, trader, size, acceptable_price=acceptable)
+        if order_id is not None:
+            committed[order_id] = (BTC, size, acceptable)
+
+    def request_lp(self, who: str, kind: str, amount: int, actions: list[Action], attacker: bool) -> None:
+        s = self.s
+        try:
+            if kind == "deposit":
+                request_id = s.request_deposit(who, s.fund_lp(who, amount))
+            else:
+                shares = s.model.lv_shares.get(who, 0) * amount // 1_000
+                request_id = s.request_redeem(who, shares)
+        except ModelRevert as refused:
+            self.events[f"LP request refused: {refused.reason}"] += 1
+            return
+        actions.append(Action("lp", request_id, attacker))
+
+    def close_attacker_positions(self) -> None:
+        """Between rounds the attacker closes whatever it holds (closing is always allowed)."""
+        s = self.s
+        for sub in ATTACKER_SUBS:
+            size = s.model.position((s.attacker, sub), BTC).size
+            if size:
+                try:
+                    s.trade(s.attacker, BTC, -size, sub_account=sub)
+                except (OrderCancelled, LpRequestCancelled, ModelRevert) as refused:
+                    raise AssertionError(f"closing the attacker's {size / WAD} BTC was refused: {refused}") from None
+
+    def count(self, attack, honest) -> None:
+        e = self.events
+        e["rounds"] += 1
+        e["liquidations"] += len(attack.rewards)
+        e["ADL calls"] += attack.adl_calls
+        e["orders filled"] += sum(1 for f in attack.fills.values() if f.filled)
+        e["orders cancelled at execution"] += sum(1 for f in attack.fills.values() if not f.filled)
+        e["actions refused"] += attack.refused
+
+
+def test_no_free_lunch_from_ordering(fuzz_settings, fuzz_stats):
+    """DESIGN.md invariant 7 over random rounds (see the module docstring)."""
+    Invariant7Machine.stats = fuzz_stats
+    overrides = {"stateful_step_count": QUICK_ROUNDS if profile_name() == "quick" else LONG_ROUNDS}
+    if profile_name() == "quick" and not os.environ.get(MAX_EXAMPLES_ENV):
+        overrides["max_examples"] = QUICK_EXAMPLES
+    if os.environ.get(STEP_COUNT_ENV):
+        overrides.pop("stateful_step_count")
+    invariant7_world()  # deploy once, outside the timed run
+    started = time.perf_counter()
+    try:
+        run_state_machine_as_test(Invariant7Machine, settings=settings(fuzz_settings, **overrides))
+    finally:
+        stats = fuzz_stats.get(Invariant7Machine.__name__)
+        if stats is not None:
+            stats["wall_seconds"] = stats.get("wall_seconds", 0.0) + time.perf_counter() - started
