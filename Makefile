@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all demo test bench cli-bench fuzz devnet venv node clean compile
+.PHONY: all demo test bench cli-bench fuzz devnet venv node clean compile web chromium
 
 all: test
 
@@ -44,11 +44,37 @@ $(BUILD): $(STAMP) $(CONTRACTS)
 
 compile: $(BUILD)
 
+# The trader's page (web/): esbuild bundles web/src with the contracts' ABIs into web/dist.
+WEB_SOURCES := $(wildcard web/src/*.ts web/*.html web/*.css web/*.mjs)
+WEB := web/dist/index.html
+
+$(WEB): $(NODE_STAMP) $(BUILD) $(WEB_SOURCES)
+	@echo "building the web page (web/dist)…"
+	@$(call step,web,node web/build.mjs)
+
+# make web [WEB_PORT=8000] [PORT=8545] [MANIFEST=deployments/31337.json]: the page, for the
+# devnet `make devnet` runs (its node and manifest), at http://127.0.0.1:8000/
+web: $(STAMP) $(WEB)
+	@$(BIN)/python -m perpdex.web --port $(or $(WEB_PORT),8000) --rpc http://127.0.0.1:$(or $(PORT),8545) \
+		$(if $(MANIFEST),--manifest $(MANIFEST))
+
+# tests/web drives Debian's chromium through chromedriver: installed with apt-get where we can
+chromium:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing chromium and chromium-driver (apt-get) for the browser test…"; \
+			$(call step,chromium,apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver); \
+		else \
+			echo "the browser test (tests/web) needs Debian's chromium and chromium-driver in /usr/bin:" \
+				"run 'sudo apt-get install chromium chromium-driver' (or make test as root)"; exit 1; \
+		fi; \
+	fi
+
 demo: $(STAMP) $(NODE_STAMP) $(BUILD)
 	@echo "replaying the March 2020 crash on ape's embedded chain (python -m perpdex.demo)…"
 	@$(BIN)/python -m perpdex.demo
 
-test: $(STAMP) $(NODE_STAMP) $(BUILD)
+test: $(STAMP) $(NODE_STAMP) $(BUILD) $(WEB) chromium
 	@echo "running the test suite (pytest tests; the anvil tests start their own nodes)…"
 	@$(BIN)/python -m pytest tests -q
 

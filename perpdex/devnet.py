@@ -305,6 +305,7 @@ class Devnet:
         if o.prices == "none":
             lines += ["", "  # nothing publishes prices: push your own, e.g. the March 2020 crash from data/prices",
                       f"  {csv_pusher_command()}"]
+        lines += ["", "The trader's page (in another terminal), then open http://127.0.0.1:8000/:", "", f"  {web_command(o)}"]
         lines += ["", "Ctrl-C stops the devnet."]
         return lines
 
@@ -320,6 +321,16 @@ def runbook(options: DevnetOptions) -> list[str]:
     steps = ["faucet 10000", "deposit 10000", "open BTC-USD 0.5 --slippage 0.5", "positions", "history",
              "close BTC-USD", "withdraw all"]
     return commands + [f"python -m perpdex.cli {step}{suffix}" for step in steps]
+
+
+def web_command(options: DevnetOptions) -> str:
+    """`make web` for this devnet: the page served on port 8000, reading this node and manifest."""
+    command = "make web"
+    if options.port != DEFAULT_PORT:
+        command += f" PORT={options.port}"
+    if options.manifest != DevnetOptions().manifest:
+        command += f" MANIFEST={options.manifest}"
+    return command
 
 
 def csv_pusher_command() -> str:

@@ -93,3 +93,9 @@ def test_the_printed_next_steps_name_the_port_the_seeding_and_the_price_source()
     assert "devnet up on http://127.0.0.1:9545" in text
     assert "export APE_FOUNDRY_HOST=http://127.0.0.1:9545" in text
     assert "none: push your own" in text and csv_pusher_command() in text
+
+
+def test_the_printed_next_steps_name_the_web_page_for_this_node():
+    text = "\n".join(Devnet(DevnetOptions(port=9545)).next_steps())
+    assert "make web PORT=9545" in text and "http://127.0.0.1:8000/" in text
+    assert "  make web\n" in "\n".join(Devnet(DevnetOptions()).next_steps()) + "\n"
