@@ -29,6 +29,8 @@ export interface Quote {
   fee: bigint; // trading fee at the taker rate (at most)
   executionFee: bigint;
   liquidation: bigint | null;
+  after: bigint; // the position's size after the fill
+  index: bigint | null;
 }
 
 /** The form's order, or a sentence saying what is wrong with it. */
@@ -58,7 +60,8 @@ export async function quote(d: Deployment, o: OrderInput, markets: MarketState[]
   ]);
   const fee = abs(o.delta) * fill / WAD * m.params.taker_fee / WAD;
   const liquidation = account ? liquidationAfter(account, m, o.delta, fill, fee + params.execution_fee, keeperFloor) : null;
-  return { reference: fill, bound: acceptable(fill, o.delta, o.slippageBps), fee, executionFee: params.execution_fee, liquidation };
+  const after = (account?.positions.find((p) => p.marketId === o.marketId)?.size ?? 0n) + o.delta;
+  return { reference: fill, bound: acceptable(fill, o.delta, o.slippageBps), fee, executionFee: params.execution_fee, liquidation, after, index: m.index };
 }
 
 export function quoteText(d: Deployment, o: OrderInput, q: Quote): string {
@@ -66,11 +69,15 @@ export function quoteText(d: Deployment, o: OrderInput, q: Quote): string {
   const side = o.delta > 0n ? "buy" : "sell";
   const what = o.kind === KIND_MARKET ? `fills now at about ${price(q.reference)}` : `triggers at ${price(o.trigger)}`;
   const bound = o.delta > 0n ? `at most ${price(q.bound)}` : `at least ${price(q.bound)}`;
-  const liq = q.liquidation === null ? "unavailable" : q.liquidation === 0n ? "none (no positive price liquidates it)" : price(q.liquidation);
+  let liq = q.liquidation === null ? "unavailable" : q.liquidation === 0n ? "none (no positive price liquidates it)" : price(q.liquidation);
+  const past = q.liquidation && q.index !== null && (q.after > 0n ? q.liquidation >= q.index : q.after < 0n && q.liquidation <= q.index);
+  if (past) liq += " — at or past the index: the margin does not allow this order";
   return [
     `${KIND_NAMES[Number(o.kind)]} ${side} ${size(abs(o.delta))} ${symbol}: ${what}; price bound ${bound}`,
     `trading fee up to ${usd(q.fee)} USD, execution fee ${usd(q.executionFee)} USD (escrowed for the keeper)`,
     `liquidation price after the fill: ${liq}`,
+    ...(o.kind === KIND_MARKET ? [] : ["a keeper executes it at the first price that crosses the trigger, if the fill is within the bound; "
+      + "a price that gaps past the bound leaves it waiting"]),
   ].join("\n");
 }
 

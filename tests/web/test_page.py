@@ -1,0 +1,229 @@
+"""The trader's page (web/, served by perpdex.web) in Debian's headless chromium against a real
+anvil node with the deployment, the keeper process (`ape run keeper`, polling every 0.5 s) and
+a price publisher (a round of every market each second, as the devnet's pusher does).
+
+A trader's walk, in order (each test continues from the one before): connect anvil's account
+2 without any extension, faucet, deposit (keyboard: Enter submits); an order beyond the margin
+is refused with the exchange's sentence and its numbers, and nothing is sent; a market order
+is executed by the keeper and the position appears with the liquidation price the quote
+announced; a stop-loss rests until a price below its trigger is published, then the keeper
+closes the position; the history shows the fills; the free collateral is withdrawn.
+
+PERPDEX_WEB_SCREENSHOTS=docs saves the main views as docs/web-*.png (README.md shows them);
+by default they go to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from anvil_tools import USDC, WAD, Chain
+from browser import missing_browser, start_browser, stop_browser, wait_for
+from cli_tools import DEPLOYER, KEEPER, TRADER, Publisher, deploy
+
+from perpdex.web import serve
+
+pytestmark = pytest.mark.anvil
+REPO = Path(__file__).resolve().parents[2]
+KEEPER_INTERVAL = "0.5"  # seconds between the keeper's passes
+SCREENSHOTS = os.environ.get("PERPDEX_WEB_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def devnet(node, tools):
+    """The deployment, the keeper and rounds every second (what `make devnet` runs)."""
+    chain = deploy(node)
+    keeper = tools("keeper", "keeper", "--account", f"TEST::{KEEPER}", "--json-logs", "--interval", KEEPER_INTERVAL,
+                   "--deployments", str(chain.path.parent), "--checkpoint", str(node.tmp / "keeper.json"))
+    with Publisher(chain) as publisher:
+        keeper.wait_for(lambda: keeper.records("pass"), 120, "the keeper's first pass")
+        yield chain
+        assert not publisher.errors, f"the price publisher failed: {publisher.errors}"
+
+
+@pytest.fixture(scope="module")
+def page(devnet: Chain, node, tmp_path_factory):
+    """The page served by perpdex.web (any free port) in a headless chromium; both end with the module."""
+    reason = missing_browser()
+    if reason:
+        pytest.fail(reason, pytrace=False)
+    server = serve(0, node.url, devnet.path)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    driver = None
+    try:
+        driver = start_browser(tmp_path_factory.mktemp("chromium-profile"))
+        driver.get(f"http://127.0.0.1:{server.server_port}/")
+        wait_for(lambda: driver.execute_script("return document.body.dataset.ready") == "true", 30, "the page to load")
+        yield Page(driver, Path(SCREENSHOTS) if SCREENSHOTS else Path(tempfile.mkdtemp(dir=node.tmp)))
+    finally:
+        if driver is not None:
+            stop_browser(driver)
+        server.shutdown()
+        server.server_close()
+
+
+class Page:
+    """What a trader does and reads on the page."""
+
+    def __init__(self, driver, shots: Path):
+        self.driver, self.shots = driver, shots
+
+    def text(self, element_id: str) -> str:
+        return self.driver.execute_script(f"return document.getElementById('{element_id}').innerText")
+
+    def field(self, element_id: str, value: str, enter: bool = False) -> None:
+        from selenium.webdriver.common.by import By
+
+        element = self.driver.find_element(By.ID, element_id)
+        element.clear()
+        element.send_keys(value + ("\n" if enter else ""))
+
+    def choose(self, element_id: str, visible_text: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.driver.find_element(By.ID, element_id)).select_by_visible_text(visible_text)
+
+    def click(self, selector: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver.find_element(By.CSS_SELECTOR, selector).click()
+
+    def idle(self) -> bool:
+        """No action under way (the page disables its buttons while one is)."""
+        return self.driver.execute_script("return !document.querySelector('main button:disabled')")
+
+    def settled(self, what: str) -> str:
+        """Wait for the action to finish; the notice (a refusal) or the status line."""
+        wait_for(self.idle, 60, what)
+        return self.text("notice") or self.text("status")
+
+    def row(self, table_id: str, first_cell: str) -> list[str] | None:
+        rows = self.driver.execute_script(
+            f"return [...document.querySelectorAll('#{table_id} tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
+        return next((r for r in rows if r and r[0] == first_cell), None)
+
+    def screenshot(self, name: str, section: str | None = None) -> None:
+        self.shots.mkdir(parents=True, exist_ok=True)
+        if section:
+            self.driver.execute_script(f"document.getElementById('{section}').scrollIntoView()")
+        self.driver.save_screenshot(str(self.shots / f"web-{name}.png"))
+
+
+def number(text: str) -> float:
+    return float(re.search(r"-?[\d,]+\.\d+", text).group(0).replace(",", ""))
+
+
+# =============================================================================================
+# The walk
+# =============================================================================================
+
+
+def test_connect_the_dev_account_faucet_and_deposit(page, devnet):
+    me = devnet.account(TRADER)
+    assert f"Devnet account #{TRADER} " in page.text("wallet-choice")
+    page.click("#connect")
+    assert me.lower() in page.settled("connecting").lower()
+    assert "chain 31337 (local devnet)" in page.text("network")
+
+    page.field("faucet-amount", "10000")
+    page.click("#faucet-form button")
+    assert page.settled("the faucet") == "minted 10,000.00 USD of devnet collateral"
+    assert devnet.collateral.functions.balanceOf(me).call() == 10_000 * USDC
+
+    page.field("deposit-amount", "10000", enter=True)  # the keyboard submits the form
+    assert page.settled("the deposit") == "deposited 10,000.00 USD: cash now 10,000.00 USD"
+    assert devnet.vault.functions.cash(me, 0).call() == 10_000 * WAD
+    wait_for(lambda: page.text("acct-cash") == "10,000.00 USD", 10, "the account's cash on the page")
+    assert page.text("health-text") == "100.0 %"
+    page.screenshot("markets", "markets")
+
+
+def test_an_order_beyond_the_margin_is_refused_with_its_numbers_and_nothing_is_sent(page, devnet):
+    me = devnet.account(TRADER)
+    nonce = devnet.w3.eth.get_transaction_count(me)
+    page.choose("order-market", "BTC-USD")
+    page.choose("order-kind", "Market")
+    page.field("order-size", "100")  # ~4,000,000 USD of BTC on 10,000 USD of collateral
+    page.click("#send-order")
+    refusal = page.settled("the refusal")
+    assert refusal.startswith("Refused by the exchange: insufficient margin: a buy of 100.0000 BTC-USD at the BTC-USD index")
+    assert "free collateral 10,000.00 USD" in refusal and refusal.endswith("Nothing was sent.")
+    largest = number(refusal.split("the margin allows at most")[1])
+    assert 3 < largest < 6  # ~10,000 USD at 4 % initial margin, impact and penalty on 40,000 USD BTC
+    assert devnet.w3.eth.get_transaction_count(me) == nonce
+    assert devnet.order_book.functions.open_orders(me, 0).call() == []
+    page.screenshot("refusal", "trade")
+
+
+def test_a_market_order_is_executed_by_the_keeper_and_the_position_shows_its_liquidation_price(page, devnet):
+    me = devnet.account(TRADER)
+    page.field("order-size", "0.5")
+    quoted = wait_for(lambda: re.search(r"liquidation price after the fill: ([\d,]+\.\d+)", page.text("quote")), 10,
+                      "the quote's liquidation price")
+    quoted = float(quoted.group(1).replace(",", ""))
+    page.click("#send-order")
+    assert page.settled("the commit").startswith("committed order 0x")
+    executed = wait_for(lambda: "executed by keeper" in page.text("order-outcomes") and page.text("order-outcomes"), 60,
+                        "the keeper's execution shown on the page")
+    assert f"executed by keeper {devnet.account(KEEPER)}: bought 0.5000 BTC-USD at" in executed
+    size, entry, _, _ = devnet.exchange.functions.position(me, 0, 0).call()
+    assert size == WAD // 2
+
+    row = wait_for(lambda: page.row("positions-table", "BTC-USD"), 10, "the BTC-USD position row")
+    assert row[1] == "+0.5000" and row[2] == f"{entry / WAD:,.2f}"
+    liquidation = devnet.liquidator.functions.liquidation_price(me, 0, 0).call() / WAD
+    assert number(row[7]) == pytest.approx(liquidation, rel=1e-3)  # funding accrues between the two reads
+    assert quoted == pytest.approx(liquidation, rel=2e-3)  # the quote announced it before sending
+    page.screenshot("positions", "positions")
+
+
+def test_a_stop_loss_is_executed_by_the_keeper_when_the_price_crosses_it(page, devnet):
+    me = devnet.account(TRADER)
+    feed = devnet.aggregator("BTC-USD").functions
+    answer = feed.latestAnswer().call()
+    trigger = answer * 95 // 100 / 10**8
+    page.choose("order-kind", "Stop-loss")
+    page.choose("order-side", "Sell (short)")
+    page.field("order-size", "0.5")
+    page.field("order-trigger", f"{trigger:.2f}")
+    page.click("#send-order")
+    assert page.settled("the stop-loss commit").startswith("committed order 0x")
+    row = wait_for(lambda: next((r for r in [page.row("orders-table", c) for c in page.text("orders-table").split()
+                                             if c.startswith("0x")] if r), None), 10, "the open stop-loss row")
+    assert row[2] == "stop-loss, reduce-only" and row[3] == "-0.5000" and row[4] == f"{trigger:,.2f}"
+    assert len(devnet.order_book.functions.open_orders(me, 0).call()) == 1
+    page.screenshot("orders", "trade")
+
+    # the price falls through the trigger, within the order's price bound (0.5 % below the
+    # trigger): the publisher keeps publishing the new answer
+    devnet.transact(feed.update_answer(answer * 949 // 1000), devnet.account(DEPLOYER))
+    wait_for(lambda: "no open position" in page.text("positions-table"), 60, "the keeper to close the position")
+    assert devnet.exchange.functions.position(me, 0, 0).call()[0] == 0
+    latest = wait_for(lambda: "sold" in page.text("order-outcomes").splitlines()[0] and page.text("order-outcomes").splitlines()[0],
+                      10, "the stop-loss's execution shown on the page")
+    assert f"executed by keeper {devnet.account(KEEPER)}: sold 0.5000 BTC-USD at" in latest
+    history = wait_for(lambda: "sold 0.5000 BTC-USD" in page.text("history-table") and page.text("history-table"), 10,
+                       "the closing fill in the history")
+    assert "bought 0.5000 BTC-USD" in history and "deposit\t+10,000.00 USD" in history
+    page.screenshot("history", "history")
+
+
+def test_the_free_collateral_is_withdrawn(page, devnet):
+    me = devnet.account(TRADER)
+    free = devnet.exchange.functions.withdrawable(me, 0).call()
+    assert 8_000 * WAD < free < 10_000 * WAD  # the stop-loss lost about 5 % of 20,000 USD, plus fees
+    page.click("#withdraw-max")
+    wait_for(lambda: page.driver.execute_script("return document.getElementById('withdraw-amount').value"), 10,
+             "the maximum in the withdraw field")
+    page.click("#withdraw-form button[type=submit]")
+    assert page.settled("the withdrawal").startswith("withdrew ")
+    assert devnet.collateral.functions.balanceOf(me).call() == free // 10**12
+    wait_for(lambda: page.text("acct-withdrawable") == "0.00 USD", 10, "the page to show nothing left to withdraw")
+    page.screenshot("vault", "vault")
