@@ -13,6 +13,7 @@ import pytest
 from anvil_tools import REPO, USDC, WAD
 from cli_tools import devnet  # noqa: F401  (fixture)
 from eth_account import Account
+from web3.logs import DISCARD
 
 pytestmark = pytest.mark.anvil
 BTC = 0
@@ -67,3 +68,29 @@ def test_cast_walkthrough_deposits_and_trades_through_the_keeper(devnet):  # noq
     assert size == WAD // 100
     assert "withdrew" in result.stdout
     assert chain.exchange.functions.withdrawable(wallet.address, 0).call() < 10**12  # less than a token unit left free
+
+
+def test_keeper_process_executes_an_lp_deposit_request(devnet):  # noqa: F811
+    """The keeper's LP request pass against the node: a deposit request (tokens pulled at once)
+    executed by the keeper process at the first round of every market after the vault's delay;
+    the shares reach the receiver at the price the execution reports."""
+    chain, lp = devnet.chain, devnet.chain.account(8)
+    vault = chain.liquidity_vault.functions
+    assets = 5_000 * USDC
+    fee = vault.lp_params().call()[3]
+    chain.transact(chain.collateral.functions.faucet(assets + fee), lp)
+    chain.transact(chain.collateral.functions.approve(chain.liquidity_vault.address, assets + fee), lp)
+    start = chain.head()
+    receipt = chain.transact(vault.request_deposit(assets, lp), lp)
+    (requested,) = chain.liquidity_vault.events.DepositRequested().process_receipt(receipt, errors=DISCARD)
+    assert chain.collateral.functions.balanceOf(lp).call() == 0  # the assets wait in the vault
+
+    def executed():
+        return [e for e in chain.events("liquidity_vault", "DepositExecuted", start)
+                if e.args.request_id == requested.args.request_id]
+
+    (done,) = devnet.keeper.wait_for(executed, 60, f"the execution of LP deposit request {requested.args.request_id}")
+    assert done.args.executor == chain.account(1)  # the keeper process, not the test
+    assert done.args.assets == assets and done.args.shares > 0
+    assert vault.balanceOf(lp).call() == done.args.shares
+    assert vault.request(requested.args.request_id).call()[0] == "0x" + "00" * 20  # no longer open
