@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from anvil_tools import CHAIN_ID, REPO, Chain, Node, ToolProcess, ape_run, wait_until
+from anvil_tools import CHAIN_ID, KEEPER_INTERVAL, REPO, Chain, Node, ToolProcess, ape_run, wait_until
 
 DEPLOYER, KEEPER, TRADER = 0, 1, 2
 CLI_TIMEOUT = 120  # seconds for one wallet command (open/close wait for the keeper within it)
@@ -79,7 +79,7 @@ def devnet(node, tools):
     """A deployment, the keeper process (`ape run keeper`, anvil account 1) and rounds every
     second: what `make devnet` runs. The liquidity vault is seeded so profits are paid."""
     chain = deploy(node)  # the liquidity vault seeded by the deployer before the handover
-    keeper = tools("keeper", "keeper", "--account", f"TEST::{KEEPER}", "--json-logs", "--interval", "0.2",
+    keeper = tools("keeper", "keeper", "--account", f"TEST::{KEEPER}", "--json-logs", "--interval", str(KEEPER_INTERVAL),
                    "--deployments", str(chain.path.parent), "--checkpoint", str(node.tmp / "keeper.json"))
     with Publisher(chain) as publisher:
         keeper.wait_for(lambda: keeper.records("pass"), 120, "the keeper's first pass")
