@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from perpdex.keeper.core import take_turn
+from perpdex.keeper.log import Usd
 from perpdex.keeper.lp_decisions import CANCEL, LpAction, decide_lp_requests, walk_anchors
 from perpdex.keeper.orders import MarketFeeds
 from perpdex.lp_flows import LpRequest
