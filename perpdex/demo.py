@@ -4,7 +4,7 @@ Deploys perpdex, lets an LP seed the liquidity vault, and has two dozen traders 
 and shorts, BTC and ETH) commit market orders, which the keeper (`perpdex.keeper.Keeper`)
 executes at the next oracle round; half of them then set stop-losses. It replays the first
 half of 12 March 2020 from data/prices: the BTC and ETH feeds publish the rounds a Chainlink feed would along
-each hour's candle (`perpdex.demo_rounds`: 0.5 % deviation, heartbeat), and after every round
+each hour's candle (`perpdex.sim.publication`: 0.5 % deviation, heartbeat), and after every round
 the keeper liquidates, auto-deleverages, writes off, fires the stop-losses the round crossed
 and executes or cancels the dip buyers' market orders; DESIGN.md's invariants are checked from
 on-chain state after every pass (`perpdex.demo_checks`). Then the same rounds again on a fresh
@@ -30,7 +30,7 @@ from perpdex.demo_checks import (
 from perpdex.demo_report import (
     HourTally, StepRecord, capacity_cost, console, print_report, record, summarize, write_outputs,
 )
-from perpdex.demo_rounds import HOUR, Round, feed_rounds, load_candles, merged_rounds
+from perpdex.sim.publication import HOUR, Round, feed_rounds, load_candles, merged_rounds
 from perpdex.fixed_point import WAD
 from perpdex.orders import KIND_STOP_LOSS
 from perpdex.snapshot import load_globals, load_model

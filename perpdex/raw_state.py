@@ -3,7 +3,8 @@
 A view call runs the contract (the exchange's account views read the oracle and value every
 market); a storage read is a dictionary lookup. The stateful fuzzers compare the whole state
 with `perpdex.model` and check the ledger invariants after every step, so they read storage
-here and run the views every few steps only (tests/system.py, tests/fuzz/test_stateful.py).
+here and run the views every few steps only (tests/system.py, tests/fuzz/test_stateful.py); the
+crash-replay simulator (perpdex/sim) checks its invariants the same way.
 
 Slots come from the compiler's storage layout of each deployed contract, so a reordered or
 added storage variable cannot silently shift what is read; the packings are the contracts'
@@ -60,7 +61,9 @@ def _signed128(word: int) -> int:
 
 
 class RawState:
-    """Readers over a System's contracts (tests/system.py), decoded as the contracts pack them."""
+    """Readers over a deployment's contracts (anything with `vault`, `exchange`, `liquidator` and
+    `liquidity_vault` attributes: tests/system.py's System, perpdex.sim's SimDeployment), decoded
+    as the contracts pack them."""
 
     def __init__(self, system) -> None:
         self.vault = system.vault.address.canonical_address

@@ -1,13 +1,16 @@
-"""The demo's oracle rounds: hourly candles turned into the rounds a Chainlink feed publishes.
+"""Oracle rounds as a Chainlink feed publishes them, from price candles (the simulator's and
+the demo's).
 
 A Chainlink feed publishes a new round when the price has moved `deviation` (0.5 % for BTC/USD
 and ETH/USD) from its last answer, and on a heartbeat when it has not moved for that long. The
-candles of data/prices give four prices an hour, not the path between them, so each hour's
-path is taken as straight lines from the open to the nearer extreme, then to the other
-extreme, then to the close, walked at constant speed (time in proportion to the distance
-covered). The feed publishes at every point of that path where the price is `deviation` away
-from its last answer (at exactly that price), and at the path's price whenever its last round
-is `heartbeat` seconds old.
+candles of data/prices (`timestamp,open,high,low,close`, hourly or by the minute) give four
+prices per candle, not the path between them, so each candle's path is taken as straight lines
+from the open to the nearer extreme, then to the other extreme, then to the close, walked at
+constant speed (time in proportion to the distance covered): a wick counts. The feed publishes
+at every point of that path where the price is `deviation` away from its last answer (at
+exactly that price), and at the path's price whenever its last round is `heartbeat` seconds
+old. `resample` merges candles into longer ones (open of the first, extremes of all, close of
+the last) when a replay wants coarser steps than the file has.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ HEARTBEAT = HOUR - 120
 
 @dataclass(frozen=True)
 class Candle:
-    time: int  # the hour's start (UTC seconds)
+    time: int  # the candle's start (UTC seconds)
     open: float
     high: float
     low: float
     close: float
+    duration: int = HOUR  # seconds
 
 
 @dataclass(frozen=True)
@@ -41,17 +45,33 @@ class Round:
     reason: str  # "deviation" or "heartbeat"
 
 
-def load_candles(path: Path, start: int, end: int) -> list[Candle]:
-    """The hourly candles of `path` (timestamp,open,high,low,close) with start <= time < end."""
+def load_candles(path: Path, start: int = 0, end: int = 2**63) -> list[Candle]:
+    """The candles of `path` (timestamp,open,high,low,close) with start <= time < end; each
+    one's duration is the file's spacing (the smallest gap between two timestamps)."""
     with open(path) as f:
-        rows = [Candle(int(r["timestamp"]), float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"]))
+        rows = [(int(r["timestamp"]), float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"]))
                 for r in csv.DictReader(f)]
-    return [c for c in rows if start <= c.time < end]
+    rows.sort()
+    gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:]) if b[0] > a[0]]
+    duration = min(gaps) if gaps else HOUR
+    return [Candle(*r, duration=duration) for r in rows if start <= r[0] < end]
+
+
+def resample(candles: list[Candle], duration: int) -> list[Candle]:
+    """`candles` merged into candles of `duration` seconds (a multiple of theirs), aligned on
+    multiples of `duration` since the epoch."""
+    merged: dict[int, list[Candle]] = {}
+    for c in candles:
+        merged.setdefault(c.time - c.time % duration, []).append(c)
+    return [
+        Candle(t, group[0].open, max(c.high for c in group), min(c.low for c in group), group[-1].close, duration)
+        for t, group in sorted(merged.items())
+    ]
 
 
 def candle_path(candle: Candle) -> list[tuple[float, float]]:
-    """(seconds into the hour, price) at the open, both extremes (the nearer one first) and the
-    close; the time between two of them is in proportion to the price distance."""
+    """(seconds into the candle, price) at the open, both extremes (the nearer one first) and
+    the close; the time between two of them is in proportion to the price distance."""
     if candle.open - candle.low <= candle.high - candle.open:
         prices = [candle.open, candle.low, candle.high, candle.close]
     else:
@@ -61,7 +81,7 @@ def candle_path(candle: Candle) -> list[tuple[float, float]]:
     times, elapsed = [0.0], 0.0
     for leg in legs:
         elapsed += leg
-        times.append(HOUR * elapsed / total if total else HOUR * len(times) / 3)
+        times.append(candle.duration * elapsed / total if total else candle.duration * len(times) / 3)
     return list(zip(times, prices))
 
 

@@ -1,0 +1,174 @@
+"""A simulation's report: report.json, report.md and report.png in a run directory of its own.
+
+`summarize` turns a finished `Simulation` into plain data: the configuration, what happened
+(liquidations, bankruptcies, insurance fund in and out, uncovered deficit peak and at the end,
+ADL targets, write-offs, LP PnL, orders), the invariants checked, and the series per step.
+Everything in report.json follows from the configuration and the seed alone (wall-clock
+timings go to timing.json), so two runs of one seed write identical report.json files.
+`new_run_dir` never reuses a directory: a name already taken gets the next free suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from perpdex.fixed_point import WAD
+
+if TYPE_CHECKING:
+    from perpdex.sim.runner import Simulation
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+RUNS = ROOT / "runs"
+
+
+def _usd(wad: int) -> float:
+    return round(wad / WAD, 6)
+
+
+def summarize(sim: Simulation) -> dict:
+    """The report's content (deterministic for one configuration and seed)."""
+    logs = sim.chain.logs
+    by_name: dict[str, list] = {}
+    for log in logs:
+        by_name.setdefault(log.event, []).append(log.args)
+    settled = by_name.get("Settled", [])
+    insurance_in = sum(e["insurance"] for e in settled if e.get("insurance", 0) > 0)
+    insurance_out = -sum(e["insurance"] for e in settled if e.get("insurance", 0) < 0)
+    bad_debt = by_name.get("BadDebt", [])
+    cancels: dict[str, int] = {}
+    for e in by_name.get("OrderCancelled", []):
+        cancels[e["reason"]] = cancels.get(e["reason"], 0) + 1
+    records = sim.records
+    first, last = records[0], records[-1]
+    traders = sim.population.traders
+    config = dataclasses.asdict(sim.config)
+    return {
+        "config": config,
+        "window": {"start": sim.start, "end": sim.end, "steps": len(sim.steps),
+                   "start_utc": _utc(sim.start), "end_utc": _utc(sim.end)},
+        "rounds": {"published": len(sim.rounds), "deviation": sum(r.reason == "deviation" for r in sim.rounds),
+                   "heartbeat": sum(r.reason == "heartbeat" for r in sim.rounds)},
+        "population": {"traders": sum(not t.whale for t in traders), "whales": sum(t.whale for t in traders),
+                       "lps": len(sim.population.lps),
+                       "with_stop_loss": sum(t.stop_loss is not None for t in traders),
+                       "with_take_profit": sum(t.take_profit is not None for t in traders)},
+        "orders": {"committed": len(by_name.get("OrderCommitted", [])),
+                   "executed": len(by_name.get("OrderExecuted", [])),
+                   "cancelled": len(by_name.get("OrderCancelled", [])), "cancel_reasons": dict(sorted(cancels.items())),
+                   "refused_at_commit": dict(sorted(sim.refusals.items()))},
+        "liquidations": len(by_name.get("Liquidation", [])),
+        "liquidated_accounts": len({(e["owner"], e["sub_account"]) for e in by_name.get("Liquidation", [])}),
+        "bankruptcies": len(bad_debt),
+        "bad_debt_usd": _usd(sum(e["deficit"] for e in bad_debt)),
+        "bad_debt_covered_by_insurance_usd": _usd(sum(e["covered_by_insurance"] for e in bad_debt)),
+        "insurance_fund": {"start_usd": first.insurance_fund, "end_usd": last.insurance_fund,
+                           "in_usd": _usd(insurance_in), "out_usd": _usd(insurance_out)},
+        "uncovered_deficit": {"peak_usd": max(r.uncovered_deficit for r in records),
+                              "end_usd": last.uncovered_deficit,
+                              "recorded_usd": _usd(sum(e["amount"] for e in by_name.get("DeficitRecorded", [])))},
+        "adl": {"targets": len(by_name.get("AutoDeleveraged", [])),
+                "haircut_usd": _usd(sum(e["haircut"] for e in by_name.get("AutoDeleveraged", [])))},
+        "write_offs": {"count": len(by_name.get("DeficitWrittenOff", [])),
+                       "usd": _usd(sum(e["amount"] for e in by_name.get("DeficitWrittenOff", [])))},
+        "liquidity_vault": {"value_start_usd": first.lv_value, "value_end_usd": last.lv_value,
+                            "lp_pnl_usd": last.lp_pnl},
+        "invariants": {"checked": dict(sorted(sim.checker.checked.items())),
+                       "capacity_waits": sim.checker.capacity_waits, "broken": None},
+        "transactions": sim.chain.transactions,
+        "series": [dataclasses.asdict(r) for r in records],
+        "events": _markers(sim, logs),
+    }
+
+
+def _markers(sim: Simulation, logs) -> list[dict]:
+    """Liquidations, ADL and bad debt with their time and market (for the chart)."""
+    markers, block_times = [], sim.chain.block_times
+    for log in logs:
+        if log.event not in ("Liquidation", "AutoDeleveraged", "BadDebt"):
+            continue
+        a = log.args
+        trader = sim.by_address.get(a["owner"])
+        market = int(a["market_id"]) if "market_id" in a else (trader.market if trader else 0)
+        when = block_times[log.block]
+        markers.append({"event": log.event, "block": log.block, "time": when, "market": market, "owner": a["owner"]})
+    return markers
+
+
+def _utc(t: int) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def new_run_dir(name: str, base: Path = RUNS) -> Path:
+    """base/name, or base/name-2, -3... when taken: a run never overwrites another."""
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = base / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run directory for {name} under {base}")
+
+
+def write_report(summary: dict, run_dir: Path, timing: dict | None = None, symbols: dict[int, str] | None = None) -> None:
+    """report.json, report.md, report.png (and timing.json) into `run_dir` (files there are
+    refused, not replaced)."""
+    for name in ("report.json", "report.md", "report.png", "timing.json"):
+        if (run_dir / name).exists():
+            raise FileExistsError(f"{run_dir / name} exists: a run directory is written once")
+    (run_dir / "report.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    (run_dir / "report.md").write_text(markdown(summary, symbols or {}))
+    if timing is not None:
+        (run_dir / "timing.json").write_text(json.dumps(timing, indent=1))
+    from perpdex.sim.charts import draw
+
+    draw(summary, run_dir / "report.png", symbols or {})
+
+
+def markdown(s: dict, symbols: dict[int, str]) -> str:
+    inv = s["invariants"]
+    lines = [
+        f"# Crash replay {s['window']['start_utc']} - {s['window']['end_utc']} UTC (seed {s['config']['seed']})",
+        "",
+        f"{s['window']['steps']} steps, {s['rounds']['published']:,} oracle rounds "
+        f"({s['rounds']['deviation']:,} on deviation, {s['rounds']['heartbeat']:,} on heartbeat), "
+        f"{s['transactions']:,} transactions.",
+        f"Population: {s['population']['traders']:,} traders ({s['population']['with_stop_loss']:,} with stop-losses, "
+        f"{s['population']['with_take_profit']:,} with take-profits), {s['population']['whales']} whales, "
+        f"{s['population']['lps']} LPs.",
+        "",
+        "| outcome | value |",
+        "|---|---|",
+        f"| orders committed / executed / cancelled | {s['orders']['committed']:,} / {s['orders']['executed']:,} / "
+        f"{s['orders']['cancelled']:,} |",
+        f"| liquidations (accounts) | {s['liquidations']:,} ({s['liquidated_accounts']:,}) |",
+        f"| bankruptcies, bad debt | {s['bankruptcies']:,}, {s['bad_debt_usd']:,.2f} USD |",
+        f"| insurance fund start / end | {s['insurance_fund']['start_usd']:,.2f} / {s['insurance_fund']['end_usd']:,.2f} USD |",
+        f"| insurance fund in / out | {s['insurance_fund']['in_usd']:,.2f} / {s['insurance_fund']['out_usd']:,.2f} USD |",
+        f"| uncovered deficit peak / at the end | {s['uncovered_deficit']['peak_usd']:,.2f} / "
+        f"{s['uncovered_deficit']['end_usd']:,.2f} USD |",
+        f"| ADL targets (haircut) | {s['adl']['targets']:,} ({s['adl']['haircut_usd']:,.2f} USD) |",
+        f"| write-offs | {s['write_offs']['count']:,} ({s['write_offs']['usd']:,.2f} USD) |",
+        f"| liquidity vault value start / end | {s['liquidity_vault']['value_start_usd']:,.2f} / "
+        f"{s['liquidity_vault']['value_end_usd']:,.2f} USD |",
+        f"| LP PnL | {s['liquidity_vault']['lp_pnl_usd']:,.2f} USD |",
+        f"| invariant checks passed | {sum(inv['checked'].values()):,} |",
+        f"| checks waiting for liquidation capacity | {inv['capacity_waits']:,} |",
+        "",
+        "## Invariants",
+        "",
+        *[f"- {name}: {count:,} checks" for name, count in inv["checked"].items()],
+        "",
+    ]
+    if s["orders"]["cancel_reasons"]:
+        lines += ["## Orders cancelled at execution", "",
+                  *[f"- {reason}: {n:,}" for reason, n in s["orders"]["cancel_reasons"].items()], ""]
+    if s["orders"]["refused_at_commit"]:
+        lines += ["## Transactions refused", "",
+                  *[f"- {reason}: {n:,}" for reason, n in s["orders"]["refused_at_commit"].items()], ""]
+    return "\n".join(lines)

@@ -1,0 +1,277 @@
+"""The keeper's transport on the simulator's titanoboa chain.
+
+`perpdex.keeper.Keeper` decides over the reference model and asks its `client` for every read
+and transaction (perpdex/keeper/chain.py is the ape one). `BoaClient` gives the same methods over
+a `SimDeployment` and a `Chain`, so the simulator runs the keeper's own passes (liquidations,
+ADL, write-offs, order and LP request executions) unchanged. titanoboa keeps no history: every
+read is of the current state, which is the head the keeper asks for ("pending" included, as
+nothing waits in a pool); a simulation is the transaction run inside an anchor and undone.
+Accounts are read straight from storage (perpdex.raw_state), markets with one Lens call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from perpdex.keeper.chain import INDEXED_EVENTS, ORDER_EVENTS, FeedConfig, LogEntry
+from perpdex.keeper.core import AccountKey, AccountState, Snapshot
+from perpdex.keeper.orders import FeedRound, feed_round
+from perpdex.lp_flows import LpRequest
+from perpdex.model import LIQUIDITY_VAULT, ExchangeModel, GlobalParams, MarketState
+from perpdex.orders import OrderParams
+from perpdex.raw_state import RawState
+from perpdex.sim.chain import Chain, Receipt, SimDeployment, SimRevert
+from perpdex.snapshot import market_params
+
+ZERO_ADDRESS = "0x" + "00" * 20
+CHAIN_ID = 31337
+KEEPER_EVENTS = frozenset(INDEXED_EVENTS + ORDER_EVENTS)  # (contract, event) the keeper indexes
+
+
+class SimAccount:
+    """A keeper's account: what `Keeper` reads of it."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+
+class BoaClient:
+    """`perpdex.keeper.chain.ChainClient`'s methods on titanoboa, for the keeper `account`."""
+
+    def __init__(self, deployment: SimDeployment, chain: Chain, account: SimAccount):
+        self.deployment = deployment
+        self.chain = chain
+        self.account = account
+        self.address = account.address
+        self.order_book = deployment.order_book
+        self.raw = RawState(deployment)
+        self.on_nonce_retry = None
+        self.lp_client = BoaLpClient(self)
+        self.liquidatable_before: set[AccountKey] = set()  # evidence for invariant 5
+        ex, lq = deployment.exchange, deployment.liquidator
+        # parameters the simulation sets once, before the replay
+        self._globals = GlobalParams(
+            ex.insurance_fee_share(), ex.protocol_fee_share(), ex.keeper_min_reward(), ex.keeper_reward_share()
+        )
+        self._liquidation = (lq.max_pnl_factor(), lq.target_pnl_factor(), lq.capacity_multiplier(),
+                             lq.deficit_grace_period())
+        self._market_ids = [ex.market_ids(i) for i in range(ex.market_count())]
+        self._aggregators: dict[str, Any] = {a.address: a for a in deployment.aggregators.values()}
+
+    @staticmethod
+    def revert_reason(err: Exception) -> str | None:
+        return err.reason if isinstance(err, SimRevert) else None
+
+    @staticmethod
+    def is_rpc_error(err: Exception) -> bool:
+        return False  # no network
+
+    @property
+    def chain_id(self) -> int:
+        return CHAIN_ID
+
+    def head(self) -> tuple[int, int]:
+        return self.chain.block, self.chain.now
+
+    @property
+    def nonce(self) -> int:
+        return 0
+
+    # -- indexing --------------------------------------------------------------------------------
+
+    def fetch_logs(self, start: int, stop: int) -> list[LogEntry]:
+        return self.chain.logs_between(start, stop, KEEPER_EVENTS)
+
+    # -- markets and globals ---------------------------------------------------------------------
+
+    def market_list(self, block: int) -> list[int]:
+        return self._market_ids
+
+    def read_snapshot(self, block: int, timestamp: int, unpriced: Callable[[int, str | None], None]) -> Snapshot:
+        max_pnl, target_pnl, multiplier, grace = self._liquidation
+        model = ExchangeModel(globals=self._globals, now=timestamp, max_pnl_factor=max_pnl, target_pnl_factor=target_pnl)
+        model.cash[LIQUIDITY_VAULT] = self.raw.system_cash()[0]
+        for m in self.deployment.lens.markets():
+            market_id = int(m.market_id)
+            model.params[market_id] = market_params(m.params)
+            model.markets[market_id] = MarketState(
+                int(m.long_oi), int(m.short_oi), int(m.funding_per_unit), int(m.last_funding_time), int(m.open_notional_sum)
+            )
+            model.index[market_id] = int(m.index_price)
+            unpriced(market_id, None)
+        lq = self.deployment.liquidator
+        model.total_uncovered_deficit = lq.total_uncovered_deficit()
+        model.capacity_multiplier = multiplier
+        model.deficit_grace_period = grace
+        for m in model.params:
+            model.uncovered_deficit[m] = self.raw.uncovered_deficit(m)
+            model.deficit_side[m] = self.raw.deficit_side(m)
+            window_index, used = lq.liquidation_window(m)
+            if used:
+                model.liquidation_windows[m] = (int(window_index), int(used))
+        return Snapshot(model, block)
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    def read_account(self, key: AccountKey, block: int | str = "latest") -> AccountState:
+        owner, sub = key
+        cash, mask = self.raw.account(owner, sub)
+        state = AccountState(cash)
+        market_id = 0
+        while mask >> market_id:
+            if (mask >> market_id) & 1:
+                position = self.raw.position(owner, sub, market_id)
+                if position[0] != 0:
+                    state.positions[market_id] = position
+            market_id += 1
+        return state
+
+    def read_accounts(self, keys: list[AccountKey], block: int | str = "latest") -> dict[AccountKey, AccountState]:
+        return {key: self.read_account(key) for key in keys}
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    def send(self, method, *args) -> Receipt:
+        return self.chain.transact(self.address, method, *args)
+
+    def _call(self, method, *args) -> Any:
+        return self.chain.call(self.address, method, *args)
+
+    # -- liquidation -----------------------------------------------------------------------------
+
+    def simulate_liquidations(self, batch: list[AccountKey]) -> int:
+        return self._call(self.deployment.liquidator.liquidate_many, list(batch))
+
+    def is_liquidatable(self, key: AccountKey, block: int | str = "pending") -> bool:
+        return self.deployment.liquidator.is_liquidatable(*key)
+
+    def liquidate_many(self, batch: list[AccountKey]) -> Receipt:
+        """Send the batch; the accounts the contract finds liquidatable right before it are kept
+        (`liquidatable_before`) for the simulation's check that no healthy account was."""
+        self.liquidatable_before.update(key for key in batch if self.is_liquidatable(key))
+        return self.send(self.deployment.liquidator.liquidate_many, list(batch))
+
+    def liquidations(self, receipt: Receipt) -> list:
+        return receipt.events("Liquidation")
+
+    # -- auto-deleveraging -----------------------------------------------------------------------
+
+    def is_adl_keeper(self, address: str | None = None) -> bool:
+        return self.deployment.liquidator.adl_keeper(address or self.address)
+
+    def pnl_factor(self, market_id: int, block: int) -> int:
+        return self.deployment.liquidator.pnl_factor(market_id)
+
+    def adl_score(self, key: AccountKey, market_id: int, block: int) -> int:
+        return self.deployment.liquidator.adl_score(key[0], key[1], market_id)
+
+    def simulate_adl(self, call_args: tuple) -> int:
+        return self._call(self.deployment.liquidator.auto_deleverage, *call_args)
+
+    def auto_deleverage(self, call_args: tuple) -> Receipt:
+        return self.send(self.deployment.liquidator.auto_deleverage, *call_args)
+
+    def adl_events(self, receipt: Receipt) -> list:
+        return receipt.events("AutoDeleveraged")
+
+    # -- deficits --------------------------------------------------------------------------------
+
+    def deficit_record(self, key: AccountKey, market_id: int, block: int) -> tuple[int, int, int]:
+        return tuple(self.deployment.liquidator.deficit_record(key[0], key[1], market_id))
+
+    def write_off(self, key: AccountKey, market_id: int) -> Receipt:
+        return self.send(self.deployment.liquidator.write_off, key[0], key[1], market_id)
+
+    def write_off_events(self, receipt: Receipt) -> list:
+        return receipt.events("DeficitWrittenOff")
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    def order_params(self, block: int) -> OrderParams:
+        p = self.order_book.order_params()
+        return OrderParams(int(p.min_order_delay), int(p.max_order_age), int(p.execution_fee), int(p.max_open_orders))
+
+    def cancelled_at(self, order_id: int, block: int) -> int | None:
+        try:
+            return int(self.order_book.order(order_id).cancelled_at)
+        except Exception:
+            return None  # the slot was reused: the view refuses the old id
+
+    def market_feeds(self, market_id: int, block: int) -> tuple[list[FeedConfig], int]:
+        oracle = self.deployment.oracle
+        feeds = [FeedConfig(str(f.aggregator), int(f.heartbeat), int(f.decimals)) for f in oracle.feeds(market_id)]
+        return feeds, int(oracle.max_deviation(market_id))
+
+    def latest_round(self, feed: FeedConfig, block: int) -> FeedRound | None:
+        raw = self._aggregators[feed.aggregator].latestRoundData()
+        if int(raw[0]) == 0:
+            return None
+        return feed_round(*(int(x) for x in raw), feed.decimals)
+
+    def round_fetcher(self, feed: FeedConfig, block: int) -> Callable[[int], FeedRound | None]:
+        aggregator = self._aggregators[feed.aggregator]
+
+        def fetch(round_id: int) -> FeedRound | None:
+            try:
+                raw = aggregator.getRoundData(round_id)
+            except Exception:
+                return None  # no such round
+            if int(raw[0]) != round_id:
+                return None
+            return feed_round(*(int(x) for x in raw), feed.decimals)
+
+        return fetch
+
+    def simulate_execute_order(self, order_id: int, round_ids: Iterable[int]) -> bool:
+        return self._call(self.order_book.execute_order, order_id, list(round_ids))
+
+    def execute_order(self, order_id: int, round_ids: Iterable[int]) -> Receipt:
+        return self.send(self.order_book.execute_order, order_id, list(round_ids))
+
+    def execute_orders(self, order_ids: list[int], round_ids: list[list[int]]) -> Receipt:
+        return self.send(self.order_book.execute_orders, order_ids, round_ids)
+
+    def simulate_cancel_order(self, order_id: int) -> None:
+        self._call(self.order_book.cancel_order, order_id)
+
+    def cancel_order(self, order_id: int) -> Receipt:
+        return self.send(self.order_book.cancel_order, order_id)
+
+    def order_events(self, receipt: Receipt) -> tuple[list, list]:
+        return receipt.events("OrderExecuted"), receipt.events("OrderCancelled")
+
+
+class BoaLpClient:
+    """`perpdex.keeper.lp_pass.LpClient`'s methods on titanoboa."""
+
+    def __init__(self, client: BoaClient):
+        self.client = client
+        self.vault = client.deployment.liquidity_vault
+
+    def last_request_id(self, block: int) -> int:
+        return int(self.vault.last_request_id())
+
+    def request(self, request_id: int, block: int | str) -> LpRequest | None:
+        r = self.vault.request(request_id)
+        if str(r[0]).lower() == ZERO_ADDRESS:
+            return None
+        return LpRequest(str(r[0]), str(r[1]), bool(r[2]), int(r[3]), int(r[4]), int(r[5]), int(r[6]))
+
+    def _method(self, redemption: bool):
+        return self.vault.execute_redeem if redemption else self.vault.execute_deposit
+
+    def simulate_execute(self, action) -> bool:
+        return self.client._call(self._method(action.redemption), action.request_id, [list(i) for i in action.round_ids])
+
+    def execute(self, action) -> Receipt:
+        return self.client.send(self._method(action.redemption), action.request_id, [list(i) for i in action.round_ids])
+
+    def simulate_cancel(self, request_id: int) -> None:
+        self.client._call(self.vault.cancel_request, request_id)
+
+    def cancel(self, request_id: int) -> Receipt:
+        return self.client.send(self.vault.cancel_request, request_id)
+
+    def events(self, receipt: Receipt) -> list:
+        return [*receipt.events("DepositExecuted"), *receipt.events("RedeemExecuted"), *receipt.events("RequestCancelled")]
