@@ -29,7 +29,7 @@ import boa
 
 from perpdex.config import load_markets
 from perpdex.fixed_point import WAD, sign
-from perpdex.model import FEE_RECEIVER, INSURANCE_FUND, ModelRevert, fill_price
+from perpdex.model import FEE_RECEIVER, INSURANCE_FUND, ModelRevert, fill_price, trade_fee
 from system import System
 
 BTC, ETH = 0, 1
@@ -108,6 +108,8 @@ class Outcome:
     refused: int = 0  # actions refused (on both sides, with the same reason)
     adl_calls: int = 0
     steps: int = 0
+    # the attacker's LP flows executed: (redemption, shares, assets in WAD)
+    lp_flows: list = field(default_factory=list)
 
 
 def run_round(s: System, actions: list[Action], rounds: dict[int, int], honest_only: bool) -> Outcome:
@@ -124,7 +126,14 @@ def run_round(s: System, actions: list[Action], rounds: dict[int, int], honest_o
                 market_id = s.model.order(action.key).market_id
                 out.fills[action.key] = s.execute_order(action.key, rounds[market_id], executor=s.attacker)
             elif action.kind == "lp":
-                s.execute_lp(action.key, executor=s.attacker)
+                request = s.model.lp.requests[action.key]  # amount: shares (redemption) or assets
+                result = s.execute_lp(action.key, executor=s.attacker)  # amount: assets or shares
+                if result.executed and action.attacker:
+                    if request.redemption:
+                        flow = (True, request.amount, result.amount * SCALE)
+                    else:
+                        flow = (False, result.amount, request.amount * SCALE)
+                    out.lp_flows.append(flow)
             elif action.kind == "liquidate":
                 result = s.liquidate(s.attacker, *action.key)
                 out.liquidated.add(action.key)
@@ -180,15 +189,17 @@ def adl_plan(s: System, market_id: int):
 def exit_value(s: System, accounts: list[Account]) -> int:
     """What `accounts` together are worth if they closed every position now: their equity at
     the index, corrected per market from the index to the fill price of closing their net
-    size (path-independent fills: the order of the closes does not matter)."""
+    size, less the fee of that close (path-independent fills: the order of the closes does not
+    matter; the fee of a close split over several accounts can only be higher)."""
     m = s.model
     total = sum(m.account_view(a).equity for a in accounts)
     for market_id in m.markets:
         net = sum(m.position(a, market_id).size for a in accounts)
         if net:
             p = m.params[market_id]
-            close = fill_price(m.index[market_id], m.markets[market_id].skew, p.skew_scale, -net)
-            total += net * (close - m.index[market_id]) // WAD
+            skew = m.markets[market_id].skew
+            close = fill_price(m.index[market_id], skew, p.skew_scale, -net)
+            total += net * (close - m.index[market_id]) // WAD - trade_fee(skew, -net, close, p)
     return total
 
 
@@ -227,6 +238,18 @@ class Ledger:
             fee_receiver=s.model.cash_of(FEE_RECEIVER),
             equity={a: s.model.account_view(a).equity for a in watched},
         )
+
+
+def lp_ordering_edge(s: System, attack: Outcome) -> int:
+    """What the attacker's own LP flows gained from where the executor placed them in the round:
+    a deposit's shares worth more at the end of the round than the assets paid (it shared the
+    fees and liquidation gains booked after it), a redemption paid more than its shares are
+    worth at the end (it left before a loss). tests/unit/test_invariant7_found.py shows it."""
+    edge = 0
+    for redemption, shares, assets in attack.lp_flows:
+        worth = share_value(s, shares)
+        edge += max(0, assets - worth) if redemption else max(0, worth - assets)
+    return edge
 
 
 def slippage_allowance(orders: dict[int, tuple[int, int, int]], index: dict[int, int], attack: Outcome, honest: Outcome) -> int:
