@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all demo test bench cli-bench fuzz devnet venv node clean compile web chromium
+.PHONY: all demo test bench sim-bench cli-bench fuzz devnet venv node clean compile web chromium
 
 all: test
 
@@ -80,6 +80,10 @@ test: $(STAMP) $(NODE_STAMP) $(BUILD) $(WEB) chromium
 
 bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.bench
+
+# the simulator's speed: 5,000 accounts through March 2020 (216 hourly steps) -> bench/sim.json
+sim-bench: $(STAMP) $(BUILD)
+	$(BIN)/python -m perpdex.sim.bench
 
 cli-bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.cli_bench
