@@ -301,7 +301,8 @@ class Simulation:
                 self._try(t.address, self.d.order_book.commit_order, 0, t.market, -size,
                           int(trigger * (1 - side * 0.2)), KIND_STOP_LOSS, trigger, True, 0)
             if t.take_profit is not None:
-                trigger = int(fill * (1 + side * t.take_profit / t.leverage))
+                # a short's gain is at most the whole price: its trigger stays above a tenth of the fill
+                trigger = int(fill * max(0.1, 1 + side * t.take_profit / t.leverage))
                 self._try(t.address, self.d.order_book.commit_order, 0, t.market, -size,
                           int(trigger * (1 - side * 0.05)), KIND_TAKE_PROFIT, trigger, True, 0)
         self._fills_seen = len(logs)
