@@ -18,6 +18,7 @@ timeline, at a fixed clock, of:
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import time
@@ -108,6 +109,11 @@ class Simulation:
         deploy_config = cfg.deploy_config()
         d = self.d = deploy(deploy_config, self.owner, {m: self._answer(p) for m, p in self.first.items()})
         self.chain.watch({name: getattr(d, name) for name in WATCHED})
+        # the compiled contracts are a large graph of Python objects that lives as long as the
+        # run: out of the collector's reach, py-evm's many short-lived objects do not make
+        # every collection walk it again
+        gc.collect()
+        gc.freeze()
         self.raw = RawState(d)
         self.fee = deploy_config.order_params.execution_fee
         self.answers = {m: self._answer(p) for m, p in self.first.items()}
