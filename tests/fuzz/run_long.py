@@ -39,6 +39,7 @@ TESTS = {
     "LiquidationMachine": "tests/fuzz/test_stateful.py::test_liquidation_insurance_and_adl",
     "LiquidityVaultMachine": "tests/fuzz/test_stateful.py::test_liquidity_vault",
     "OrderMachine": "tests/fuzz/test_orders_stateful.py::test_orders",
+    "Invariant7Machine": "tests/fuzz/test_invariant7.py::test_no_free_lunch_from_ordering",
 }
 STEP_COUNT = {"quick": 50, "long": 100}  # stateful_step_count of the profiles (conftest.py)
 FIRST_GUESS = 0.8  # steps run per example, as a share of the cap, before any is measured
