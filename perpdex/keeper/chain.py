@@ -105,6 +105,19 @@ def default_checkpoint_path(chain_id: int, directory: Path | str) -> Path:
 # =============================================================================================
 
 
+def install_lens_markets(model: ExchangeModel, snapshots, unpriced: Callable[[int, str | None], None]) -> None:
+    """Every market of a `Lens.markets()` answer into `model` (parameters, state, index); each
+    market is reported priced to `unpriced`."""
+    for m in snapshots:
+        market_id = int(m.market_id)
+        model.params[market_id] = market_params(m.params)
+        model.markets[market_id] = MarketState(
+            int(m.long_oi), int(m.short_oi), int(m.funding_per_unit), int(m.last_funding_time), int(m.open_notional_sum)
+        )
+        model.index[market_id] = int(m.index_price)
+        unpriced(market_id, None)
+
+
 @dataclass(frozen=True)
 class LogEntry:
     """One decoded event log."""
@@ -232,14 +245,7 @@ class ChainClient:
             if revert_reason(err) is None:
                 raise
             return False
-        for m in snapshots:
-            market_id = int(m.market_id)
-            model.params[market_id] = market_params(m.params)
-            model.markets[market_id] = MarketState(
-                int(m.long_oi), int(m.short_oi), int(m.funding_per_unit), int(m.last_funding_time), int(m.open_notional_sum)
-            )
-            model.index[market_id] = int(m.index_price)
-            unpriced(market_id, None)
+        install_lens_markets(model, snapshots, unpriced)
         return True
 
     def _read_market(self, model: ExchangeModel, market_id: int, block: int, unpriced) -> None:

@@ -14,15 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from perpdex.keeper.chain import INDEXED_EVENTS, ORDER_EVENTS, FeedConfig, LogEntry
+from perpdex.keeper.chain import INDEXED_EVENTS, ORDER_EVENTS, FeedConfig, LogEntry, install_lens_markets
 from perpdex.keeper.core import AccountKey, AccountState, Snapshot
 from perpdex.keeper.orders import FeedRound, feed_round
 from perpdex.lp_flows import LpRequest
-from perpdex.model import LIQUIDITY_VAULT, ExchangeModel, GlobalParams, MarketState
+from perpdex.model import LIQUIDITY_VAULT, ExchangeModel, GlobalParams
 from perpdex.orders import OrderParams
 from perpdex.raw_state import RawState
 from perpdex.sim.chain import Chain, Receipt, SimDeployment, SimRevert
-from perpdex.snapshot import market_params
 
 ZERO_ADDRESS = "0x" + "00" * 20
 CHAIN_ID = 31337
@@ -92,14 +91,7 @@ class BoaClient:
         max_pnl, target_pnl, multiplier, grace = self._liquidation
         model = ExchangeModel(globals=self._globals, now=timestamp, max_pnl_factor=max_pnl, target_pnl_factor=target_pnl)
         model.cash[LIQUIDITY_VAULT] = self.raw.system_cash()[0]
-        for m in self.deployment.lens.markets():
-            market_id = int(m.market_id)
-            model.params[market_id] = market_params(m.params)
-            model.markets[market_id] = MarketState(
-                int(m.long_oi), int(m.short_oi), int(m.funding_per_unit), int(m.last_funding_time), int(m.open_notional_sum)
-            )
-            model.index[market_id] = int(m.index_price)
-            unpriced(market_id, None)
+        install_lens_markets(model, self.deployment.lens.markets(), unpriced)
         lq = self.deployment.liquidator
         model.total_uncovered_deficit = lq.total_uncovered_deficit()
         model.capacity_multiplier = multiplier
