@@ -30,6 +30,10 @@ from .interfaces import IExchange
 from .interfaces import IIndexOracle
 from .interfaces import IVault
 
+
+interface ILiquidityVault:
+    def max_oi_ratio() -> uint256: view
+
 initializes: ownable
 initializes: ownable_2step[ownable := ownable]
 
@@ -103,6 +107,12 @@ FEE_SHIFT: constant(uint256) = 176
 LINGER_SHIFT: constant(uint256) = 16
 PENDING_SHIFT: constant(uint256) = 32
 SLOTS_MASK: constant(uint256) = 2**16 - 1
+MASK192: constant(uint256) = 2**192 - 1
+WAD: constant(uint256) = 10**18
+ROOM_TIME_SHIFT: constant(uint256) = 192
+# how long a computed open-interest room stays in use (seconds): the keeper refreshes it once
+# per pass; an execution that finds it older refreshes it itself
+ROOM_MAX_AGE: constant(uint256) = 60
 BOOK_SENTINEL: constant(uint256) = 2**255
 
 # order parameters, one slot: min_order_delay (0..31) | max_order_age (32..63)
@@ -168,6 +178,11 @@ event OrderCancelled:
     fee: uint256
     fee_to: address  # the executor, the canceller of an expired order, or the owner (refund)
 
+event OpenInterestRoomRefreshed:
+    room: uint256
+    value: int256
+    open_interest: uint256
+
 event OrderParamsSet:
     min_order_delay: uint256
     max_order_age: uint256
@@ -188,6 +203,10 @@ _params: uint256
 _orders: HashMap[address, HashMap[uint256, HashMap[uint256, uint256[3]]]]
 # owner -> sub-account -> packed book (see LINGER_SHIFT)
 _book: HashMap[address, HashMap[uint256, uint256]]
+# the global open-interest cap's room (WAD USD of notional) and when it was computed (by
+# `refresh_open_interest_room` or an execution that found it older than ROOM_MAX_AGE):
+# room (0..191) | timestamp (192..255)
+_oi_room: uint256
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -482,16 +501,24 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
         assert not self._triggered(kind, size_delta, trigger, rp.previous), "order: already triggered at the round before (not the crossing)"
 
     fee: uint256 = meta >> FEE_SHIFT
+    size: int256 = 0
+    basis: int256 = 0
+    snapshot: int256 = 0
+    size, basis, snapshot = staticcall EXCHANGE.position_state(owner, sub_account, market_id)
     if (meta >> REDUCE_SHIFT) & 1 == 1:
-        size: int256 = 0
-        basis: int256 = 0
-        snapshot: int256 = 0
-        size, basis, snapshot = staticcall EXCHANGE.position_state(owner, sub_account, market_id)
         if size == 0 or (size > 0) == (size_delta > 0):
             reason = "order: nothing left to reduce"
             assert not late, reason
         elif self._abs(size_delta) > self._abs(size):
             size_delta = -size
+    if reason == "":
+        # the global open-interest cap: what the fill adds to |position| (hence to the open
+        # interest) must fit in the room left this second
+        before: uint256 = self._abs(size)
+        after: uint256 = self._abs(size + size_delta)
+        if after > before:
+            reason = self._reserve_open_interest((after - before) * rp.price)
+            assert not late, reason
 
     fill_price: uint256 = 0
     fee_unpaid: bool = fee != 0
@@ -570,6 +597,73 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
         fee_to=executor,
     )
     return False
+
+# ============================================================================================
+# OPEN-INTEREST CAP
+# ============================================================================================
+
+@internal
+def _reserve_open_interest(notional_wad2: uint256) -> String[96]:
+    """
+    @dev Take `notional_wad2 / WAD` (rounded up) from the room of the global open-interest cap,
+         or say why not. The room (`max_oi_ratio x the liquidity vault's value - the open
+         interest notional`, O(markets)) is computed by `refresh_open_interest_room` and then
+         only consumed (O(1)) for up to ROOM_MAX_AGE seconds: fills that reduce open interest
+         do not give room back until the next refresh.
+    """
+    need: uint256 = (notional_wad2 + WAD - 1) // WAD
+    cache: uint256 = self._oi_room
+    room: uint256 = cache & MASK192
+    stamp: uint256 = cache >> ROOM_TIME_SHIFT
+    if block.timestamp > stamp + ROOM_MAX_AGE:
+        room = self._refresh_open_interest_room()
+        stamp = block.timestamp
+    if need > room:
+        return concat("order: open interest cap, room left ", uint2str(convert(min(room // WAD, convert(max_value(uint128), uint256)), uint128)), " USD")
+    self._oi_room = (stamp << ROOM_TIME_SHIFT) | (room - need)
+    return ""
+
+
+@internal
+def _refresh_open_interest_room() -> uint256:
+    """
+    @dev `max_oi_ratio x value - open interest notional` (WAD, 0 when negative), with the
+         liquidity vault's value net of outstanding deficits (Exchange.liquidity_vault_value);
+         stored with the time.
+    """
+    value: int256 = staticcall EXCHANGE.liquidity_vault_value()
+    oi: uint256 = staticcall EXCHANGE.open_interest_notional()
+    room: uint256 = 0
+    if value > 0:
+        cap: uint256 = convert(value, uint256) * staticcall ILiquidityVault(staticcall VAULT.liquidity_vault()).max_oi_ratio() // WAD
+        room = min(cap - min(cap, oi), MASK192)
+    self._oi_room = (block.timestamp << ROOM_TIME_SHIFT) | room
+    log OpenInterestRoomRefreshed(room=room, value=value, open_interest=oi)
+    return room
+
+
+@external
+def refresh_open_interest_room() -> uint256:
+    """
+    @notice Recompute the room of the global open-interest cap: `max_oi_ratio x the liquidity
+            vault's value (net of deficits) - the open interest notional` (WAD USD, 0 when
+            negative), O(listed markets). Executions then only consume it, at O(1), for up to
+            60 seconds. Anyone may call it; the keeper does once per pass before executing.
+    @return The room.
+    """
+    return self._refresh_open_interest_room()
+
+
+@external
+@view
+def open_interest_room() -> (uint256, uint256):
+    """
+    @notice The notional (WAD USD, at the execution round's index) that risk-increasing
+            executions may still add to the open interest, and when it was computed: until
+            60 seconds after that, executions consume it; then the next one recomputes it.
+    """
+    cache: uint256 = self._oi_room
+    return cache & MASK192, cache >> ROOM_TIME_SHIFT
 
 # ============================================================================================
 # VIEWS

@@ -573,6 +573,7 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin, LiquidityFlowsMixin):
     order_seq: dict = field(default_factory=dict)
     order_books: dict = field(default_factory=dict)
     order_ids: dict = field(default_factory=dict)
+    oi_room_cache: tuple = (0, 0)  # (second, WAD room) of the global open-interest cap
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -660,7 +661,7 @@ class ExchangeModel(LiquidationMixin, OrderBookMixin, LiquidityFlowsMixin):
         fields = (
             "cash", "markets", "positions", "token_balance", "funding_settlements", "uncovered_deficit", "deficit_side",
             "deficit_records", "total_uncovered_deficit", "liquidation_windows",
-            "order_slots", "order_seq", "order_books", "order_ids",
+            "order_slots", "order_seq", "order_books", "order_ids", "oi_room_cache",
         )
         saved = copy.deepcopy([getattr(self, f) for f in fields])
         try:

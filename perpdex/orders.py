@@ -27,6 +27,7 @@ MAX_EXECUTION_FEE = 50 * WAD
 MAX_TRIGGER_LIFETIME = 365 * 86400
 MAX_SUB_ACCOUNT = 2**32 - 1
 MAX_PRICE = 2**128 - 1
+ROOM_MAX_AGE = 60  # seconds a computed open-interest room stays in use (OrderBook.ROOM_MAX_AGE)
 REASON_ACCEPTABLE = "exchange: price beyond acceptable"
 
 ORDER_ESCROW = "order_escrow"  # the vault's ledger account of escrowed execution fees
@@ -117,6 +118,39 @@ class OrderBookMixin:
     # state lives in ExchangeModel's fields: order_params, order_slots ((account, slot) -> the
     # latest Order there), order_seq ((account, slot) -> its seq), order_books (account ->
     # [open slot mask, lingering slot mask, pending market orders]), order_ids (id -> (account, slot))
+
+    def _reserve_open_interest(self, notional_wad2: int) -> str:
+        """Take the notional (rounded up) from the cached room under the global open-interest
+        cap, recomputing it first when older than ROOM_MAX_AGE; or the refusal."""
+        need = -(-notional_wad2 // WAD)
+        stamp, room = self.oi_room_cache
+        if self.now > stamp + ROOM_MAX_AGE:
+            room = self.refresh_open_interest_room()
+            stamp = self.now
+        if need > room:
+            return f"order: open interest cap, room left {room // WAD} USD"
+        self.oi_room_cache = (stamp, room - need)
+        return ""
+
+    def fresh_open_interest_room(self) -> int:
+        """max_oi_ratio x the liquidity vault's value (net of deficits) - open interest notional."""
+        value = self.liquidity_vault_value()
+        if value <= 0:
+            return 0
+        cap = value * self.max_oi_ratio // WAD
+        return min(max(0, cap - self.open_interest_notional()), 2**192 - 1)
+
+    def refresh_open_interest_room(self) -> int:
+        """OrderBook.refresh_open_interest_room: recompute the room and stamp it now."""
+        room = self.fresh_open_interest_room()
+        self.oi_room_cache = (self.now, room)
+        return room
+
+    def open_interest_room(self) -> int:
+        """The room the next risk-increasing execution would see now (the cache while it is at
+        most ROOM_MAX_AGE old, else recomputed)."""
+        stamp, room = self.oi_room_cache
+        return room if self.now <= stamp + ROOM_MAX_AGE else self.fresh_open_interest_room()
 
     def _book(self, account) -> list[int]:
         return self.order_books.setdefault(account, [0, 0, 0])
@@ -324,6 +358,14 @@ class OrderBookMixin:
                 _require(not late, reason)
             elif abs(size_delta) > abs(size):
                 size_delta = -size
+
+        if not reason:
+            # the global open-interest cap (contracts/OrderBook.vy `_reserve_open_interest`)
+            size = self.position(account, o.market_id).size
+            grown = abs(size + size_delta) - abs(size)
+            if grown > 0:
+                reason = self._reserve_open_interest(grown * rp.price)
+                _require(not (reason and late), reason)
 
         if not reason:
             saved_index = self.index.get(o.market_id)

@@ -119,6 +119,11 @@ def params_tuple(p: MarketParams) -> tuple:
 class System:
     token_decimals: int = 6
     owner: str = field(default_factory=lambda: boa.env.generate_address("owner"))
+    # the owner's seed of the liquidity vault (USD) and the global open-interest cap: open
+    # interest notional at most max_oi_ratio x the vault's value, checked at every
+    # risk-increasing execution (tests trade up to 100x the seed)
+    seed_liquidity_usd: int = 100_000
+    max_oi_ratio: int = 100 * WAD
 
     def __post_init__(self) -> None:
         boa.env.eoa = self.owner
@@ -157,7 +162,7 @@ class System:
         self.model.now = self.now
         self.model.order_params = TEST_ORDER_PARAMS
         # tests' LP parameters: one-second delay, one-hour life, no cooldown, no fee
-        self.set_lp_params(**TEST_LP_PARAMS.__dict__)
+        self.configure_liquidity()
         self.accounts: set[tuple[str, int]] = set()
 
     # compare accounts through their views after each action (a class attribute, not a field)
@@ -473,6 +478,36 @@ class System:
             self.liquidity_vault.set_lp_params(params.as_tuple())
         self.model.set_lp_params(params)
 
+    def configure_liquidity(self) -> None:
+        """The tests' LP parameters, the open-interest cap and the owner's seed."""
+        self.set_lp_params(**TEST_LP_PARAMS.__dict__)
+        self.set_max_oi_ratio(self.max_oi_ratio)
+        if self.seed_liquidity_usd:
+            self.seed_liquidity(self.seed_liquidity_usd)
+
+    def refresh_open_interest_room(self) -> int:
+        """OrderBook.refresh_open_interest_room (as the keeper), on both sides: the room."""
+        with boa.env.prank(self.executor):
+            room = self.order_book.refresh_open_interest_room()
+        assert room == self.model.refresh_open_interest_room()
+        return room
+
+    def set_max_oi_ratio(self, ratio: int) -> None:
+        with boa.env.prank(self.owner):
+            self.liquidity_vault.set_max_oi_ratio(ratio)
+        self.model.max_oi_ratio = ratio
+
+    def seed_liquidity(self, usd) -> int:
+        """The owner's synchronous seeding deposit (shares to the owner): the shares."""
+        amount = self.fund_lp(self.owner, usd)
+        expected, shares = self.mirror(
+            self.owner,
+            lambda: self.model.lp_deposit(self.owner, amount),
+            lambda: self.liquidity_vault.deposit(amount, self.owner),
+        )
+        assert shares == expected
+        return shares
+
     def fund_lp(self, who: str, usd) -> int:
         amount = self.fund(who, usd)
         with boa.env.prank(who):
@@ -694,6 +729,8 @@ class System:
         assert self.liquidity_vault.totalAssets() == self.model.lv_total_assets()
         assert self.liquidity_vault.totalSupply() == self.model.lv_supply
         assert self.exchange.open_interest_notional() == self.model.open_interest_notional()
+        room, stamp = self.order_book.open_interest_room()
+        assert (stamp, room) == self.model.oi_room_cache
         for market_id in self.model.params:
             assert self.liquidator.uncovered_deficit(market_id) == self.model.uncovered_deficit.get(market_id, 0)
         compare_views, self.compare_views = self.compare_views, True

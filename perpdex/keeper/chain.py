@@ -223,6 +223,10 @@ class ChainClient:
             for m in self.market_list(block):
                 self._read_market(model, m, block, unpriced)
         model.total_uncovered_deficit = lq.total_uncovered_deficit(block_id=block)
+        model.max_oi_ratio = d.liquidity_vault.max_oi_ratio(block_id=block)
+        if self.order_book is not None:  # the open-interest room as cached, with its time
+            room, stamp = self.order_book.open_interest_room(block_id=block)
+            model.oi_room_cache = (int(stamp), int(room))
         model.capacity_multiplier = lq.capacity_multiplier(block_id=block)
         model.deficit_grace_period = lq.deficit_grace_period(block_id=block)
         for m in model.params:
@@ -412,6 +416,9 @@ class ChainClient:
 
     def cancel_order(self, order_id: int):
         return self.send(self.order_book.cancel_order, order_id)
+
+    def refresh_open_interest_room(self):
+        return self.send(self.order_book.refresh_open_interest_room)
 
     def order_events(self, receipt) -> tuple[list, list]:
         """(OrderExecuted, OrderCancelled) events of a receipt."""

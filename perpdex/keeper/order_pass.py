@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from perpdex.keeper.core import take_turn
 from perpdex.keeper.log import Size, Usd
 from perpdex.keeper.orders import CANCEL, OrderAction, apply_execution, choose_execution, decide_orders
-from perpdex.orders import KIND_NAMES, Order
+from perpdex.orders import KIND_NAMES, ROOM_MAX_AGE, Order
 
 if TYPE_CHECKING:
     from perpdex.keeper.runner import PassReport
 
+OPEN_INTEREST_CAP = "order: open interest cap"  # the start of the cap's cancellation reason
 ORDER_TURN_MARGIN = 2  # the last seconds of a turn: nothing is sent, what is in flight gets mined
 # execute/cancel reverts that mean another keeper (or the owner) got there first
 ORDER_RACE_REASONS = ("order: not open", "order: unknown order")
@@ -99,6 +100,10 @@ class OrderPasses:
         execution, result, model = choose_execution(
             self.snapshot, self.states, order, action, self.address, now, self.order_params
         )
+        if execution is not None and result.reason.startswith(OPEN_INTEREST_CAP) and self._refresh_room(now, report):
+            execution, result, model = choose_execution(
+                self.snapshot, self.states, order, action, self.address, now, self.order_params
+            )
         if execution is None:  # e.g. a trigger order beyond its acceptable price: it keeps resting
             self._warn_once(
                 f"order:{order_id}:{result}", "order.not_executable", logging.INFO, order=order_id, reason=result
@@ -119,6 +124,30 @@ class OrderPasses:
         else:
             apply_execution(self.snapshot, self.states, order, self.address, model)
         return order_id, order, tuple(execution.round_ids)
+
+    def _refresh_room(self, now: int, report: PassReport) -> bool:
+        """The cached room of the global open-interest cap would cancel an order: recompute it
+        on chain (`refresh_open_interest_room`, O(markets)) when that gives more room, so that
+        reductions and LP deposits since the last refresh count. Whether it was sent."""
+        m = self.snapshot.model
+        stamp, cached = m.oi_room_cache
+        if now > stamp + ROOM_MAX_AGE:
+            return False  # the execution recomputes it itself
+        fresh = m.fresh_open_interest_room()
+        if fresh <= cached:
+            return False
+        try:
+            self.client.refresh_open_interest_room()
+        except Exception as err:
+            if self.client.revert_reason(err) is None:
+                raise
+            report.errors += 1
+            self._emit(logging.ERROR, "open_interest_room.refresh_refused", reason=self.client.revert_reason(err))
+            return False
+        report.transactions += 1
+        m.oi_room_cache = (now, fresh)
+        self._emit(logging.INFO, "open_interest_room.refreshed", room=Usd(fresh), was=Usd(cached))
+        return True
 
     def _send_executions(self, batch: list, report: PassReport) -> bool:
         """One transaction for the orders of a pass: `execute_order` for one, `execute_orders`

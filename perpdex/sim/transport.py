@@ -230,6 +230,9 @@ class BoaClient:
     def cancel_order(self, order_id: int) -> Receipt:
         return self.send(self.order_book.cancel_order, order_id)
 
+    def refresh_open_interest_room(self) -> Receipt:
+        return self.send(self.order_book.refresh_open_interest_room)
+
     def order_events(self, receipt: Receipt) -> tuple[list, list]:
         return receipt.events("OrderExecuted"), receipt.events("OrderCancelled")
 

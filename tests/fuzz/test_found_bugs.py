@@ -1,15 +1,14 @@
 """Minimal reproductions of defects found by the stateful fuzzers (tests/fuzz/test_stateful.py,
 tests/fuzz/test_orders_stateful.py).
 
-Each test states the behaviour the project should have (the two insolvency findings are fixed);
-the one documented design trade-off is a strict xfail instead (it turns into a failure once the
-behaviour changes, so that the marker gets removed). All actions go through `System`, i.e. to
-the contracts and to the reference model, compared to the wei.
+Each test states the behaviour the project should have; every finding here is fixed. All
+actions go through `System`, i.e. to the contracts and to the reference model, compared to the
+wei.
 
-Shared setup (`insolvent_vault`): the liquidity vault holds 20,000 USDC and takes the other side
-of a 20 BTC (800,000 USD) long, which only the per-market caps bound; BTC then gaps +30 %. The
-vault's value is about -211,000 USD, `totalAssets()` is floored at 0, and its 2e22 shares are
-still outstanding.
+Shared setup (`insolvent_vault`): the liquidity vault holds 120,000 USDC (an LP's 20,000 beside
+the owner's 100,000 seed) and takes the other side of a 20 BTC (800,000 USD) long, which the
+tests' 100x open-interest cap allows; BTC then gaps +30 %. The vault's value is negative,
+`totalAssets()` is floored at 0, and its shares are still outstanding.
 """
 
 import boa
@@ -17,6 +16,7 @@ import pytest
 
 from perpdex.fixed_point import WAD
 from perpdex.model import ModelRevert
+from system import OrderCancelled
 
 BTC = 0
 USDC = 10**6
@@ -82,41 +82,33 @@ def test_one_usdc_deposit_into_insolvent_vault_takes_the_whole_vault(system, lp,
     assert newcomer_can_redeem <= 1 * USDC, (newcomer_can_redeem, lp_can_redeem)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design gap: the global open-interest cap is checked only on LP redemptions "
-    "(docs/DECISIONS.md), so trades can take the liquidity vault far beyond its capital",
-)
-def test_trader_profit_can_exceed_every_token_the_vault_holds(system, lp, trader):
-    """DESIGN.md invariant 4 ("once liquidations and ADL have run ... every positive claim can be
-    paid from the vault's balance") does not hold: after the +30 % gap the keepers run ADL
-    (trigger 2 fires, the PnL factor is max_uint because the vault's value is negative) and close
-    the long at the index without a haircut. The trader's withdrawable cash is then 281,192 USD
-    while the vault holds 70,000 USDC in total; its withdrawal reverts inside the token transfer.
-
-    DESIGN.md asks for "a global cap on open interest relative to the liquidity vault's value
-    (the vault must be able to pay)"; docs/DECISIONS.md enforces it on redemptions only. Note
-    that even a 5x cap enforced on trades would not cover a 30 % gap against a fully skewed book
-    (a loss of 150 % of the vault). The stateful fuzzer therefore allows a negative vault value
-    in its solvency check and reports it as an event."""
+def test_a_trade_beyond_the_vault_capital_is_refused_by_the_global_cap(system, lp, trader):
+    """Found by the stateful fuzzer: the global open-interest cap was checked only on LP
+    redemptions, so a 20 BTC (800,000 USD) long opened against a vault of 120,000 USD, a +30 %
+    gap then left the trader 281,192 USD of withdrawable cash against 70,000 USDC in the vault.
+    Now every risk-increasing execution must fit in `max_oi_ratio` x the vault's value: at the
+    deployment default of 5x the 20 BTC order is cancelled with the room left, and what fits
+    executes. (A cap is a risk parameter, not a proof of solvency: at 5x a 30 % gap against a
+    fully skewed book is still a loss of 150 % of the vault; docs/DECISIONS.md, Liquidity vault.)"""
     s = system
-    s.lp_deposit(lp, 20_000)
-    s.deposit(trader, 60_000)  # enough for the initial requirement (close impact and penalty included)
-    try:
+    s.set_max_oi_ratio(5 * WAD)  # the deployment default (LiquidityVault's constructor)
+    s.lp_deposit(lp, 20_000)  # beside the owner's seed
+    value = s.exchange.liquidity_vault_value()
+    room = s.refresh_open_interest_room()
+    assert room == 5 * value - s.exchange.open_interest_notional()
+    s.deposit(trader, 60_000)
+    with pytest.raises(OrderCancelled, match=f"order: open interest cap, room left {room // WAD} USD"):
         s.trade(trader, BTC, 20 * WAD)
-    except ModelRevert:
-        return  # the trade is refused for the vault's capital: the gap is closed
-    s.set_price(BTC, 52_000)
-    adl_keeper = boa.env.generate_address("adl_keeper")
-    with boa.env.prank(s.owner):
-        s.liquidator.set_adl_keeper(adl_keeper, True)
-    s.auto_deleverage(adl_keeper, BTC, [((trader, 0), 20 * WAD)])
-    assert s.exchange.withdrawable(trader, 0) <= s.usdc.balanceOf(s.vault.address) * 10**12
+    assert s.exchange.position_state(trader, 0, BTC)[0] == 0
+    fits = room // 40_000 // (WAD // 100) * (WAD // 100)  # whole hundredths of a BTC
+    s.trade(trader, BTC, fits)
+    assert s.exchange.open_interest_notional() <= 5 * value
 
 
 def test_withdrawal_beyond_the_vault_tokens_is_refused_with_a_reason(system, lp, trader):
     """Found by LiquidationMachine in a 100,000-step `make fuzz` run, now fixed: once the
-    liquidity vault has lost more than its capital (the design gap above), a trader's cash can
+    liquidity vault has lost more than its capital (a gap beyond what the open-interest cap
+    covers), a trader's cash can
     exceed every token the vault holds. Withdrawing it reverted inside the token transfer
     ("erc20: transfer amount exceeds balance"), a reason that tells a wallet nothing; the vault
     now refuses with "vault: insufficient token balance", changes nothing, and still pays what

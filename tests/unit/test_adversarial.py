@@ -26,6 +26,7 @@ from perpdex.orders import KIND_MARKET, STATE_OPEN, RoundPrice
 from system import (
     FEED_DECIMALS,
     HEARTBEAT,
+    LpRequestCancelled,
     TEST_LP_PARAMS,
     TEST_ORDER_PARAMS,
     OrderCancelled,
@@ -411,13 +412,17 @@ class TokenSystem(System):
         self.model.now = self.now
         self.model.order_params = TEST_ORDER_PARAMS
         self.accounts = set()
-        self.set_lp_params(**TEST_LP_PARAMS.__dict__)
+        self.configure_liquidity()
 
 
-def _token_world(world, source: str = ""):
+def _token_world(world, source: str = "", seed_liquidity_usd: int = 100_000):
     eoa = boa.env.eoa
     with boa.env.anchor():
-        s = TokenSystem(template=world, token_source=source)
+        # a token that burns on transfer cannot seed the liquidity vault (its deposits refuse
+        # short arrivals), so that world trades nothing: the open-interest cap leaves no room
+        if source == FEE_TOKEN:
+            seed_liquidity_usd = 0
+        s = TokenSystem(template=world, token_source=source, seed_liquidity_usd=seed_liquidity_usd)
         s.list_market(BTC, "BTC-USD", 40_000)
         yield s
     boa.env.eoa = eoa
@@ -466,8 +471,8 @@ def fee_system(fee_world, request):
 
 @pytest.fixture(scope="module")
 def empty_world(world):
-    """A deployment whose liquidity vault has no shares yet (the module's world has an LP)."""
-    yield from _token_world(world)
+    """A deployment whose liquidity vault has no shares yet: the owner has not seeded it."""
+    yield from _token_world(world, seed_liquidity_usd=0)
 
 
 @pytest.fixture
@@ -630,9 +635,10 @@ def test_fee_on_transfer_token_cannot_mint_cash(fee_system, trader, lp, attacker
     s.model._credit("insurance_fund", received * scale)
     ledger_is_exact()
 
-    # the credited cash trades like any other; a withdrawal debits exactly what leaves the vault
-    s.trade(trader, BTC, WAD // 100)
-    s.trade(trader, BTC, -WAD // 100)
+    # no liquidity could enter, so the open-interest cap leaves no room for a trade; a
+    # withdrawal debits exactly what leaves the vault
+    with pytest.raises(OrderCancelled, match="order: open interest cap, room left 0 USD"):
+        s.trade(trader, BTC, WAD // 100)
     s.withdraw(trader, 500 * USDC)
     assert s.usdc.balanceOf(trader) == 495 * USDC  # the token's own fee, paid by the recipient
     ledger_is_exact()
@@ -1155,7 +1161,7 @@ PERMISSIONLESS = {
     },
     "liquidator": {"liquidate", "liquidate_many", "write_off"},
     "insurance_fund": {"donate"},
-    "order_book": {"commit_order", "execute_order", "execute_orders", "cancel_order"},
+    "order_book": {"commit_order", "execute_order", "execute_orders", "cancel_order", "refresh_open_interest_room"},
 }
 
 
@@ -1636,9 +1642,10 @@ def test_self_liquidation_earns_nothing(system, keeper_floor, trader):
 def test_first_depositor_cannot_inflate_the_share_price(empty_system, attacker, lp):
     """The classic ERC-4626 attack on an empty vault: deposit one token unit, inflate the value
     per share, and let the next LP's deposit round down to nothing. A token gift to the vault
-    is not the liquidity vault's value at all, and inflating the value by losing money to it
-    mostly benefits the virtual shares: the victim keeps its deposit to within one token unit
-    and the attacker loses most of what it put in."""
+    is not the liquidity vault's value at all; losing money to the vault needs open interest,
+    which the global cap allows only against real liquidity (max_oi_ratio x the value), and
+    the stake that room takes dilutes the inflation: the victim keeps its deposit to within one
+    token unit and the attacker loses what it put in."""
     s = empty_system
     assert s.liquidity_vault.totalSupply() == 0
     s.lp_deposit(attacker, Decimal("0.000001"))  # one token unit -> 10**12 shares
@@ -1651,20 +1658,28 @@ def test_first_depositor_cannot_inflate_the_share_price(empty_system, attacker, 
     s.gifts = gift
     assert s.liquidity_vault.totalAssets() == 1
 
-    # inflate for real: lose 4,000+ USD to the liquidity vault in a round trip
+    # inflating for real means losing money to the vault through a trade; one token unit of
+    # liquidity leaves no room for one
     s.deposit(attacker, 20_000)
+    with pytest.raises(OrderCancelled, match="order: open interest cap, room left 0 USD"):
+        s.trade(attacker, BTC, WAD)
+
+    # the room for a 1 BTC round trip (40,000 USD at 100x) costs a 400 USD stake; then lose
+    # 4,000+ USD to the liquidity vault
+    s.lp_deposit(attacker, 400)
+    s.refresh_open_interest_room()  # as the keeper does before executing
     s.trade(attacker, BTC, WAD)
     publish(s, BTC, usd(36_000))
     s.trade(attacker, BTC, -WAD)
     inflated = s.liquidity_vault.totalAssets()
-    assert inflated > 4_000 * USDC
+    assert inflated > 4_400 * USDC
 
     deposit = 5_000 * USDC
     s.lp_deposit(lp, 5_000)
     victim_value = s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(lp))
     attacker_value = s.liquidity_vault.convertToAssets(s.liquidity_vault.balanceOf(attacker))
     assert deposit - 1 <= victim_value <= deposit
-    assert attacker_value <= inflated // 2 + 1  # the virtual shares kept half of the inflation
+    assert attacker_value <= inflated  # nothing gained: it lost 4,000+ USD to get here
 
 
 # ============================================================================================
@@ -1690,21 +1705,48 @@ def test_limitation_fee_of_an_order_crossing_zero_skew_depends_on_the_split(syst
     assert whole.fee - (first.fee + second.fee) == usd(0.016)
 
 
-def test_limitation_global_open_interest_cap_binds_redemptions_not_trades(system, trader, lp):
-    """Trades only face the per-market caps: open interest can exceed max_oi_ratio x the
-    liquidity vault's value, and then LP redemptions are refused until it falls back."""
+def test_global_open_interest_cap_binds_every_risk_increasing_execution(system, trader, other_trader, lp):
+    """Finding 6: trades faced only the per-market caps (409 BTC opened past the global cap).
+    Now every execution that grows a position must fit in max_oi_ratio x the liquidity
+    vault's value (net of deficits) - the open interest: an order that would not is cancelled
+    with the room left, in USD; reductions always execute; and LP redemptions still refuse to
+    leave open interest above the cap."""
     s = system
-    with boa.env.prank(s.owner):
-        s.liquidity_vault.set_max_oi_ratio(WAD // 10)
-    s.model.max_oi_ratio = WAD // 10
-    s.deposit(trader, 50_000)
-    s.trade(trader, BTC, 3 * WAD)  # 120,000 USD of open interest, cap 0.1 x ~1,000,000
-    assert s.exchange.open_interest_notional() * 10 > s.exchange.liquidity_vault_value()
-    s.lp_deposit(lp, 1_000)
-    with pytest.raises(ModelRevert, match="liquidity vault: open interest cap"):
-        s.lp_redeem(lp, WAD)
-    s.trade(trader, BTC, -3 * WAD)
-    s.lp_redeem(lp, WAD)
+    s.set_max_oi_ratio(WAD // 10)
+    room = s.refresh_open_interest_room()
+    assert room == s.exchange.liquidity_vault_value() // 10 - s.exchange.open_interest_notional() > 0
+    s.deposit(trader, 200_000)
+    s.deposit(other_trader, 200_000)
+    too_big = room // 40_000 + WAD // 100  # just past the room at 40,000 USD
+    with pytest.raises(OrderCancelled, match=f"order: open interest cap, room left {room // WAD} USD"):
+        s.trade(trader, BTC, too_big)
+    assert s.exchange.open_interest(BTC) == (0, 0)
+
+    fits = room // 40_000 - WAD // 100
+    s.trade(trader, BTC, fits)
+    left, _ = s.order_book.open_interest_room()
+    assert left == s.model.open_interest_room() < 40_000 * WAD // 100 * 2
+    # the other side grows open interest too (|position| grows), so it needs room as well
+    with pytest.raises(OrderCancelled, match="order: open interest cap, room left"):
+        s.trade(other_trader, BTC, -WAD)
+    # a reduction always executes; its room comes back at the next refresh (the keeper's, or
+    # the first execution a minute after the last one)
+    s.trade(trader, BTC, -fits // 2)
+    assert s.order_book.open_interest_room()[0] == left
+    assert s.refresh_open_interest_room() > left
+    s.trade(trader, BTC, WAD // 100)
+    s.warp(61)
+    stale_since = s.order_book.open_interest_room()[1]
+    s.trade(other_trader, BTC, -WAD // 100)  # this execution recomputed the room itself
+    assert s.order_book.open_interest_room()[1] > stale_since + 60
+
+    # redemptions keep the cap: an LP whose stake the open interest uses cannot leave
+    s.lp_deposit(lp, 50_000)
+    s.trade(trader, BTC, s.refresh_open_interest_room() // 40_000 - WAD // 100)
+    with pytest.raises(LpRequestCancelled, match="open interest cap"):
+        s.lp_redeem(lp, s.liquidity_vault.balanceOf(lp))
+    s.trade(trader, BTC, -s.exchange.position_state(trader, 0, BTC)[0])
+    s.lp_redeem(lp, s.liquidity_vault.balanceOf(lp))
 
 
 def test_limitation_funding_dust_stays_in_the_funding_pool(system, trader, other_trader):

@@ -36,12 +36,14 @@ def system(lp_markets, request):
             s.assert_lp_matches()
 
 
-def test_first_deposit_mints_shares_at_one_to_one(system, lp):
+def test_deposit_mints_shares_at_one_to_one_while_nothing_has_traded(system, lp):
+    seed = system.seed_liquidity_usd  # the owner's seed, at one to one too
+    assert system.liquidity_vault.balanceOf(system.owner) == seed * WAD
     shares = system.lp_deposit(lp, 1_000_000)
     assert shares == 1_000_000 * WAD  # 18-decimal shares for 6-decimal USDC
-    assert system.liquidity_vault.totalAssets() == 1_000_000 * 10**6
+    assert system.liquidity_vault.totalAssets() == (seed + 1_000_000) * 10**6
     assert system.liquidity_vault.convertToAssets(shares) == 1_000_000 * 10**6
-    assert system.vault.liquidity_cash() == 1_000_000 * WAD
+    assert system.vault.liquidity_cash() == (seed + 1_000_000) * WAD
     # the collateral does not stay in the liquidity vault contract once the deposit executed
     assert system.usdc.balanceOf(system.liquidity_vault.address) == 0
 
@@ -85,9 +87,10 @@ def test_redeem_pays_what_the_shares_are_worth_at_the_execution_round(system, lp
 
 
 def test_redemption_refused_when_open_interest_would_exceed_the_cap(system, lp, trader):
-    shares = system.lp_deposit(lp, 100_000)
+    shares = system.lp_deposit(lp, 100_000)  # beside the owner's 100,000 USD seed
+    system.set_max_oi_ratio(5 * WAD // 2)
     system.deposit(trader, 100_000)
-    system.trade(trader, BTC, 10 * WAD)  # 400k notional: 4x the vault's value, cap is 5x
+    system.trade(trader, BTC, 10 * WAD)  # 400k notional: 2x the vault's value, cap is 2.5x
     with pytest.raises(LpRequestCancelled, match="open interest cap"):
         system.lp_redeem(lp, shares // 2)
     assert system.liquidity_vault.balanceOf(lp) == shares  # the shares came back
