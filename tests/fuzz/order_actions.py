@@ -21,6 +21,7 @@ from perpdex.orders import (
     KIND_MARKET,
     KIND_NAMES,
     REASON_ACCEPTABLE,
+    ROOM_MAX_AGE,
     STATE_CANCELLED,
     STATE_EXECUTED,
     STATE_OPEN,
@@ -269,6 +270,8 @@ class OrderActions:
         stale = {m for m in s.model.params if self.is_stale(m)}
         if not stale:
             return False
+        if self.refreshes_open_interest_room(order_id, o, round_id, executor):
+            return True  # the room of the global open-interest cap reads every market's index
         others = set(s.model.open_markets(o.account)) - {o.market_id}
         if not others & stale:
             return False
@@ -279,6 +282,24 @@ class OrderActions:
         except ModelRevert as revert:
             reason = revert.reason
         return reason == "" or reason in MARGIN_REASONS or reason.startswith("vault: execution fee")
+
+    def refreshes_open_interest_room(self, order_id: int, o: Order, round_id: int, executor) -> bool:
+        """Whether the execution grows the position while the open-interest room is more than
+        ROOM_MAX_AGE old, so that it recomputes the room (every market's index) before the
+        fill. Refusals the model makes before that point keep their own reason."""
+        s = self.s
+        stamp, _ = s.model.oi_room_cache
+        if o.reduce_only or s.now <= stamp + ROOM_MAX_AGE:
+            return False
+        size = s.model.position(o.account, o.market_id).size
+        if abs(size + o.size_delta) <= abs(size):
+            return False
+        trial = copy.deepcopy(s.model)
+        try:
+            trial.execute_order(order_id, executor, self.round_price(o.market_id, round_id))
+        except ModelRevert:
+            return False
+        return True
 
     def audit_execution(self, order_id, o: Order, round_id, executor, result, size_before, size_after, event) -> None:
         """An execution's event against the order as it was: a fill at a round published once

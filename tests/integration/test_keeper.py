@@ -304,6 +304,29 @@ def test_adl_covers_an_uncovered_deficit(world, owner, keeper_account, accounts,
     assert keeper.run_once().adl_targets == 0  # nothing left to do
 
 
+def test_a_deficit_no_adl_can_cover_is_written_off_by_the_keeper(world, owner, keeper_account, accounts, tmp_path, caplog):
+    """A long goes bankrupt with no short left to deleverage (the liquidity vault was its only
+    counterparty) and an empty insurance fund: the keeper liquidates it, and the same pass
+    writes the deficit off, so the liquidity vault's cash pays the account back to zero and no
+    deficit stays on the books (DESIGN.md invariant 4, Liquidator.write_off)."""
+    d = world
+    victim = open_position(d, owner, accounts[4], 0, BTC, 3 * WAD, 6_600)
+    d.insurance_fund.withdraw_surplus(owner, d.vault.insurance_cash() // 10**12, sender=owner)  # empty it
+    set_price(d, owner, BTC, 36_000)  # gap down through the long's bankruptcy price
+    caplog.set_level(logging.INFO, logger="perpdex.keeper")
+
+    keeper = make_keeper(d, keeper_account, tmp_path)
+    report = keeper.run_once()
+    assert report.liquidated == 1 and report.errors == 0 and size_of(d, victim) == 0
+    (done,) = events(caplog, "write_off.done")
+    assert (done.fields["owner"], done.fields["sub_account"], done.fields["market"]) == (*victim, BTC)
+    assert done.fields["amount"] > 0
+    assert d.liquidator.total_uncovered_deficit() == 0 and d.vault.cash(*victim) == 0
+    assert d.liquidator.deficit_record(*victim, BTC)[0] == 0
+    nonce = keeper_account.nonce
+    assert keeper.run_once().transactions == 0 and keeper_account.nonce == nonce  # nothing left
+
+
 def test_adl_turns_rotate_in_address_order_from_the_trigger_block():
     keepers = ["0xCC", "0xaa", "0xBb"]  # turn order: 0xaa, 0xbb, 0xcc (case-insensitive)
     since = 100
