@@ -44,13 +44,14 @@ $(BUILD): $(STAMP) $(CONTRACTS)
 
 compile: $(BUILD)
 
-# The trader's page (web/): esbuild bundles web/src with the contracts' ABIs into web/dist.
-WEB_SOURCES := $(wildcard web/src/*.ts web/*.html web/*.css web/*.mjs)
+# The trader's page (web/): tsc type-checks web/src (web/tsconfig.json, nothing emitted), then
+# esbuild bundles it with the contracts' ABIs into web/dist.
+WEB_SOURCES := $(wildcard web/src/*.ts web/*.html web/*.css web/*.mjs web/tsconfig.json)
 WEB := web/dist/index.html
 
 $(WEB): $(NODE_STAMP) $(BUILD) $(WEB_SOURCES)
-	@echo "building the web page (web/dist)…"
-	@$(call step,web,node web/build.mjs)
+	@echo "type-checking and building the web page (web/dist)…"
+	@$(call step,web,tsc --noEmit -p web && node web/build.mjs)
 
 # make web [WEB_PORT=8000] [PORT=8545] [MANIFEST=deployments/31337.json]: the page, for the
 # devnet `make devnet` runs (its node and manifest), at http://127.0.0.1:8000/

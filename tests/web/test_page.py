@@ -7,7 +7,12 @@ A trader's walk, in order (each test continues from the one before): connect anv
 is refused with the exchange's sentence and its numbers, and nothing is sent; a market order
 is executed by the keeper and the position appears with the liquidation price the quote
 announced; a stop-loss rests until a price below its trigger is published, then the keeper
-closes the position; the history shows the fills; the free collateral is withdrawn.
+closes the position; the history shows the fills; the free collateral is withdrawn. On the
+way, the layout is checked at a laptop's width and at a phone's (nothing cut off or
+overlapping). Last, the page is reloaded with a browser wallet's provider injected
+(injected_wallet.js, window.ethereum, holding an account the node does not list): the page
+connects it and sends the faucet and the deposit through it, and a refused withdrawal never
+reaches it.
 
 PERPDEX_WEB_SCREENSHOTS=docs saves the main views as docs/web-*.png (README.md shows them);
 by default they go to the test's temporary directory.
@@ -15,6 +20,7 @@ by default they go to the test's temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -23,6 +29,8 @@ from pathlib import Path
 
 import pytest
 from anvil_tools import USDC, WAD, Chain
+from eth_account import Account
+from eth_utils import keccak
 from browser import missing_browser, start_browser, stop_browser, wait_for
 from cli_tools import DEPLOYER, KEEPER, TRADER, Publisher, deploy
 
@@ -30,6 +38,8 @@ from perpdex.web import serve
 
 pytestmark = pytest.mark.anvil
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PHONE = {"width": 390, "height": 844}  # CSS pixels: a common phone's viewport
 KEEPER_INTERVAL = "0.5"  # seconds between the keeper's passes
 SCREENSHOTS = os.environ.get("PERPDEX_WEB_SCREENSHOTS")
 
@@ -109,6 +119,10 @@ class Page:
             f"return [...document.querySelectorAll('#{table_id} tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
         return next((r for r in rows if r and r[0] == first_cell), None)
 
+    def layout_problems(self) -> list[str]:
+        """What is cut off or overlapping at the current width (layout_problems.js)."""
+        return self.driver.execute_script((HERE / "layout_problems.js").read_text())
+
     def screenshot(self, name: str, section: str | None = None) -> None:
         self.shots.mkdir(parents=True, exist_ok=True)
         if section:
@@ -142,6 +156,8 @@ def test_connect_the_dev_account_faucet_and_deposit(page, devnet):
     assert devnet.vault.functions.cash(me, 0).call() == 10_000 * WAD
     wait_for(lambda: page.text("acct-cash") == "10,000.00 USD", 10, "the account's cash on the page")
     assert page.text("health-text") == "100.0 %"
+    problems = page.layout_problems()
+    assert not problems, "on a laptop's screen:\n" + "\n".join(problems)
     page.screenshot("markets", "markets")
 
 
@@ -182,6 +198,26 @@ def test_a_market_order_is_executed_by_the_keeper_and_the_position_shows_its_liq
     assert number(row[7]) == pytest.approx(liquidation, rel=1e-3)  # funding accrues between the two reads
     assert quoted == pytest.approx(liquidation, rel=2e-3)  # the quote announced it before sending
     page.screenshot("positions", "positions")
+
+
+def test_the_page_fits_a_phone_screen(page):
+    """At a phone's width (the device emulated: its viewport, touch, the meta viewport honoured)
+    nothing is cut off or overlapping; wide tables scroll inside their own box."""
+    driver = page.driver
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**PHONE, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        wait_for(lambda: driver.execute_script("return document.documentElement.clientWidth") == PHONE["width"], 10,
+                 "the phone-width viewport")
+        wait_for(lambda: page.row("positions-table", "BTC-USD"), 10, "the position row at the phone's width")
+        problems = page.layout_problems()
+        assert not problems, "at a phone's width:\n" + "\n".join(problems)
+        page.field("order-size", "0.1")  # the quote, the longest text of the order form
+        wait_for(lambda: "liquidation price after the fill" in page.text("quote"), 10, "the quote at the phone's width")
+        problems = page.layout_problems()
+        assert not problems, "at a phone's width, with the quote:\n" + "\n".join(problems)
+        page.screenshot("phone", "trade")
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_a_stop_loss_is_executed_by_the_keeper_when_the_price_crosses_it(page, devnet):
@@ -227,3 +263,53 @@ def test_the_free_collateral_is_withdrawn(page, devnet):
     assert devnet.collateral.functions.balanceOf(me).call() == free // 10**12
     wait_for(lambda: page.text("acct-withdrawable") == "0.00 USD", 10, "the page to show nothing left to withdraw")
     page.screenshot("vault", "vault")
+
+
+def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node):
+    """A browser wallet's provider (injected_wallet.js, installed before the page's scripts run,
+    as an extension does) holding an account the node does not list among its dev accounts:
+    the page offers it, connects it, and its faucet and deposit go through it (the wallet's own
+    eth_sendTransaction, to its own node); a refused withdrawal reaches the wallet not at all."""
+    w3 = devnet.w3
+    wallet = Account.from_key(keccak(text="perpdex web page: an injected wallet's account")).address
+    assert wallet not in w3.eth.accounts  # the page cannot have reached it as a dev account
+    for method, params in (("anvil_impersonateAccount", [wallet]), ("anvil_setBalance", [wallet, hex(10 * 10**18)])):
+        response = w3.provider.make_request(method, params)
+        assert "error" not in response, response
+    config = json.dumps({"rpc": node.url, "account": wallet, "chainId": hex(w3.eth.chain_id)})
+    script = (HERE / "injected_wallet.js").read_text().replace("/*CONFIG*/ null", config)
+    page.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": script})
+    page.driver.refresh()
+    wait_for(lambda: page.driver.execute_script("return document.body.dataset.ready") == "true", 30, "the page to reload")
+    assert page.driver.execute_script("return window.ethereum.isPerpdexTestWallet") is True
+
+    page.choose("wallet-choice", "Browser wallet (injected)")
+    page.click("#connect")
+    assert page.settled("connecting the browser wallet") == f"connected {wallet}"
+    assert page.text("address") == f"connected: {wallet} (sub-account 0)"
+
+    page.field("faucet-amount", "500")
+    page.click("#faucet-form button")
+    assert page.settled("the faucet through the browser wallet") == "minted 500.00 USD of devnet collateral"
+    page.field("deposit-amount", "500", enter=True)
+    assert page.settled("the deposit through the browser wallet") == "deposited 500.00 USD: cash now 500.00 USD"
+    assert devnet.vault.functions.cash(wallet, 0).call() == 500 * WAD
+    assert devnet.collateral.functions.balanceOf(wallet).call() == 0
+    wait_for(lambda: page.text("acct-cash") == "500.00 USD", 10, "the wallet account's cash on the page")
+
+    def sent() -> list[dict]:
+        return page.driver.execute_script(
+            "return window.ethereum.requests.filter(r => r.method === 'eth_sendTransaction')")
+
+    transactions = sent()
+    assert [t.get("error") for t in transactions] == [None] * 3  # faucet, approve, deposit
+    receipts = [w3.eth.get_transaction_receipt(t["result"]) for t in transactions]
+    assert all(r["status"] == 1 and r["from"] == wallet for r in receipts)
+    assert [r["to"] for r in receipts] == [devnet.collateral.address, devnet.collateral.address, devnet.vault.address]
+    assert w3.eth.get_transaction_count(wallet) == 3  # nothing else was sent from it
+
+    page.field("withdraw-amount", "600", enter=True)
+    refusal = page.settled("the refused withdrawal")
+    assert refusal.startswith("Refused by the vault: insufficient free collateral: 600.00 USD is more than the free "
+                              "collateral, 500.00 USD") and refusal.endswith("Nothing was sent.")
+    assert len(sent()) == 3 and w3.eth.get_transaction_count(wallet) == 3

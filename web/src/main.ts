@@ -9,7 +9,7 @@ import { $, fixed, input, parseAmount, select, shortId, usd, WAD } from "./forma
 import { History } from "./history";
 import { IndexChart, readMarkets, renderMarkets, type MarketState } from "./markets";
 import {
-  commit, describeOrder, KIND_MARKET, OrderOutcomes, quote, quoteText, readForm, readOpenOrders, renderOpenOrders,
+  commit, KIND_MARKET, OrderOutcomes, quote, quoteText, readForm, readOpenOrders, renderOpenOrders,
 } from "./orders";
 import { readVault, renderVault } from "./vault";
 
