@@ -201,7 +201,37 @@ def measure() -> dict[str, int]:
             b = Bench(d, owner, keeper)
             measure_trading(b, lp, trader, other)
             measure_liquidation(b)
+            measure_refresh_growth(b, owner, keeper, accounts.test_accounts[8], accounts.test_accounts[9])
             return b.gas
+
+
+def measure_refresh_growth(b: Bench, owner, keeper, two_market_trader, four_market_trader) -> None:
+    """The open-interest room's refresh (O(listed markets)) with every listed market open: at
+    2 markets (config/markets.json) and at 4 (the same two again under new ids, a deployment
+    of their own), and the growth per listed market."""
+    import tempfile
+
+    from perpdex.config import DEFAULT_MARKETS_FILE
+    from perpdex.deploy import deploy_local
+
+    config = json.loads(Path(DEFAULT_MARKETS_FILE).read_text())
+    config["markets"] += [dict(m, id=m["id"] + 2, symbol=f"X{m['symbol']}") for m in config["markets"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "markets.json"
+        path.write_text(json.dumps(config))
+        wide = Bench(deploy_local(owner, path), owner, keeper)
+    refresh = {}
+    for bench, trader in ((b, two_market_trader), (wide, four_market_trader)):
+        d = bench.d
+        if d.liquidity_vault.totalSupply() == 0:
+            d.liquidity_vault.deposit(fund(bench, owner, 5_000_000), owner, sender=owner)
+        d.vault.deposit(0, fund(bench, trader, 1_000_000), sender=trader)
+        for market in d.markets:
+            bench.trade(trader, market.id, WAD // 10)
+        refresh[len(d.markets)] = bench.refresh_room()
+    b.gas["refresh_open_interest_room"] = refresh[2]
+    b.gas["refresh_open_interest_room_4_markets"] = refresh[4]
+    b.gas["refresh_open_interest_room_per_market"] = (refresh[4] - refresh[2]) // 2
 
 
 def fund(b: Bench, who, usd: int) -> int:
