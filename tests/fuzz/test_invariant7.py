@@ -12,7 +12,10 @@ The same round is replayed on a snapshot without the attacker's own orders and r
 honest round, same relative order), and after every round the machine asserts:
 1. the attacker's accounts together gain no more than in the honest round, beyond the keeper
    rewards of accounts that were liquidatable at the round's index and what honest orders' own
-   acceptable prices allowed (`slippage_allowance`): DESIGN.md invariant 7;
+   acceptable prices allowed (`slippage_allowance`): DESIGN.md invariant 7 — and beyond what
+   its own LP flows gained from their place in the round (`lp_ordering_edge`: a deposit
+   executed before the round's fees shares them, a redemption before a loss escapes it), the
+   open, bounded docs/SECURITY.md finding 9 that tests/unit/test_invariant7_found.py pins;
 2. the honest LPs, the insurance fund, the fee receiver and every account liquidated in either
    replay are together no worse off than the honest round leaves them. One of them alone can
    be: a griefing attacker can pay fees to move the skew a liquidation closes into (the
