@@ -12,6 +12,7 @@ import logging
 from keeper_world import (  # noqa: F401 (fixtures)
     BTC,
     commit,
+    trade,
     competitor,
     deposit,
     events,
@@ -68,6 +69,38 @@ def test_a_market_order_is_executed_at_the_first_round_after_its_delay(
 
     nonce = keeper_account.nonce
     assert keeper.run_once().transactions == 0 and keeper_account.nonce == nonce
+
+
+def test_the_keeper_refreshes_the_open_interest_room_an_order_needs(
+    world, owner, keeper_account, accounts, chain, tmp_path, caplog
+):
+    """The global open-interest cap's room is consumed by growing fills and given back only
+    when it is recomputed. After a trader opened most of it and closed again, another trader's
+    order that the cached room would cancel but a fresh one fits is filled: the keeper first
+    sends `refresh_open_interest_room` (one transaction), then executes the order."""
+    d, first, second = world, accounts[4], accounts[5]
+    d.liquidity_vault.set_max_oi_ratio(WAD // 10, sender=owner)  # a tenth of the vault's value
+    setup = accounts[8]
+    deposit(d, owner, first, 0, 10_000)
+    room = d.order_book.refresh_open_interest_room(sender=setup).return_value
+    opened = room // 40_000 // (WAD // 100) * (WAD // 100) - WAD // 10  # most of the room
+    trade(d, owner, first, 0, BTC, opened, setup)
+    trade(d, owner, first, 0, BTC, -opened, setup)  # a reduction: no room given back yet
+    cached, stamp = d.order_book.open_interest_room()
+    assert size_of(d, (first.address, 0)) == 0 and cached < 40_000 * WAD // 2
+
+    deposit(d, owner, second, 0, 10_000)
+    order_id = commit(d, second, 0, BTC, WAD // 2)  # 20,000 USD: more than the cached room
+    set_price(d, owner, BTC, 40_000)  # the order's round
+    caplog.set_level(logging.INFO, logger="perpdex.keeper")
+    keeper = make_keeper(d, keeper_account, tmp_path)
+    report = keeper.run_once()
+    assert (report.orders_executed, report.orders_cancelled, report.errors) == (1, 0, 0)
+    assert d.order_book.order(order_id).state == STATE_EXECUTED and size_of(d, (second.address, 0)) == WAD // 2
+    (refreshed,) = events(caplog, "open_interest_room.refreshed")
+    assert refreshed.fields["was"] == cached and refreshed.fields["room"] > cached
+    room_now, stamp_now = d.order_book.open_interest_room()
+    assert stamp_now > stamp and room_now == refreshed.fields["room"] - 20_000 * WAD
 
 
 def test_an_expired_market_order_is_cancelled_by_the_keeper_for_the_fee(
