@@ -11,8 +11,8 @@ closes the position; the history shows the fills; the free collateral is withdra
 way, the layout is checked at a laptop's width and at a phone's (nothing cut off or
 overlapping). Last, the page is reloaded with a browser wallet's provider injected
 (injected_wallet.js, window.ethereum, holding an account the node does not list): the page
-connects it and sends the faucet and the deposit through it, and a refused withdrawal never
-reaches it.
+connects it and sends the faucet, the deposit, a limit order and its cancellation through it;
+a refused withdrawal never reaches it.
 
 PERPDEX_WEB_SCREENSHOTS=docs saves the main views as docs/web-*.png (README.md shows them);
 by default they go to the test's temporary directory.
@@ -158,6 +158,10 @@ def test_connect_the_dev_account_faucet_and_deposit(page, devnet):
     assert page.text("health-text") == "100.0 %"
     problems = page.layout_problems()
     assert not problems, "on a laptop's screen:\n" + "\n".join(problems)
+    # the global open-interest cap's room, as the order book would compute it now: no open interest yet
+    room = devnet.order_book.functions.refresh_open_interest_room().call() / WAD
+    assert room > 0 and number(page.text("oi-room")) == pytest.approx(room, abs=0.01)
+    assert "less the open interest, 0.00 USD" in page.text("oi-room")
     page.screenshot("markets", "markets")
 
 
@@ -184,6 +188,10 @@ def test_a_market_order_is_executed_by_the_keeper_and_the_position_shows_its_liq
     quoted = wait_for(lambda: re.search(r"liquidation price after the fill: ([\d,]+\.\d+)", page.text("quote")), 10,
                       "the quote's liquidation price")
     quoted = float(quoted.group(1).replace(",", ""))
+    index = devnet.exchange.functions.index_price(0).call() / WAD
+    added = re.search(r"adds ([\d,]+\.\d+) USD of open interest; room left, all markets: ([\d,]+\.\d+) USD$", page.text("quote"), re.M)
+    assert added and float(added.group(1).replace(",", "")) == pytest.approx(0.5 * index, abs=0.01)
+    room_before = float(added.group(2).replace(",", ""))
     page.click("#send-order")
     assert page.settled("the commit").startswith("committed order 0x")
     executed = wait_for(lambda: "executed by keeper" in page.text("order-outcomes") and page.text("order-outcomes"), 60,
@@ -197,6 +205,15 @@ def test_a_market_order_is_executed_by_the_keeper_and_the_position_shows_its_liq
     liquidation = devnet.liquidator.functions.liquidation_price(me, 0, 0).call() / WAD
     assert number(row[7]) == pytest.approx(liquidation, rel=1e-3)  # funding accrues between the two reads
     assert quoted == pytest.approx(liquidation, rel=2e-3)  # the quote announced it before sending
+    # the fill took its notional from the open-interest room the page shows
+    open_interest = devnet.exchange.functions.open_interest_notional().call() / WAD
+    assert open_interest == pytest.approx(0.5 * index, rel=1e-3)
+    wait_for(lambda: f"less the open interest, {open_interest:,.2f} USD" in page.text("oi-room"), 10,
+             "the open interest in the room's figures")
+    room = devnet.order_book.functions.refresh_open_interest_room().call() / WAD
+    assert number(page.text("oi-room")) == pytest.approx(room, abs=1)
+    # less the position's notional; the vault's value moved a little too (the fee, its side of the skew)
+    assert room_before - room == pytest.approx(open_interest, rel=0.01)
     page.screenshot("positions", "positions")
 
 
@@ -269,7 +286,9 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     """A browser wallet's provider (injected_wallet.js, installed before the page's scripts run,
     as an extension does) holding an account the node does not list among its dev accounts:
     the page offers it, connects it, and its faucet and deposit go through it (the wallet's own
-    eth_sendTransaction, to its own node); a refused withdrawal reaches the wallet not at all."""
+    eth_sendTransaction, to its own node), then a limit order and its cancellation from the open
+    orders' Cancel button (the reason and the refunded fee shown); a refused withdrawal reaches
+    the wallet not at all."""
     w3 = devnet.w3
     wallet = Account.from_key(keccak(text="perpdex web page: an injected wallet's account")).address
     assert wallet not in w3.eth.accounts  # the page cannot have reached it as a dev account
@@ -313,3 +332,25 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     assert refusal.startswith("Refused by the vault: insufficient free collateral: 600.00 USD is more than the free "
                               "collateral, 500.00 USD") and refusal.endswith("Nothing was sent.")
     assert len(sent()) == 3 and w3.eth.get_transaction_count(wallet) == 3
+
+    # a limit order through the wallet rests in the open orders, and its Cancel button cancels it
+    page.choose("order-market", "BTC-USD")
+    page.choose("order-side", "Buy (long)")
+    page.choose("order-kind", "Limit")
+    page.field("order-size", "0.01")
+    page.field("order-trigger", "30000")  # below the index: it rests
+    page.click("#send-order")
+    assert page.settled("the limit order through the browser wallet").startswith("committed order 0x")
+    [order_id] = devnet.order_book.functions.open_orders(wallet, 0).call()
+    assert devnet.vault.functions.cash(wallet, 0).call() < 500 * WAD  # the execution fee, escrowed
+    wait_for(lambda: page.row("orders-table", page.driver.execute_script(
+        f"return document.querySelector(\"#orders-table tr[data-order='{order_id}'] th\").innerText")), 10, "the limit order's row")
+    page.click(f"#orders-table tr[data-order='{order_id}'] button")
+    page.settled("the cancellation through the browser wallet")
+    assert page.text("notice") == ""  # no refusal, no error
+    outcome = wait_for(lambda: "cancelled by" in page.text("order-outcomes") and page.text("order-outcomes"), 10,
+                       "the cancellation shown on the page")
+    assert f"cancelled by {wallet}: cancelled by owner; execution fee 0.50 USD to {wallet}" in outcome
+    assert devnet.vault.functions.cash(wallet, 0).call() == 500 * WAD  # the fee came back
+    wait_for(lambda: "no open order" in page.text("orders-table"), 10, "the open orders to empty")
+    assert len(sent()) == 5 and w3.eth.get_transaction_count(wallet) == 5  # the commit and the cancel, signed by the wallet

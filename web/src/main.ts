@@ -7,7 +7,7 @@ import { readAccount, renderAccount, renderPositions, type AccountState, type Po
 import { Deployment, plain, Refusal } from "./chain";
 import { $, fixed, input, parseAmount, select, shortId, usd, WAD } from "./format";
 import { History } from "./history";
-import { IndexChart, readMarkets, renderMarkets, type MarketState } from "./markets";
+import { IndexChart, readMarkets, readOiRoom, renderMarkets, renderOiRoom, type MarketState, type OiRoom } from "./markets";
 import {
   commit, KIND_MARKET, OrderOutcomes, quote, quoteText, readForm, readOpenOrders, renderOpenOrders,
 } from "./orders";
@@ -22,6 +22,7 @@ let history: History;
 let outcomes: OrderOutcomes;
 let markets: MarketState[] = [];
 let account: AccountState | null = null;
+let room: OiRoom | null = null;
 let decimals = 6;
 
 // ---- messages ----
@@ -132,7 +133,7 @@ async function withdrawMax(): Promise<void> {
 async function sendOrder(): Promise<string> {
   if (!d.account) throw new Refusal("connect a wallet first");
   const o = readForm();
-  const q = await quote(d, o, markets, account);
+  const q = await quote(d, o, markets, account, room);
   $("quote").textContent = quoteText(d, o, q);
   const id = await commit(d, o, q, markets);
   const wait = o.kind === KIND_MARKET ? "a keeper executes it at the next published price" : "it rests until the index crosses its trigger";
@@ -143,7 +144,7 @@ async function sendOrder(): Promise<string> {
 async function closePosition(p: Position): Promise<string> {
   const slippageBps = parseAmount(input("order-slippage").value || "0.5", 2, "the slippage");
   const o = { marketId: p.marketId, kind: KIND_MARKET, delta: -p.size, trigger: 0n, slippageBps, reduceOnly: true };
-  const q = await quote(d, o, markets, account);
+  const q = await quote(d, o, markets, account, room);
   const id = await commit(d, o, q, markets);
   return `committed order ${shortId(id)}: reduce-only market close of the ${p.symbol} position`;
 }
@@ -153,7 +154,7 @@ async function updateQuote(): Promise<void> {
   if (!markets.length) return;
   try {
     const o = readForm();
-    out.textContent = quoteText(d, o, await quote(d, o, markets, account));
+    out.textContent = quoteText(d, o, await quote(d, o, markets, account, room));
   } catch (err) {
     out.textContent = err instanceof Refusal ? err.message : (err as Error).message.split("\n")[0];
   }
@@ -195,8 +196,9 @@ let refreshing: Promise<void> | null = null;
 function refresh(): Promise<void> {
   refreshing ??= (async () => {
     try {
-      markets = await readMarkets(d);
+      [markets, room] = await Promise.all([readMarkets(d), readOiRoom(d).catch(() => null)]);
       renderMarkets(markets);
+      renderOiRoom(room);
       account = await readAccount(d);
       renderAccount(account);
       renderPositions(account, markets, (p) => void act(null, () => closePosition(p)));

@@ -3,8 +3,8 @@
 
 import { createChart, LineSeries, type IChartApi, type ISeriesApi, type UTCTimestamp } from "lightweight-charts";
 import type { Address } from "viem";
-import { Deployment, Refusal } from "./chain";
-import { $, percent, price, row, select, signedSize, size } from "./format";
+import { Deployment, Refusal, revertReason } from "./chain";
+import { $, fixed, percent, price, row, select, signedSize, size, usd, WAD } from "./format";
 
 export interface MarketState {
   id: bigint;
@@ -42,6 +42,53 @@ export function renderMarkets(markets: MarketState[]): void {
     percent(m.funding), size(m.longOi), size(m.shortOi), signedSize(m.skew),
     `${size(m.params.max_long_oi)} / ${size(m.params.max_short_oi)}`, size(m.params.max_position_size),
   ], [], { "data-market": m.symbol })));
+}
+
+/**
+ * The global open-interest cap: `max_oi_ratio x the liquidity vault's value - the open
+ * interest notional` (WAD USD) is what risk-increasing executions may still add, over all
+ * markets; an order that does not fit is cancelled by the keeper that executes it. `room` is
+ * that figure now (OrderBook.refresh_open_interest_room, called without sending); `cached`
+ * and `computedAt` are the order book's stored room (OrderBook.open_interest_room), which
+ * executions consume for up to 60 seconds before recomputing it.
+ */
+export interface OiRoom {
+  room: bigint | null; // null: the order book cannot compute it now (its reason in `error`)
+  error: string | null;
+  ratio: bigint;
+  value: bigint | null;
+  openInterest: bigint | null;
+  cached: bigint;
+  computedAt: bigint;
+}
+
+export async function readOiRoom(d: Deployment): Promise<OiRoom> {
+  const [fresh, ratio, value, openInterest, [cached, computedAt]] = await Promise.all([
+    d.client.simulateContract({ address: d.address("order_book"), abi: d.abi("order_book"), functionName: "refresh_open_interest_room" })
+      .then((r) => r.result as bigint, (err) => new Refusal(revertReason(err) ?? (err as Error).message.split("\n")[0])),
+    d.read<bigint>("liquidity_vault", "max_oi_ratio"), d.tryRead<bigint>("exchange", "liquidity_vault_value"),
+    d.tryRead<bigint>("exchange", "open_interest_notional"), d.read<[bigint, bigint]>("order_book", "open_interest_room"),
+  ]);
+  const ok = <T>(v: T | Refusal) => (v instanceof Refusal ? null : v);
+  return {
+    room: ok(fresh), error: fresh instanceof Refusal ? fresh.message : null, ratio, value: ok(value),
+    openInterest: ok(openInterest), cached, computedAt,
+  };
+}
+
+export function renderOiRoom(r: OiRoom | null): void {
+  if (r === null) {
+    $("oi-room").textContent = "Open-interest room, all markets: unavailable (this deployment's order book does not tell it)";
+    return;
+  }
+  const ratio = `${fixed(r.ratio, 18, r.ratio % WAD === 0n ? 0 : 2)}×`;
+  const parts = r.value === null || r.openInterest === null ? ""
+    : ` (${ratio} the liquidity vault's value, ${usd(r.value)} USD, less the open interest, ${usd(r.openInterest)} USD)`;
+  const cached = r.computedAt === 0n ? "the order book has not computed its room yet"
+    : `executions draw on the order book's room, ${usd(r.cached)} USD computed at `
+      + `${new Date(Number(r.computedAt) * 1000).toISOString().slice(11, 19)} UTC, recomputed once it is 60 s old`;
+  $("oi-room").textContent = r.room === null ? `Open-interest room, all markets: unavailable (${r.error})`
+    : `Open-interest room, all markets: ${usd(r.room)} USD of notional may still be opened${parts}; ${cached}.`;
 }
 
 const FEED_DECIMALS = 8;

@@ -6,8 +6,8 @@
 import type { Address } from "viem";
 import { liquidationAfter, type AccountState } from "./account";
 import { Deployment, plain, Refusal } from "./chain";
-import { $, abs, el, input, MAX_PRICE, parseAmount, price, row, select, shortId, signedSize, size, usd, WAD } from "./format";
-import type { MarketState } from "./markets";
+import { $, abs, ceilDiv, el, input, MAX_PRICE, parseAmount, price, row, select, shortId, signedSize, size, usd, WAD } from "./format";
+import type { MarketState, OiRoom } from "./markets";
 
 export const KIND_MARKET = 0n, KIND_LIMIT = 1n, KIND_STOP_LOSS = 2n, KIND_TAKE_PROFIT = 3n;
 const KIND_NAMES = ["market", "limit", "stop-loss", "take-profit"];
@@ -31,6 +31,8 @@ export interface Quote {
   liquidation: bigint | null;
   after: bigint; // the position's size after the fill
   index: bigint | null;
+  added: bigint; // the open interest the fill adds (WAD USD at the reference price; 0 when it does not grow the position)
+  room: bigint | null; // the global open-interest room now (WAD USD), null when unknown
 }
 
 /** The form's order, or a sentence saying what is wrong with it. */
@@ -52,7 +54,8 @@ export function acceptable(reference: bigint, delta: bigint, slippageBps: bigint
   return (reference * (10000n - slippageBps) + 9999n) / 10000n;
 }
 
-export async function quote(d: Deployment, o: OrderInput, markets: MarketState[], account: AccountState | null): Promise<Quote> {
+export async function quote(d: Deployment, o: OrderInput, markets: MarketState[], account: AccountState | null,
+                            room: OiRoom | null): Promise<Quote> {
   const m = markets.find((x) => x.id === o.marketId)!;
   const [fill, params, keeperFloor] = await Promise.all([
     o.kind === KIND_MARKET ? d.read<bigint>("exchange", "fill_price", [o.marketId, o.delta]) : Promise.resolve(o.trigger),
@@ -60,8 +63,15 @@ export async function quote(d: Deployment, o: OrderInput, markets: MarketState[]
   ]);
   const fee = abs(o.delta) * fill / WAD * m.params.taker_fee / WAD;
   const liquidation = account ? liquidationAfter(account, m, o.delta, fill, fee + params.execution_fee, keeperFloor) : null;
-  const after = (account?.positions.find((p) => p.marketId === o.marketId)?.size ?? 0n) + o.delta;
-  return { reference: fill, bound: acceptable(fill, o.delta, o.slippageBps), fee, executionFee: params.execution_fee, liquidation, after, index: m.index };
+  const before = account?.positions.find((p) => p.marketId === o.marketId)?.size ?? 0n;
+  const after = before + o.delta;
+  // what the order book reserves from the room: the growth of |position| at the execution's index
+  const at = o.kind === KIND_MARKET ? m.index : o.trigger;
+  const added = abs(after) > abs(before) && at !== null ? ceilDiv((abs(after) - abs(before)) * at, WAD) : 0n;
+  return {
+    reference: fill, bound: acceptable(fill, o.delta, o.slippageBps), fee, executionFee: params.execution_fee, liquidation, after,
+    index: m.index, added, room: room?.room ?? null,
+  };
 }
 
 export function quoteText(d: Deployment, o: OrderInput, q: Quote): string {
@@ -76,6 +86,8 @@ export function quoteText(d: Deployment, o: OrderInput, q: Quote): string {
     `${KIND_NAMES[Number(o.kind)]} ${side} ${size(abs(o.delta))} ${symbol}: ${what}; price bound ${bound}`,
     `trading fee up to ${usd(q.fee)} USD, execution fee ${usd(q.executionFee)} USD (escrowed for the keeper)`,
     `liquidation price after the fill: ${liq}`,
+    ...(q.added === 0n || q.room === null ? [] : [`adds ${usd(q.added)} USD of open interest; room left, all markets: ${usd(q.room)} USD`
+      + (q.added > q.room ? " — beyond it: a keeper would cancel the order, its execution fee to the keeper" : "")]),
     ...(o.kind === KIND_MARKET ? [] : ["a keeper executes it at the first price that crosses the trigger, if the fill is within the bound; "
       + "a price that gaps past the bound leaves it waiting"]),
   ].join("\n");
@@ -90,6 +102,12 @@ export async function commit(d: Deployment, o: OrderInput, q: Quote, markets: Ma
   // the order book's checks first, then the execution as it would happen now
   const bookRefusal = await d.refusalAs(owner, "order_book", "commit_order", args);
   if (bookRefusal) throw new Refusal(`${await orderRefusal(d, o, bookRefusal)}. Nothing was sent.`);
+  // the global open-interest cap, as the keeper's execution would check it now
+  if (o.kind === KIND_MARKET && q.room !== null && q.added > q.room) {
+    throw new Refusal(`${plain("order: open interest cap")}: this order adds ${usd(q.added)} USD of open interest at the ${m.symbol} `
+      + `index, more than the room left for all markets, ${usd(q.room)} USD (the liquidity vault's value times its open-interest `
+      + `ratio, less the open interest); a keeper would cancel it. Nothing was sent.`);
+  }
   if ((o.kind === KIND_MARKET || o.kind === KIND_LIMIT) && !o.reduceOnly) {
     const at = o.kind === KIND_MARKET ? m.index : o.trigger;
     const book = d.address("order_book");
