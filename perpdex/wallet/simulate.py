@@ -142,6 +142,24 @@ def execution_check(
     raise refuse(result.reason)
 
 
+def room_check(w: Wallet, market_id: int, growth: int, index: int) -> None:
+    """Raise a CliError when the global open-interest cap would cancel a market order at its
+    execution (and its fee go to the executor): `growth` (WAD, what the order adds to the
+    position's size) at `index` against the room a refresh would give now, which is what a
+    keeper executes against."""
+    (room,) = w.reads([("order_book", "refresh_open_interest_room", ())], block="pending")
+    if isinstance(room, Reverted):
+        return  # e.g. a stale market: the order waits for a fresh price either way
+    need = -(-growth * index // WAD)
+    if need > room:
+        symbol = w.symbol(market_id)
+        raise CliError(
+            f"Refused: the exchange's open interest is at its cap (max_oi_ratio x the liquidity vault's value): "
+            f"room for {usd(room)} USD more, and {base_amount(growth)} {symbol} more at the index {price(index)} "
+            f"is {usd(need)} USD; the order would be cancelled at execution and its fee lost. Nothing was sent."
+        )
+
+
 def largest_size(w: Wallet, sub: int, market_id: int, size_delta: int, index: int) -> int:
     """The largest size (WAD, same sign as `size_delta`, 4 decimals) the exchange accepts now,
     by simulated executions: geometric candidates, then twice linear ones between the last

@@ -27,7 +27,7 @@ from perpdex.orders import (
 from perpdex.wallet.abi import to_checksum
 from perpdex.wallet.client import Wallet
 from perpdex.wallet.rpc import Reverted
-from perpdex.wallet.simulate import execution_check, order_refusal, plain, refuse
+from perpdex.wallet.simulate import execution_check, order_refusal, plain, refuse, room_check
 from perpdex.wallet.units import (
     CliError,
     acceptable_price,
@@ -183,6 +183,8 @@ def commit(w: Wallet, spec: OrderSpec, sub: int) -> tuple[Order, int]:
     if spec.kind in (KIND_MARKET, KIND_LIMIT) and not spec.reduce_only:
         execution_check(w, sub, market_id, size, bound, head if spec.kind == KIND_MARKET else spec.trigger,
                         params.execution_fee, at_trigger=spec.kind != KIND_MARKET)
+    if spec.kind == KIND_MARKET and not spec.reduce_only and abs(current + size) > abs(current):
+        room_check(w, market_id, abs(current + size) - abs(current), head)
     try:
         receipt = w.send("order_book", "commit_order", *args)
     except Reverted as err:

@@ -344,6 +344,21 @@ def test_order_refusals_carry_the_numbers_and_send_nothing(run, node, c, trader,
     assert nonce(node, me) == sent and c["order_book"].functions.open_orders(me, 0).call() == []
 
 
+def test_a_market_order_beyond_the_open_interest_cap_is_refused_before_its_fee_is_at_stake(run, node, c, trader):
+    """The liquidity vault (1,000,000 USD) allows 5x its value of open interest: a 2,600 ETH
+    buy (5.2M USD) would be cancelled at execution and its fee lost, so the wallet refuses it
+    with the room and sends nothing."""
+    index, me = trader
+    ok(run("faucet", "1000000", account=index))
+    ok(run("deposit", "400000", account=index))
+    room = c["order_book"].functions.refresh_open_interest_room().call()
+    sent = nonce(node, me)
+    out = refused(run("order", "market", "ETH", "2600", account=index))
+    assert "the exchange's open interest is at its cap" in out and "Nothing was sent" in out
+    assert f"room for {room // WAD:,}." in out.replace("\n", " ")
+    assert nonce(node, me) == sent and c["order_book"].functions.open_orders(me, 0).call() == []
+
+
 def test_a_stop_loss_must_reduce_the_position(run, c, trader, keeper):
     index, me = trader
     ok(run("deposit", "10000", account=index))
