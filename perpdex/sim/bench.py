@@ -1,11 +1,13 @@
 """`make sim-bench`: the simulator's speed, written to bench/sim.json.
 
-Two measurements in one process, on the same contracts:
+Measurements in one process, on the same contracts:
 - **raw**: titanoboa's rate for plain trades, a loop of commit_order + execute_order market
-  orders with nothing else (no keeper, no checks): `raw_tx_per_s`;
+  orders with nothing else (no keeper, no checks): `raw_tx_per_s` on titanoboa as installed,
+  `raw_tx_per_s_lean` on the lean interpreter the simulation runs on (perpdex.sim.evm);
 - **simulation**: the March 2020 window (216 hourly steps) with `--accounts` traders, the
   keeper acting after every round and the invariants checked every step: `tx_per_s` over the
-  replay (setup, i.e. compilation, deployment and sampling, in `setup_seconds`).
+  replay (setup, i.e. compilation, deployment and sampling, in `setup_seconds`);
+  `ratio_to_raw` and `ratio_to_lean_raw` divide it by the two raw rates.
 
     python -m perpdex.sim.bench [--accounts 5000] [--out bench/sim.json]
 """
@@ -24,6 +26,7 @@ import boa
 from perpdex.fixed_point import WAD
 from perpdex.orders import KIND_MARKET
 from perpdex.sim.config import SimConfig
+from perpdex.sim.evm import fast_evm
 from perpdex.sim.runner import Simulation
 
 OUT = Path(__file__).resolve().parent.parent.parent / "bench" / "sim.json"
@@ -63,17 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     sim = Simulation(SimConfig().replace(traders=args.accounts), progress=True)
-    sim.prepare()
+    with fast_evm():
+        sim.prepare()
     raw = raw_rate(sim)
-    started = time.perf_counter()
-    sim.replay()
-    seconds = time.perf_counter() - started
+    with fast_evm():
+        lean = raw_rate(sim)
+        started = time.perf_counter()
+        sim.replay()
+        seconds = time.perf_counter() - started
+    sim.timing.replay = seconds
+    rate = sim.chain.transactions / seconds
     result = {
         "accounts": args.accounts, "steps": len(sim.steps), "transactions": sim.chain.transactions,
-        "seconds": round(seconds, 2), "tx_per_s": round(sim.chain.transactions / seconds, 2),
-        "raw_tx_per_s": round(raw, 2), "setup_seconds": round(sim.timing.setup, 2),
-        "ratio_to_raw": round(sim.chain.transactions / seconds / raw, 3),
+        "seconds": round(seconds, 2), "tx_per_s": round(rate, 2),
+        "raw_tx_per_s": round(raw, 2), "raw_tx_per_s_lean": round(lean, 2),
+        "ratio_to_raw": round(rate / raw, 3), "ratio_to_lean_raw": round(rate / lean, 3),
+        "setup_seconds": round(sim.timing.setup, 2),
         "seconds_by_phase": {k: round(v, 2) for k, v in asdict(sim.timing).items()},
+        "seconds_per_step": round(seconds / len(sim.steps), 3),
         "rounds": len(sim.rounds),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

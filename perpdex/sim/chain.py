@@ -182,6 +182,7 @@ class Chain:
         self.log_sources: list[str] = []  # the emitting contract's deployment name, per entry of `logs`
         self._last_sources: list[str] = []
         self._decoders: dict[bytes, dict[int, tuple[Any, str]]] = {}
+        self._speculation: tuple[Any, list] | None = None  # (state snapshot, [(result, logs, sources)])
         self.set_time(start_time)
         self._recording = True
 
@@ -230,28 +231,88 @@ class Chain:
     def transact(self, sender: str, method, *args) -> Receipt:
         """`method(*args)` sent by `sender`, mined in a block of its own; SimRevert on a revert
         (the block is not used)."""
-        contract = method.contract
         self.block += 1
+        try:
+            result, logs, sources = self._execute(sender, method, args)
+        except BaseException:
+            self.block -= 1
+            self.env.evm.patch.block_number = self.block
+            raise
+        return self._mined(logs, sources, result)
+
+    def _execute(self, sender: str, method, args: tuple) -> tuple[Any, list[LogEntry], list[str]]:
+        """Run `method(*args)` from `sender` in block `self.block`: its result, decoded events
+        and their sources; SimRevert on a revert (nothing it wrote stays)."""
+        contract = method.contract
         self.env.evm.patch.block_number = self.block
         try:
             with self.env.prank(sender):
                 result = method(*args)
         except Exception as err:
-            self.block -= 1
             computation = getattr(contract, "_computation", None)
             if computation is not None and computation.is_error:
                 raise SimRevert(revert_reason_of(bytes(computation.output))) from err
             raise
         self._last_sources = []
         logs = self._decode(contract._computation) if self._decoders else []
+        return result, logs, self._last_sources
+
+    def _mined(self, logs: list[LogEntry], sources: list[str], result: Any) -> Receipt:
+        """Record a transaction mined in block `self.block` with these events."""
         if self._recording:
             self.logs.extend(logs)
             self._log_blocks.extend(log.block for log in logs)
-            self.log_sources.extend(self._last_sources)
+            self.log_sources.extend(sources)
             if logs:
                 self.block_times[self.block] = self.now
             self.transactions += 1
         return Receipt(f"0x{self.block:064x}", self.block, logs, result)
+
+    # -- speculation -----------------------------------------------------------------------------
+
+    def speculate(self, sender: str, method, *args) -> Any:
+        """Run `method(*args)` from `sender` for real in the next block, kept aside: a run of
+        speculations is then either mined as one transaction (`mine_speculation`, when that
+        transaction is exactly their sequence) or undone (`drop_speculation`). The first
+        speculation opens the run at the current state; SimRevert on a revert (the run stays
+        as it was)."""
+        if self._speculation is None:
+            self._speculation = (self.env.evm.snapshot(), [])
+        self.block += 1
+        try:
+            result, logs, sources = self._execute(sender, method, args)
+        finally:
+            self.block -= 1
+            self.env.evm.patch.block_number = self.block
+        self._speculation[1].append((result, logs, sources))
+        return result
+
+    @property
+    def speculating(self) -> int:
+        """How many speculations are kept aside."""
+        return 0 if self._speculation is None else len(self._speculation[1])
+
+    def drop_speculation(self) -> None:
+        """Undo the speculations kept aside, if any."""
+        if self._speculation is not None:
+            snapshot, _ = self._speculation
+            self._speculation = None
+            self.env.evm.revert(snapshot)
+
+    def mine_speculation(self, result: Any = None) -> Receipt:
+        """Keep what the speculations did, mined as one transaction in the next block (their
+        events in order, renumbered), returning `result` (None: the last speculation's)."""
+        snapshot, runs = self._speculation
+        self._speculation = None
+        self.env.evm.vm.state.commit(snapshot)
+        self.block += 1
+        self.env.evm.patch.block_number = self.block
+        logs, sources = [], []
+        for _, run_logs, run_sources in runs:
+            for log in run_logs:
+                logs.append(LogEntry(log.event, log.args, self.block, len(logs)))
+            sources.extend(run_sources)
+        return self._mined(logs, sources, runs[-1][0] if result is None else result)
 
     def call(self, sender: str, method, *args) -> Any:
         """`method(*args)` as an eth_call on the current state: nothing it writes stays, nor its

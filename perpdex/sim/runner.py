@@ -33,6 +33,7 @@ from perpdex.orders import KIND_MARKET, KIND_STOP_LOSS, KIND_TAKE_PROFIT
 from perpdex.raw_state import RawState
 from perpdex.sim.chain import FEED_DECIMALS, TOKEN_DECIMALS, Chain, SimDeployment, SimRevert, deploy
 from perpdex.sim.config import SimConfig, max_leverage
+from perpdex.sim.evm import fast_evm
 from perpdex.sim.invariants import InvariantChecker
 from perpdex.sim.population import Population, Trader, address_of, sample_population
 from perpdex.sim.publication import Round, feed_rounds, load_candles, merged_rounds, resample
@@ -159,11 +160,12 @@ class Simulation:
         """Prepare, replay, and return the report's content (perpdex.sim.report.summarize)."""
         from perpdex.sim.report import summarize
 
-        self.prepare()
-        started = time.perf_counter()
-        self.replay()
-        self.timing.replay = time.perf_counter() - started
-        return summarize(self)
+        with fast_evm():
+            self.prepare()
+            started = time.perf_counter()
+            self.replay()
+            self.timing.replay = time.perf_counter() - started
+            return summarize(self)
 
     def _timeline(self) -> list:
         events, seq = [], 0
@@ -240,6 +242,7 @@ class Simulation:
     def keeper_pass(self) -> None:
         t0 = time.perf_counter()
         self.keeper.run_once()
+        self.client.settle()  # simulated and never sent: undone
         self.timing.keeper += time.perf_counter() - t0
         t0 = time.perf_counter()
         self._commit_protection()

@@ -7,10 +7,21 @@ ADL, write-offs, order and LP request executions) unchanged. titanoboa keeps no 
 read is of the current state, which is the head the keeper asks for ("pending" included, as
 nothing waits in a pool); a simulation is the transaction run inside an anchor and undone.
 Accounts are read straight from storage (perpdex.raw_state), markets with one Lens call.
+
+The keeper simulates every order execution, then sends the pass's executions in one
+`execute_orders` (which runs each order as `execute_order` would, one after the other). So
+that each execution runs once, not twice, a simulated execution is run for real and kept aside
+(`Chain.speculate`), the next simulated execution on top of it; when the keeper then sends
+exactly those executions, what was kept is mined as that one transaction; anything else the
+keeper does first (a read, another transaction) undoes them, and it goes on as usual. The same
+holds for a cancellation and a liquidation batch: simulated, then sent as simulated. Each
+simulation in a batch thus sees the state the batch will have reached by then (an eth_call on
+the pending state sees the orders before it unexecuted), which is what the transaction does.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +37,18 @@ from perpdex.sim.chain import Chain, Receipt, SimDeployment, SimRevert
 ZERO_ADDRESS = "0x" + "00" * 20
 CHAIN_ID = 31337
 KEEPER_EVENTS = frozenset(INDEXED_EVENTS + ORDER_EVENTS)  # (contract, event) the keeper indexes
+
+
+def _settled(method: Callable) -> Callable:
+    """The client method runs on the chain's own state: speculations kept aside are undone first."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.chain.speculating:
+            self.chain.drop_speculation()
+        return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class SimAccount:
@@ -57,6 +80,8 @@ class BoaClient:
                              lq.deficit_grace_period())
         self._market_ids = [ex.market_ids(i) for i in range(ex.market_count())]
         self._aggregators: dict[str, Any] = {a.address: a for a in deployment.aggregators.values()}
+        self._kept: list[tuple] = []  # what the chain's speculations are, in order
+        self._evidence: set[AccountKey] = set()  # liquidatable before the liquidation kept aside
 
     @staticmethod
     def revert_reason(err: Exception) -> str | None:
@@ -130,10 +155,35 @@ class BoaClient:
     def _call(self, method, *args) -> Any:
         return self.chain.call(self.address, method, *args)
 
+    def _speculate(self, key: tuple, method, *args, stack: bool = False) -> Any:
+        """`method(*args)` run for real and kept aside under `key` (after those kept before
+        when `stack`, else alone); SimRevert as a simulation would raise it."""
+        if not stack:
+            self.chain.drop_speculation()
+        if not self.chain.speculating:
+            self._kept = []
+        result = self.chain.speculate(self.address, method, *args)
+        self._kept.append(key)
+        return result
+
+    def _kept_aside(self, keys: list[tuple]) -> bool:
+        """Whether exactly these transactions are kept aside, in this order; if others are,
+        they are undone."""
+        if self.chain.speculating and self._kept == keys:
+            return True
+        self.chain.drop_speculation()
+        return False
+
+    def settle(self) -> None:
+        """Undo what is still kept aside (simulated, never sent): the chain is as the keeper left it."""
+        self.chain.drop_speculation()
+
     # -- liquidation -----------------------------------------------------------------------------
 
     def simulate_liquidations(self, batch: list[AccountKey]) -> int:
-        return self._call(self.deployment.liquidator.liquidate_many, list(batch))
+        self.chain.drop_speculation()
+        self._evidence = {key for key in batch if self.deployment.liquidator.is_liquidatable(*key)}
+        return self._speculate(("liquidate_many", tuple(batch)), self.deployment.liquidator.liquidate_many, list(batch))
 
     def is_liquidatable(self, key: AccountKey, block: int | str = "pending") -> bool:
         return self.deployment.liquidator.is_liquidatable(*key)
@@ -141,6 +191,9 @@ class BoaClient:
     def liquidate_many(self, batch: list[AccountKey]) -> Receipt:
         """Send the batch; the accounts the contract finds liquidatable right before it are kept
         (`liquidatable_before`) for the simulation's check that no healthy account was."""
+        if self._kept_aside([("liquidate_many", tuple(batch))]):
+            self.liquidatable_before.update(self._evidence)
+            return self.chain.mine_speculation()
         self.liquidatable_before.update(key for key in batch if self.is_liquidatable(key))
         return self.send(self.deployment.liquidator.liquidate_many, list(batch))
 
@@ -216,18 +269,33 @@ class BoaClient:
         return fetch
 
     def simulate_execute_order(self, order_id: int, round_ids: Iterable[int]) -> bool:
-        return self._call(self.order_book.execute_order, order_id, list(round_ids))
+        """Run for real and kept aside, on top of the executions kept aside before it (the
+        batch the keeper is putting together)."""
+        rounds = tuple(int(r) for r in round_ids)
+        if any(key[0] != "execute_order" for key in self._kept):
+            self.chain.drop_speculation()
+        return self._speculate(("execute_order", order_id, rounds), self.order_book.execute_order, order_id,
+                               list(rounds), stack=True)
 
     def execute_order(self, order_id: int, round_ids: Iterable[int]) -> Receipt:
-        return self.send(self.order_book.execute_order, order_id, list(round_ids))
+        rounds = tuple(int(r) for r in round_ids)
+        if self._kept_aside([("execute_order", order_id, rounds)]):
+            return self.chain.mine_speculation()
+        return self.send(self.order_book.execute_order, order_id, list(rounds))
 
     def execute_orders(self, order_ids: list[int], round_ids: list[list[int]]) -> Receipt:
+        wanted = [("execute_order", o, tuple(int(r) for r in rs)) for o, rs in zip(order_ids, round_ids, strict=True)]
+        if self._kept_aside(wanted):
+            return self.chain.mine_speculation(result=len(wanted))  # every one acted: none reverted
         return self.send(self.order_book.execute_orders, order_ids, round_ids)
 
     def simulate_cancel_order(self, order_id: int) -> None:
-        self._call(self.order_book.cancel_order, order_id)
+        self.chain.drop_speculation()
+        self._speculate(("cancel_order", order_id), self.order_book.cancel_order, order_id)
 
     def cancel_order(self, order_id: int) -> Receipt:
+        if self._kept_aside([("cancel_order", order_id)]):
+            return self.chain.mine_speculation()
         return self.send(self.order_book.cancel_order, order_id)
 
     def refresh_open_interest_room(self) -> Receipt:
@@ -235,6 +303,12 @@ class BoaClient:
 
     def order_events(self, receipt: Receipt) -> tuple[list, list]:
         return receipt.events("OrderExecuted"), receipt.events("OrderCancelled")
+
+
+for _name in ("read_snapshot", "read_account", "read_accounts", "send", "_call", "is_liquidatable", "is_adl_keeper",
+              "pnl_factor", "adl_score", "deficit_record", "order_params", "cancelled_at", "market_feeds",
+              "latest_round", "round_fetcher"):
+    setattr(BoaClient, _name, _settled(getattr(BoaClient, _name)))
 
 
 class BoaLpClient:
@@ -245,9 +319,11 @@ class BoaLpClient:
         self.vault = client.deployment.liquidity_vault
 
     def last_request_id(self, block: int) -> int:
+        self.client.settle()
         return int(self.vault.last_request_id())
 
     def request(self, request_id: int, block: int | str) -> LpRequest | None:
+        self.client.settle()
         r = self.vault.request(request_id)
         if str(r[0]).lower() == ZERO_ADDRESS:
             return None
