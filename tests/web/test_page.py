@@ -130,6 +130,11 @@ class Page:
         self.driver.save_screenshot(str(self.shots / f"web-{name}.png"))
 
 
+def usd_text(wad: int) -> str:
+    """A WAD amount as the page writes it: two decimals, rounded toward zero, thousands separated."""
+    return f"{wad // 10**16 / 100:,.2f}"
+
+
 def number(text: str) -> float:
     return float(re.search(r"-?[\d,]+\.\d+", text).group(0).replace(",", ""))
 
@@ -180,6 +185,20 @@ def test_an_order_beyond_the_margin_is_refused_with_its_numbers_and_nothing_is_s
     assert devnet.w3.eth.get_transaction_count(me) == nonce
     assert devnet.order_book.functions.open_orders(me, 0).call() == []
     page.screenshot("refusal", "trade")
+
+    # beyond the global open-interest cap's room (checked before the margin, as the keeper's
+    # execution would): refused with both figures, nothing sent
+    room = devnet.order_book.functions.refresh_open_interest_room().call()
+    added = 150 * devnet.exchange.functions.index_price(0).call()  # WAD USD: 150 BTC at the index
+    page.field("order-size", "150")
+    assert added > room
+    wait_for(lambda: "beyond it: a keeper would cancel the order" in page.text("quote"), 10, "the quote's open-interest warning")
+    page.click("#send-order")
+    refusal = page.settled("the open-interest refusal")
+    assert refusal == (f"Refused by the order book: open interest cap: this order adds {usd_text(added)} USD of open interest at "
+                       f"the BTC-USD index, more than the room left for all markets, {usd_text(room)} USD (the liquidity vault's value "
+                       "times its open-interest ratio, less the open interest); a keeper would cancel it. Nothing was sent.")
+    assert devnet.w3.eth.get_transaction_count(me) == nonce
 
 
 def test_a_market_order_is_executed_by_the_keeper_and_the_position_shows_its_liquidation_price(page, devnet):
@@ -287,8 +306,10 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     as an extension does) holding an account the node does not list among its dev accounts:
     the page offers it, connects it, and its faucet and deposit go through it (the wallet's own
     eth_sendTransaction, to its own node), then a limit order and its cancellation from the open
-    orders' Cancel button (the reason and the refunded fee shown); a refused withdrawal reaches
-    the wallet not at all."""
+    orders' Cancel button (the reason and the refunded fee shown), a market order the keeper
+    executes and the Close button's order it executes too, and a liquidity deposit request the
+    keeper executes (its state and the shares shown); a refused withdrawal reaches the wallet
+    not at all."""
     w3 = devnet.w3
     wallet = Account.from_key(keccak(text="perpdex web page: an injected wallet's account")).address
     assert wallet not in w3.eth.accounts  # the page cannot have reached it as a dev account
@@ -307,13 +328,13 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     assert page.settled("connecting the browser wallet") == f"connected {wallet}"
     assert page.text("address") == f"connected: {wallet} (sub-account 0)"
 
-    page.field("faucet-amount", "500")
+    page.field("faucet-amount", "600")
     page.click("#faucet-form button")
-    assert page.settled("the faucet through the browser wallet") == "minted 500.00 USD of devnet collateral"
+    assert page.settled("the faucet through the browser wallet") == "minted 600.00 USD of devnet collateral"
     page.field("deposit-amount", "500", enter=True)
     assert page.settled("the deposit through the browser wallet") == "deposited 500.00 USD: cash now 500.00 USD"
     assert devnet.vault.functions.cash(wallet, 0).call() == 500 * WAD
-    assert devnet.collateral.functions.balanceOf(wallet).call() == 0
+    assert devnet.collateral.functions.balanceOf(wallet).call() == 100 * USDC
     wait_for(lambda: page.text("acct-cash") == "500.00 USD", 10, "the wallet account's cash on the page")
 
     def sent() -> list[dict]:
@@ -354,3 +375,31 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     assert devnet.vault.functions.cash(wallet, 0).call() == 500 * WAD  # the fee came back
     wait_for(lambda: "no open order" in page.text("orders-table"), 10, "the open orders to empty")
     assert len(sent()) == 5 and w3.eth.get_transaction_count(wallet) == 5  # the commit and the cancel, signed by the wallet
+
+    # a market order through the wallet, executed by the keeper, then closed from the position's Close button
+    page.choose("order-kind", "Market")
+    page.field("order-size", "0.01")
+    page.click("#send-order")
+    page.settled("the market order through the browser wallet")  # (the status line may show a keeper's outcome by now)
+    assert page.text("notice") == ""
+    wait_for(lambda: page.row("positions-table", "BTC-USD"), 60, "the keeper to open the wallet's position")
+    assert devnet.exchange.functions.position(wallet, 0, 0).call()[0] == WAD // 100
+    page.click("#positions-table tr[data-market='BTC-USD'] button")
+    page.settled("the close through the browser wallet")
+    assert page.text("notice") == ""
+    wait_for(lambda: "no open position" in page.text("positions-table"), 60, "the keeper to close the wallet's position")
+    assert devnet.exchange.functions.position(wallet, 0, 0).call()[0] == 0
+
+    # a liquidity deposit request through the wallet, executed by the keeper: its state and the shares on the page
+    page.field("lp-deposit-amount", "100", enter=True)
+    assert page.settled("the liquidity deposit request").startswith("requested a liquidity deposit of 100.00 USD")
+    state = wait_for(lambda: (page.text("lp-requests-table").split("\n")[1:] or [""])[0], 10, "the request's row")
+    assert "deposit\t100.00 USD" in state
+    executed = wait_for(lambda: "executed:" in page.text("lp-requests-table") and page.text("lp-requests-table"), 60,
+                        "the keeper to execute the liquidity deposit")
+    shares = devnet.liquidity_vault.functions.balanceOf(wallet).call()
+    decimals = devnet.liquidity_vault.functions.decimals().call()
+    shown = f"{shares // 10**(decimals - 4) / 10**4:,.4f}"  # four decimals, rounded toward zero
+    assert shares > 0 and f"executed: {shown} shares minted" in executed
+    wait_for(lambda: page.text("lv-shares") == shown, 10, "the wallet's shares on the page")
+    assert len(sent()) == 9 and w3.eth.get_transaction_count(wallet) == 9  # + market, close, approve, request
