@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from perpdex.fixed_point import WAD
 from perpdex.keeper.core import take_turn
 from perpdex.keeper.log import Size, Usd
 from perpdex.keeper.orders import CANCEL, OrderAction, apply_execution, choose_execution, decide_orders
@@ -100,7 +101,11 @@ class OrderPasses:
         execution, result, model = choose_execution(
             self.snapshot, self.states, order, action, self.address, now, self.order_params
         )
-        if execution is not None and result.reason.startswith(OPEN_INTEREST_CAP) and self._refresh_room(now, report):
+        if (
+            execution is not None
+            and result.reason.startswith(OPEN_INTEREST_CAP)
+            and self._refresh_room(now, report, abs(order.size_delta) * self.snapshot.model.index[order.market_id] // WAD)
+        ):
             execution, result, model = choose_execution(
                 self.snapshot, self.states, order, action, self.address, now, self.order_params
             )
@@ -125,16 +130,17 @@ class OrderPasses:
             apply_execution(self.snapshot, self.states, order, self.address, model)
         return order_id, order, tuple(execution.round_ids)
 
-    def _refresh_room(self, now: int, report: PassReport) -> bool:
-        """The cached room of the global open-interest cap would cancel an order: recompute it
-        on chain (`refresh_open_interest_room`, O(markets)) when that gives more room, so that
-        reductions and LP deposits since the last refresh count. Whether it was sent."""
+    def _refresh_room(self, now: int, report: PassReport, need: int) -> bool:
+        """The cached room of the global open-interest cap would cancel an order that needs
+        about `need` (WAD USD): recompute it on chain (`refresh_open_interest_room`, O(markets))
+        when a fresh room would fit it, so that reductions and LP deposits since the last
+        refresh count. Whether it was sent."""
         m = self.snapshot.model
         stamp, cached = m.oi_room_cache
         if now > stamp + ROOM_MAX_AGE:
             return False  # the execution recomputes it itself
         fresh = m.fresh_open_interest_room()
-        if fresh <= cached:
+        if fresh <= cached or fresh < need:
             return False
         try:
             self.client.refresh_open_interest_room()
