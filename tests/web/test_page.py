@@ -163,6 +163,15 @@ def test_connect_the_dev_account_faucet_and_deposit(page, devnet):
     assert page.text("health-text") == "100.0 %"
     problems = page.layout_problems()
     assert not problems, "on a laptop's screen:\n" + "\n".join(problems)
+    # no CDN, no third party: everything the page loaded or fetched came from its own server
+    origin = page.driver.execute_script("return location.origin")
+    loaded = page.driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and [url for url in loaded if not url.startswith(origin + "/")] == []
+    # every field has a label, every button a name (screen readers, keyboard users)
+    unnamed = page.driver.execute_script("""return [...document.querySelectorAll('input, select, button')]
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map(e => e.outerHTML)""")
+    assert unnamed == []
     # the global open-interest cap's room, as the order book would compute it now: no open interest yet
     room = devnet.order_book.functions.refresh_open_interest_room().call() / WAD
     assert room > 0 and number(page.text("oi-room")) == pytest.approx(room, abs=0.01)
