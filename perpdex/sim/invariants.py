@@ -27,7 +27,12 @@ from perpdex.fixed_point import WAD
 from perpdex.keeper.chain import LogEntry
 from perpdex.keeper.core import AccountKey, AccountState, Snapshot
 from perpdex.orders import KIND_MARKET
-from perpdex.raw_state import RawState
+from perpdex.raw_state import RawState, mapping_slot
+
+# Liquidator.vy's packing of a deficit record
+RECORD_AMOUNT_MASK = 2**192 - 1
+RECORD_LONG_BIT = 2**192
+RECORD_TIME_SHIFT = 200
 
 
 class InvariantBroken(AssertionError):
@@ -60,16 +65,18 @@ class InvariantChecker:
     def read_states(self, accounts: list[AccountKey]) -> dict[AccountKey, AccountState]:
         raw, states = self.raw, {}
         markets = [m.id for m in self.deployment.markets]
+        account, position = raw.account, raw.position
         for owner, sub in accounts:
-            cash, mask = raw.account(owner, sub)
+            cash, mask = account(owner, sub)
             state = AccountState(cash)
             for m in markets:
-                position = raw.position(owner, sub, m)
-                self.ok("2 the open-market mask names the open positions", bool(mask >> m & 1) == (position[0] != 0),
-                        f"{owner}/{sub} market {m}")
-                if position[0] or position[1]:
-                    state.positions[m] = position
+                p = position(owner, sub, m)
+                if bool(mask >> m & 1) != (p[0] != 0):
+                    self.ok("2 the open-market mask names the open positions", False, f"{owner}/{sub} market {m}")
+                if p[0] or p[1]:
+                    state.positions[m] = p
             states[(owner, sub)] = state
+        self.checked["2 the open-market mask names the open positions"] += len(accounts) * len(markets)
         return states
 
     # -- 1-3 -------------------------------------------------------------------------------------
@@ -100,12 +107,17 @@ class InvariantChecker:
         d, lq = self.deployment, self.deployment.liquidator
         balance = d.collateral.balanceOf(d.vault.address) * self.token_scale
         claims, shortfall = 0, 0
+        capacity: dict[int, int] = {}  # market -> liquidation capacity left (one state: read once)
+
+        def exhausted(market_id: int) -> bool:
+            if market_id not in capacity:
+                capacity[market_id] = lq.liquidation_capacity(market_id)
+            return capacity[market_id] == 0
+
         for key, state in states.items():
             health = snapshot.health(state) if state.positions else None
             equity = health.equity if health is not None else state.cash
-            if equity < 0 and state.positions and health.liquidatable and all(
-                lq.liquidation_capacity(m) == 0 for m in state.positions
-            ):
+            if equity < 0 and state.positions and health.liquidatable and all(exhausted(m) for m in state.positions):
                 self.capacity_waits += 1
                 shortfall -= equity
                 continue
@@ -114,7 +126,7 @@ class InvariantChecker:
             claims += max(equity, 0)
         grace, outstanding, now = lq.deficit_grace_period(), 0, snapshot.timestamp
         for owner, sub, market_id in sorted(self.deficit_accounts):
-            amount, _, recorded_at = lq.deficit_record(owner, sub, market_id)
+            amount, _, recorded_at = self.deficit_record(owner, sub, market_id)
             outstanding += amount
             self.ok("4 no deficit outstanding past its grace period", amount == 0 or now < recorded_at + grace,
                     f"{owner}/{sub} market {market_id}")
@@ -135,9 +147,17 @@ class InvariantChecker:
         that ADL or a write-off is still to settle within its grace period."""
         if state.positions:
             return False
-        lq = self.deployment.liquidator
-        recorded = sum(lq.deficit_record(key[0], key[1], m.id)[0] for m in self.deployment.markets)
+        recorded = sum(self.deficit_record(key[0], key[1], m.id)[0] for m in self.deployment.markets)
         return recorded >= -state.cash
+
+    def deficit_record(self, owner: str, sub: int, market_id: int) -> tuple[int, int, int]:
+        """`Liquidator.deficit_record` read from storage: (amount, losing side, recorded at)."""
+        raw = self.raw
+        record = raw._get(raw.liquidator, mapping_slot(raw.q["_deficits"], owner, sub, market_id))
+        amount = record & RECORD_AMOUNT_MASK
+        if amount == 0:
+            return 0, 0, 0
+        return amount, 1 if record & RECORD_LONG_BIT else -1, record >> RECORD_TIME_SHIFT
 
     # -- 5 ---------------------------------------------------------------------------------------
 

@@ -247,8 +247,7 @@ class Simulation:
         t0 = time.perf_counter()
         self._commit_protection()
         if self.config.check_every_round:
-            self.check_state()
-            self.check_solvency()
+            self.check_solvency(self.check_state())
         self.timing.checks += time.perf_counter() - t0
 
     # -- trader actions --------------------------------------------------------------------------
@@ -330,9 +329,10 @@ class Simulation:
         self.states = states
         return states
 
-    def check_solvency(self) -> None:
+    def check_solvency(self, states: dict | None = None) -> None:
+        """Invariant 4 on the current state; `states`: the accounts as just read from it."""
         snapshot = self.client.read_snapshot(self.chain.block, self.chain.now, lambda m, r: None)
-        states = self.checker.read_states(self.known)
+        states = states if states is not None else self.checker.read_states(self.known)
         self.deficit = self.checker.check_solvency(states, snapshot, self.d.exchange.liquidity_vault_value())
         self.solvency_due = False
 
@@ -341,11 +341,11 @@ class Simulation:
         self.checker.step = index
         if self.on_step is not None:
             self.on_step(self, index)
-        self.check_state()
+        states = self.check_state()
         if keeper_pending:
             self.solvency_due = True  # checked once the keeper has acted on the latest round
         else:
-            self.check_solvency()
+            self.check_solvency(states)  # nothing happened since the accounts were read
         self.records.append(self.record(index))
         self.timing.checks += time.perf_counter() - t0
 

@@ -14,7 +14,8 @@ that each execution runs once, not twice, a simulated execution is run for real 
 (`Chain.speculate`), the next simulated execution on top of it; when the keeper then sends
 exactly those executions, what was kept is mined as that one transaction; anything else the
 keeper does first (a read, another transaction) undoes them, and it goes on as usual. The same
-holds for a cancellation and a liquidation batch: simulated, then sent as simulated. Each
+holds for every transaction the keeper simulates before sending it (cancellations, liquidation
+batches, ADL, LP request executions and cancellations). Each
 simulation in a batch thus sees the state the batch will have reached by then (an eth_call on
 the pending state sees the orders before it unexecuted), which is what the transaction does.
 """
@@ -212,9 +213,11 @@ class BoaClient:
         return self.deployment.liquidator.adl_score(key[0], key[1], market_id)
 
     def simulate_adl(self, call_args: tuple) -> int:
-        return self._call(self.deployment.liquidator.auto_deleverage, *call_args)
+        return self._speculate(("auto_deleverage", call_args), self.deployment.liquidator.auto_deleverage, *call_args)
 
     def auto_deleverage(self, call_args: tuple) -> Receipt:
+        if self._kept_aside([("auto_deleverage", call_args)]):
+            return self.chain.mine_speculation()
         return self.send(self.deployment.liquidator.auto_deleverage, *call_args)
 
     def adl_events(self, receipt: Receipt) -> list:
@@ -332,16 +335,24 @@ class BoaLpClient:
     def _method(self, redemption: bool):
         return self.vault.execute_redeem if redemption else self.vault.execute_deposit
 
+    def _key(self, action) -> tuple:
+        return ("lp_execute", action.redemption, action.request_id, repr(action.round_ids))
+
     def simulate_execute(self, action) -> bool:
-        return self.client._call(self._method(action.redemption), action.request_id, [list(i) for i in action.round_ids])
+        return self.client._speculate(self._key(action), self._method(action.redemption), action.request_id,
+                                      [list(i) for i in action.round_ids])
 
     def execute(self, action) -> Receipt:
+        if self.client._kept_aside([self._key(action)]):
+            return self.client.chain.mine_speculation()
         return self.client.send(self._method(action.redemption), action.request_id, [list(i) for i in action.round_ids])
 
     def simulate_cancel(self, request_id: int) -> None:
-        self.client._call(self.vault.cancel_request, request_id)
+        self.client._speculate(("lp_cancel", request_id), self.vault.cancel_request, request_id)
 
     def cancel(self, request_id: int) -> Receipt:
+        if self.client._kept_aside([("lp_cancel", request_id)]):
+            return self.client.chain.mine_speculation()
         return self.client.send(self.vault.cancel_request, request_id)
 
     def events(self, receipt: Receipt) -> list:

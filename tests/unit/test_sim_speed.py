@@ -10,6 +10,7 @@ import pytest
 
 from perpdex.fixed_point import WAD
 from perpdex.orders import KIND_MARKET
+from perpdex.raw_state import mapping_slot
 from perpdex.sim.config import SimConfig
 from perpdex.sim.evm import fast_evm
 from perpdex.sim.runner import Simulation
@@ -92,3 +93,18 @@ def test_what_the_keeper_reads_after_a_simulation_is_the_chain_as_it_was(sim):
         receipt = client.execute_order(ids[0], [round_id])  # sent for real now
         assert [e.order_id for e in receipt.events("OrderExecuted")] == ids
         assert client.read_account((owner, 0)) != before
+
+
+def test_the_checker_reads_deficit_records_as_the_liquidator_reports_them(sim):
+    """The invariant checker reads deficit records from storage; planted records read back as
+    `Liquidator.deficit_record` returns them."""
+    lq, raw = sim.d.liquidator, sim.raw
+    owner = boa.env.generate_address("bankrupt")
+    with boa.env.anchor():
+        for market_id, record in ((0, 7 * WAD | 2**192 | 1584000000 << 200), (1, 3 * WAD | 1583990000 << 200)):
+            slot = mapping_slot(raw.q["_deficits"], owner, 0, market_id)
+            boa.env.set_storage(lq.address, slot, record)
+            expected = tuple(lq.deficit_record(owner, 0, market_id))
+            assert expected[0] > 0
+            assert sim.checker.deficit_record(owner, 0, market_id) == expected
+    assert sim.checker.deficit_record(owner, 0, 0) == (0, 0, 0) == tuple(lq.deficit_record(owner, 0, 0))
