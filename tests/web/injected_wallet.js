@@ -4,7 +4,8 @@
 // page's /rpc): eth_sendTransaction reaches anvil, which signs for the account (unlocked or
 // impersonated there), as a wallet would sign with its key. Every request the page makes is
 // recorded in window.ethereum.requests (method, params, and the hash or error it answered), so
-// a test can tell which transactions went through the wallet.
+// a test can tell which transactions went through the wallet. selectAccount and selectChain
+// play the wallet's user switching account or chain (the EIP-1193 events follow).
 //
 // The test fills in CONFIG: {"rpc": node URL, "account": address, "chainId": "0x7a69"}.
 (() => {
@@ -75,6 +76,19 @@
       listeners.get(event)?.delete(listener);
       return this;
     },
+    // what the wallet's user does in the wallet's own window: pick another account or chain
+    selectAccount(account) {
+      config.account = account;
+      emit("accountsChanged", [account]);
+    },
+    selectChain(chainId) {
+      config.chainId = chainId;
+      emit("chainChanged", chainId);
+    },
   };
+
+  function emit(event, payload) {
+    for (const listener of listeners.get(event) ?? []) listener(payload);
+  }
   window.dispatchEvent(new Event("ethereum#initialized"));
 })();

@@ -4,15 +4,17 @@ a price publisher (a round of every market each second, as the devnet's pusher d
 
 A trader's walk, in order (each test continues from the one before): connect anvil's account
 2 without any extension, faucet, deposit (keyboard: Enter submits); an order beyond the margin
-is refused with the exchange's sentence and its numbers, and nothing is sent; a market order
+is refused with the exchange's sentence and its numbers, one beyond the global open-interest
+cap's room with the order book's, and nothing is sent; a market order
 is executed by the keeper and the position appears with the liquidation price the quote
 announced; a stop-loss rests until a price below its trigger is published, then the keeper
 closes the position; the history shows the fills; the free collateral is withdrawn. On the
 way, the layout is checked at a laptop's width and at a phone's (nothing cut off or
 overlapping). Last, the page is reloaded with a browser wallet's provider injected
 (injected_wallet.js, window.ethereum, holding an account the node does not list): the page
-connects it and sends the faucet, the deposit, a limit order and its cancellation through it;
-a refused withdrawal never reaches it.
+connects it and sends through it the faucet, the deposit, a limit order and its cancellation,
+a market order and its close, a liquidity deposit request; a refused withdrawal never reaches
+it; the page follows the wallet's account switch and warns on its chain switch.
 
 PERPDEX_WEB_SCREENSHOTS=docs saves the main views as docs/web-*.png (README.md shows them);
 by default they go to the test's temporary directory.
@@ -318,7 +320,8 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     orders' Cancel button (the reason and the refunded fee shown), a market order the keeper
     executes and the Close button's order it executes too, and a liquidity deposit request the
     keeper executes (its state and the shares shown); a refused withdrawal reaches the wallet
-    not at all."""
+    not at all. When the wallet's user switches account, the page follows; when they switch
+    chain, the page warns and sends nothing."""
     w3 = devnet.w3
     wallet = Account.from_key(keccak(text="perpdex web page: an injected wallet's account")).address
     assert wallet not in w3.eth.accounts  # the page cannot have reached it as a dev account
@@ -412,3 +415,26 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     assert shares > 0 and f"executed: {shown} shares minted" in executed
     wait_for(lambda: page.text("lv-shares") == shown, 10, "the wallet's shares on the page")
     assert len(sent()) == 9 and w3.eth.get_transaction_count(wallet) == 9  # + market, close, approve, request
+
+    # the wallet's user picks another account in the wallet: the page follows it and sends from it
+    other = Account.from_key(keccak(text="perpdex web page: the injected wallet's second account")).address
+    for method, params in (("anvil_impersonateAccount", [other]), ("anvil_setBalance", [other, hex(10 * 10**18)])):
+        assert "error" not in w3.provider.make_request(method, params)
+    page.driver.execute_script("window.ethereum.selectAccount(arguments[0])", other)
+    wait_for(lambda: page.text("address") == f"connected: {other} (sub-account 0)", 10, "the page to follow the wallet's account")
+    wait_for(lambda: page.text("acct-cash") == "0.00 USD", 10, "the second account's cash")
+    page.field("faucet-amount", "100")
+    page.click("#faucet-form button")
+    assert page.settled("the faucet from the second account") == "minted 100.00 USD of devnet collateral"
+    assert devnet.collateral.functions.balanceOf(other).call() == 100 * USDC and w3.eth.get_transaction_count(other) == 1
+
+    # ... then another chain: the page warns, and sends nothing while the wallet is there
+    page.driver.execute_script("window.ethereum.selectChain('0x1')")
+    wait_for(lambda: "the browser wallet switched to chain 1; switch it back to chain 31337" in page.text("notice"), 10,
+             "the page's warning about the wallet's chain")
+    page.click("#faucet-form button")
+    assert page.settled("the faucet on the wrong chain") == (
+        "the browser wallet is on chain 1; switch it to chain 31337, where this deployment is. Nothing was sent.")
+    assert len(sent()) == 10 and w3.eth.get_transaction_count(other) == 1
+    page.driver.execute_script("window.ethereum.selectChain('0x7a69')")
+    wait_for(lambda: page.text("notice") == "", 10, "the warning to go once the wallet is back on the devnet's chain")

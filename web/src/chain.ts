@@ -5,7 +5,7 @@
 // sentence, and nothing is sent.
 
 import {
-  BaseError, ContractFunctionRevertedError, createPublicClient, createWalletClient, custom, defineChain, http,
+  BaseError, ContractFunctionRevertedError, createPublicClient, createWalletClient, custom, defineChain, getAddress, http,
   type Abi, type Address, type Chain, type PublicClient, type WalletClient,
 } from "viem";
 import ABIS from "perpdex:abi";
@@ -47,6 +47,9 @@ export class Deployment {
   wallet: WalletClient | null = null;
   account: Address | null = null;
   sub = 0n; // the page trades sub-account 0
+  private listening = false; // on the browser wallet's events
+  private injected: WalletClient | null = null; // the browser wallet's client, once connected
+  private walletChanged: ((event: "account" | "chain", warning: string | null) => void) | null = null;
 
   constructor(readonly manifest: Manifest, readonly network: Network) {
     const rpc = new URL(network.rpc, location.href).toString();
@@ -106,7 +109,12 @@ export class Deployment {
     this.wallet = createWalletClient({ account, chain: this.chain, transport: http(this.chain.rpcUrls.default.http[0]) });
   }
 
-  async connectInjected(): Promise<void> {
+  /**
+   * Connect the browser wallet. `changed` is called when the wallet switches its account (the
+   * page follows it; none: disconnected) or its chain (a sentence to show when it is not this
+   * deployment's chain, where the wallet then refuses to send).
+   */
+  async connectInjected(changed: (event: "account" | "chain", warning: string | null) => void): Promise<void> {
     const ethereum = (window as any).ethereum;
     if (!ethereum) throw new Refusal("no browser wallet found (window.ethereum): install one, or use a devnet account");
     const wallet = createWalletClient({ chain: this.chain, transport: custom(ethereum) });
@@ -120,7 +128,23 @@ export class Deployment {
       }
     }
     this.account = account;
-    this.wallet = wallet;
+    this.wallet = this.injected = wallet;
+    this.walletChanged = changed;
+    if (typeof ethereum.on === "function" && !this.listening) {
+      this.listening = true;
+      ethereum.on("accountsChanged", (accounts: string[]) => {
+        if (!this.wallet || this.wallet !== this.injected) return; // a dev account is connected, or none
+        this.account = accounts.length ? getAddress(accounts[0]) : null;
+        if (!this.account) this.wallet = null;
+        this.walletChanged?.("account", this.account ? null : "the browser wallet disconnected: connect again to trade");
+      });
+      ethereum.on("chainChanged", (chainId: string) => {
+        if (!this.wallet || this.wallet !== this.injected) return;
+        const id = Number(chainId);
+        this.walletChanged?.("chain", id === this.manifest.chain_id ? null
+          : `the browser wallet switched to chain ${id}; switch it back to chain ${this.manifest.chain_id}, where this deployment is, to send`);
+      });
+    }
   }
 
   /**
@@ -140,6 +164,13 @@ export class Deployment {
       const reason = revertReason(err);
       if (reason === null) throw err;
       throw new Refusal(`${await explain(reason)}. Nothing was sent.`);
+    }
+    if (this.wallet === this.injected) {
+      const chainId = await this.wallet.getChainId();
+      if (chainId !== this.manifest.chain_id) {
+        throw new Refusal(`the browser wallet is on chain ${chainId}; switch it to chain ${this.manifest.chain_id}, where this `
+          + "deployment is. Nothing was sent.");
+      }
     }
     const hash = await this.wallet.writeContract({ ...(request as any), account: this.account, chain: this.chain });
     const receipt = await this.client.waitForTransactionReceipt({ hash, pollingInterval: 250, timeout: 60_000 });

@@ -76,12 +76,27 @@ async function setUpWallets(): Promise<void> {
 async function connect(): Promise<string> {
   const value = select("wallet-choice").value;
   if (!value) throw new Refusal("no wallet to connect: install a browser wallet (window.ethereum)");
-  if (value === "injected") await d.connectInjected();
+  if (value === "injected") await d.connectInjected(walletChanged);
   else d.connectDev(value as Address);
+  showAccount();
+  return `connected ${d.account}`;
+}
+
+function showAccount(): void {
   history.reset();
   outcomes.reset();
-  $("address").textContent = `connected: ${d.account} (sub-account ${d.sub})`;
-  return `connected ${d.account}`;
+  $("order-outcomes").replaceChildren();
+  $("address").textContent = d.account ? `connected: ${d.account} (sub-account ${d.sub})` : "";
+}
+
+/** The browser wallet switched its account (the page follows it) or its chain (a warning). */
+function walletChanged(event: "account" | "chain", warning: string | null): void {
+  notice(warning);
+  if (event === "account") {
+    showAccount();
+    if (d.account) status(`the browser wallet switched to ${d.account}`);
+  }
+  void refresh();
 }
 
 // ---- cash ----
