@@ -351,16 +351,23 @@ def candidate_rounds(market: MarketFeeds, start: int, end: int) -> list[tuple[in
 
 
 def trigger_order_executions(
-    order_id: int, order: Order, market: MarketFeeds, now: int, params: OrderParams, limit: int = MAX_CANDIDATES
+    order_id: int, order: Order, market: MarketFeeds, now: int, params: OrderParams, limit: int = MAX_CANDIDATES,
+    prices: dict[tuple[int, ...], RoundPrice | str] | None = None,
 ) -> list[Execution]:
     """The crossing rounds the trigger order may execute at now, earliest first: published in
     [not_before, expiry) (before the owner's cancellation for a late execution), no more than
-    `max_order_age` ago, triggering the order while their previous round does not."""
+    `max_order_age` ago, triggering the order while their previous round does not. `prices`:
+    the market's `round_price`s at `now` computed so far (filled in), shared by the orders of
+    one market in one decision (thousands of resting orders look at the same rounds)."""
     start = max(order.not_before, now - params.max_order_age)
     end = execution_window_end(order)
     found: list[Execution] = []
+    if prices is None:
+        prices = {}
     for ids in candidate_rounds(market, start, end):
-        rp = round_price(market, ids, now)
+        rp = prices.get(ids)
+        if rp is None:
+            rp = prices[ids] = round_price(market, ids, now)
         if isinstance(rp, str) or not start <= rp.published < end:
             continue
         if triggered(order.kind, order.size_delta, order.trigger_price, rp.price) and not triggered(
@@ -378,6 +385,7 @@ def decide_orders(
     """What to do with every indexed order at time `now` (the next block's earliest
     timestamp), in the orders' order (the keeper gives them in commit order)."""
     decisions = OrderDecisions()
+    prices: dict[int, dict] = {}  # market -> round ids -> round_price at `now`
     for order_id, order in orders.items():
         late = is_late(order)
         if order.state != STATE_OPEN and not late:
@@ -411,7 +419,9 @@ def decide_orders(
         if market is None:
             decisions.waiting[order_id] = WAIT_NO_FEEDS
             continue
-        executions = trigger_order_executions(order_id, order, market, now, params)
+        executions = trigger_order_executions(
+            order_id, order, market, now, params, prices=prices.setdefault(order.market_id, {})
+        )
         if executions:
             decisions.actions.append(
                 OrderAction(EXECUTE, order_id, tuple(executions), due_since=executions[0].round_price.published)

@@ -225,6 +225,8 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
 
     def save_checkpoint(self) -> None:
         """Atomically replace the checkpoint: a crash leaves the old or the new one, whole."""
+        if self.checkpoint_path is None:
+            return  # no checkpoint kept: nothing to build
         write_checkpoint(self.checkpoint_path, {
             "version": CHECKPOINT_VERSION,
             "chain_id": self.client.chain_id,

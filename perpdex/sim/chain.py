@@ -183,6 +183,7 @@ class Chain:
         self._last_sources: list[str] = []
         self._decoders: dict[bytes, dict[int, tuple[Any, str]]] = {}
         self._speculation: tuple[Any, list] | None = None  # (state snapshot, [(result, logs, sources)])
+        self.version = 0  # changes whenever a transaction may have changed the state (for read caches)
         self.set_time(start_time)
         self._recording = True
 
@@ -245,6 +246,7 @@ class Chain:
         and their sources; SimRevert on a revert (nothing it wrote stays)."""
         contract = method.contract
         self.env.evm.patch.block_number = self.block
+        self.version += 1
         try:
             with self.env.prank(sender):
                 result = method(*args)
@@ -298,6 +300,7 @@ class Chain:
             snapshot, _ = self._speculation
             self._speculation = None
             self.env.evm.revert(snapshot)
+            self.version += 1
 
     def mine_speculation(self, result: Any = None) -> Receipt:
         """Keep what the speculations did, mined as one transaction in the next block (their
@@ -328,6 +331,7 @@ class Chain:
             with self.env.anchor():
                 yield
         finally:
+            self.version += 1
             self.block, self._recording = block, recording
             self.env.evm.patch.block_number = block
 

@@ -82,6 +82,8 @@ class BoaClient:
         self._market_ids = [ex.market_ids(i) for i in range(ex.market_count())]
         self._aggregators: dict[str, Any] = {a.address: a for a in deployment.aggregators.values()}
         self._kept: list[tuple] = []  # what the chain's speculations are, in order
+        self._reads_key: tuple | None = None  # (chain version, time) of `_reads`
+        self._reads: tuple = ()
         self._evidence: set[AccountKey] = set()  # liquidatable before the liquidation kept aside
 
     @staticmethod
@@ -117,18 +119,34 @@ class BoaClient:
         max_pnl, target_pnl, multiplier, grace = self._liquidation
         model = ExchangeModel(globals=self._globals, now=timestamp, max_pnl_factor=max_pnl, target_pnl_factor=target_pnl)
         model.cash[LIQUIDITY_VAULT] = self.raw.system_cash()[0]
-        install_lens_markets(model, self.deployment.lens.markets(), unpriced)
-        lq = self.deployment.liquidator
-        model.total_uncovered_deficit = lq.total_uncovered_deficit()
+        markets, total_deficit, windows = self._market_reads()
+        install_lens_markets(model, markets, unpriced)
+        model.total_uncovered_deficit = total_deficit
         model.capacity_multiplier = multiplier
         model.deficit_grace_period = grace
         for m in model.params:
             model.uncovered_deficit[m] = self.raw.uncovered_deficit(m)
             model.deficit_side[m] = self.raw.deficit_side(m)
-            window_index, used = lq.liquidation_window(m)
+            window_index, used = windows[m]
             if used:
                 model.liquidation_windows[m] = (int(window_index), int(used))
         return Snapshot(model, block)
+
+    def _market_reads(self) -> tuple:
+        """The Lens markets, the total uncovered deficit and the liquidation windows: contract
+        calls, made again only once a transaction was sent or the clock moved (the keeper's
+        passes and the step checks read them several times on one state)."""
+        key = (self.chain.version, self.chain.now)
+        if self._reads_key != key:
+            lq = self.deployment.liquidator
+            self._reads = (self.deployment.lens.markets(), lq.total_uncovered_deficit(),
+                           {m: tuple(lq.liquidation_window(m)) for m in self._market_ids})
+            self._reads_key = key
+        return self._reads
+
+    def forget_reads(self) -> None:
+        """The state was changed behind the chain's back (a test's planted change): read again."""
+        self._reads_key = None
 
     # -- accounts --------------------------------------------------------------------------------
 
