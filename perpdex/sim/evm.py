@@ -17,6 +17,8 @@ analysis is kept per bytecode across frames, the dispatch loop calls logic funct
 and gas is not counted (`FlatGas`: every frame has the gas it was given, as titanoboa's own
 `NoGasMeter` but with the `gas_remaining` that the GAS opcode and the 63/64 rule of CALL read);
 the stack holds ints only (`IntStack`) and a PUSH reads its operand straight from the code.
+Every SSTORE's slot is noted (`WRITES`), so that the invariant checks read again only the
+accounts whose storage may have changed.
 State, return data, logs and reverts are the contracts'; only gas figures differ (reported as 0
 used). The contracts never read `gas()` but to forward it. Outside the block titanoboa is as it
 was, so that other users of `boa.env` (tests measuring gas) are not affected.
@@ -140,6 +142,37 @@ def _push(size: int):
 
 
 PUSH0 = 0x5F
+SSTORE = 0x55
+
+
+class StorageWrites:
+    """The storage slots written while the lean interpreter runs (every SSTORE, reverted or not:
+    a superset of what changed), for readers that keep what they read and read again only what
+    may have changed. `epoch` changes whenever the interpreter is installed: a reader that saw
+    another epoch cannot know what happened in between."""
+
+    def __init__(self) -> None:
+        self.slots: set[tuple[bytes, int]] = set()  # (storage address, slot)
+        self.epoch = 0
+        self.active = False  # the interpreter is installed: writes are being noted
+
+    def take(self) -> set[tuple[bytes, int]]:
+        """The slots written since the last call."""
+        slots, self.slots = self.slots, set()
+        return slots
+
+
+WRITES = StorageWrites()
+
+
+def _tracked_sstore(sstore):
+    def tracked(computation) -> None:
+        values = computation._stack.values
+        if values:
+            WRITES.slots.add((computation.msg.storage_address, values[-1]))  # SSTORE pops the slot first
+        sstore(computation)
+
+    return tracked
 
 _JUMPDESTS: dict[bytes, tuple[set[int], set[int]]] = {}  # bytecode -> (valid, invalid) positions
 
@@ -173,6 +206,8 @@ def _dispatch_table(opcodes: dict) -> list:
             fn = _push(value - PUSH0)
         elif isinstance(fn, _FastOpcode):
             fn = fn.logic_fn
+        if value == SSTORE:
+            fn = _tracked_sstore(fn)
         table.append(fn)
     return table
 
@@ -266,7 +301,11 @@ def fast_evm() -> Iterator[None]:
     if fast is None:
         fast = _CLASSES[base] = _fast_class(base)
     state.computation_class = fast
+    WRITES.epoch += 1
+    WRITES.slots.clear()
+    WRITES.active = True
     try:
         yield
     finally:
         state.computation_class = base
+        WRITES.active = False

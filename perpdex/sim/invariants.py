@@ -28,6 +28,7 @@ from perpdex.keeper.chain import LogEntry
 from perpdex.keeper.core import AccountKey, AccountState, Snapshot
 from perpdex.orders import KIND_MARKET
 from perpdex.raw_state import RawState, mapping_slot
+from perpdex.sim.evm import WRITES
 
 # Liquidator.vy's packing of a deficit record
 RECORD_AMOUNT_MASK = 2**192 - 1
@@ -56,6 +57,11 @@ class InvariantChecker:
     deficit_accounts: set = field(default_factory=set)  # (owner, sub, market) ever recorded
     commits: dict = field(default_factory=dict)  # order id -> OrderCommitted args
     step: int = 0
+    # accounts as last read, and which storage slot belongs to which account (see read_states)
+    _states: dict = field(default_factory=dict)
+    _slots_of: dict = field(default_factory=dict)
+    _slot_owner: dict = field(default_factory=dict)
+    _epoch: int = -1
 
     def ok(self, name: str, condition: bool, detail: str = "") -> None:
         if not condition:
@@ -63,21 +69,52 @@ class InvariantChecker:
         self.checked[name] += 1
 
     def read_states(self, accounts: list[AccountKey]) -> dict[AccountKey, AccountState]:
-        raw, states = self.raw, {}
+        """The accounts' states from storage, and invariant 2's mask check on each. Inside
+        perpdex.sim.evm's interpreter, an account is read again only when a slot of its own
+        was written since it was last read (storage that nothing wrote holds what was read, so
+        the check's outcome is the same); else, or after `forget`, every account is read."""
         markets = [m.id for m in self.deployment.markets]
-        account, position = raw.account, raw.position
-        for owner, sub in accounts:
-            cash, mask = account(owner, sub)
-            state = AccountState(cash)
-            for m in markets:
-                p = position(owner, sub, m)
-                if bool(mask >> m & 1) != (p[0] != 0):
-                    self.ok("2 the open-market mask names the open positions", False, f"{owner}/{sub} market {m}")
-                if p[0] or p[1]:
-                    state.positions[m] = p
-            states[(owner, sub)] = state
+        if self._epoch != WRITES.epoch or not WRITES.active:
+            self.forget()
+            self._epoch = WRITES.epoch
+        cache, owner_of = self._states, self._slot_owner
+        for written in WRITES.take():
+            key = owner_of.get(written)
+            if key is not None:
+                cache.pop(key, None)
+        states = {}
+        for key in accounts:
+            state = cache.get(key)
+            if state is None:
+                state = cache[key] = self._read_state(key, markets)
+            states[key] = state
         self.checked["2 the open-market mask names the open positions"] += len(accounts) * len(markets)
         return states
+
+    def forget(self) -> None:
+        """Read every account again at the next check (its storage may have changed unseen)."""
+        self._states.clear()
+        WRITES.take()
+
+    def _read_state(self, key: AccountKey, markets: list[int]) -> AccountState:
+        raw, (owner, sub) = self.raw, key
+        if key not in self._slots_of:
+            slots = [(raw.vault, mapping_slot(raw.v["_accounts"], owner, sub))]
+            for m in markets:
+                slots.append((raw.exchange, mapping_slot(raw.x["_position"], owner, sub, m)))
+                slots.append((raw.exchange, mapping_slot(raw.x["_open_notional"], owner, sub, m)))
+            self._slots_of[key] = slots
+            for slot in slots:
+                self._slot_owner[slot] = key
+        cash, mask = raw.account(owner, sub)
+        state = AccountState(cash)
+        for m in markets:
+            p = raw.position(owner, sub, m)
+            if bool(mask >> m & 1) != (p[0] != 0):
+                self.ok("2 the open-market mask names the open positions", False, f"{owner}/{sub} market {m}")
+            if p[0] or p[1]:
+                state.positions[m] = p
+        return state
 
     # -- 1-3 -------------------------------------------------------------------------------------
 

@@ -342,6 +342,7 @@ class Simulation:
         if self.on_step is not None:
             self.on_step(self, index)
             self.client.forget_reads()
+            self.checker.forget()
         states = self.check_state()
         if keeper_pending:
             self.solvency_due = True  # checked once the keeper has acted on the latest round

@@ -108,3 +108,20 @@ def test_the_checker_reads_deficit_records_as_the_liquidator_reports_them(sim):
             assert expected[0] > 0
             assert sim.checker.deficit_record(owner, 0, market_id) == expected
     assert sim.checker.deficit_record(owner, 0, 0) == (0, 0, 0) == tuple(lq.deficit_record(owner, 0, 0))
+
+
+def test_the_invariant_checks_see_every_change_of_an_account(sim):
+    """The checker reads again the accounts whose storage a transaction wrote; a change behind
+    the chain's back is seen once it is told to forget what it read."""
+    d, chain, checker = sim.d, sim.chain, sim.checker
+    trader = sim.population.traders[0].address
+    key = (trader, 0)
+    with boa.env.anchor(), fast_evm():
+        sim._mint(trader, 100, d.vault)
+        before = checker.read_states([key])[key].cash
+        chain.transact(trader, d.vault.deposit, 0, 100 * 10**6)
+        assert checker.read_states([key])[key].cash == before + 100 * WAD
+        slot = mapping_slot(sim.raw.v["_accounts"], trader, 0)
+        boa.env.set_storage(d.vault.address, slot, 0)
+        checker.forget()
+        assert checker.read_states([key])[key].cash == 0
