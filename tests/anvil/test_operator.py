@@ -8,8 +8,9 @@ are not the CLI commit orders with web3.py; the test publishes the round that ex
 (the aggregators' heartbeat, as the deployer who owns the mock feeds). The tests read outcomes from the
 chain (events, receipts, views) and from the keeper's structured log.
 
-The tests of this module build on each other, in order, on one deployment: liquidation within
-2 blocks, then a keeper killed (SIGKILL) and restarted, then two keepers at once, then a
+The tests of this module build on each other, in order, on one deployment: liquidation in the
+keeper's first pass after the price drop (a block count would be a race a loaded machine loses),
+then a keeper killed (SIGKILL) and restarted, then two keepers at once, then a
 client that is not ours. Prices only fall along the way (BTC 40,000 -> 38,700 -> 37,400 ->
 36,000 -> 34,500 -> 33,000); each step is chosen so that exactly the accounts named in the
 test become liquidatable (asserted on chain before the keeper acts).
@@ -143,13 +144,42 @@ def order_execution_counts(chain: Chain, start: int) -> dict[int, int]:
     return counts
 
 
-def record_order_distances(chain: Chain, executed: dict) -> None:
-    """Blocks between the round that made the orders executable and their execution."""
+def acted_in_first_pass(keeper: ToolProcess, block: int, event: str, **fields) -> None:
+    """Assert that `keeper` logged `event` (with `fields`) in its first pass that synced at or
+    after `block`: it acted as soon as it could see that block, however many blocks a loaded
+    machine mined meanwhile (a block count alone is a race a slow machine loses). Waits, bounded,
+    for the record of that pass (a pass logs its block after its actions)."""
+    def same(record: dict) -> bool:
+        return record.get("event") == event and all(str(record.get(k)).lower() == str(v).lower()
+                                                     for k, v in fields.items())
+
+    def find():
+        records = keeper.records()
+        for i, record in enumerate(records):
+            if same(record):
+                own = next((r for r in records[i + 1:] if r.get("event") == "pass"), None)
+                return (records[:i], own) if own else None
+        return None
+
+    before, own = keeper.wait_for(find, 60, f"the pass that logged {event} {fields}")
+    earlier = [r["block"] for r in before if r.get("event") == "pass" and r["block"] >= block]
+    assert not earlier and own["block"] >= block, (
+        f"{keeper.name}: {event} {fields} came in its pass at block {own['block']}, not in its first pass at or "
+        f"after block {block} (earlier passes at {earlier})"
+    )
+
+
+def record_order_distances(chain: Chain, executed: dict, keeper: ToolProcess | None = None) -> None:
+    """Blocks between the round that made the orders executable and their execution (for the
+    report); with `keeper`, the one keeper running, each execution came in its first pass
+    that saw the round."""
     distances = REPORT.setdefault("order execution block - round block", [])
     round_block = max(chain.last_rounds.values())
     for e in executed.values():
         distances.append(e.blockNumber - round_block)
-        assert 0 <= e.blockNumber - round_block <= 2, f"order {e.args.order_id:#x} executed late"
+        assert e.blockNumber >= round_block, f"order {e.args.order_id:#x} executed before its round"
+        if keeper is not None:
+            acted_in_first_pass(keeper, round_block, "order.executed", order=e.args.order_id)
 
 
 def liquidation_count(chain: Chain, start: int) -> dict[tuple[str, int], int]:
@@ -186,7 +216,7 @@ def test_deploy_script_writes_a_manifest_any_client_can_use(scenario):
     assert chain.liquidity_vault.functions.totalAssets().call() == 1_000_000 * USDC
 
 
-def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario):
+def test_cli_trader_liquidated_by_the_keeper_process_in_its_first_pass_after_the_drop(scenario):
     s, chain = scenario, scenario.chain
     keeper = s.start_keeper("keeper-a", KEEPER_1, "keeper-a.json")  # starts while the traders trade
     start = chain.head() + 1  # this test's blocks
@@ -208,7 +238,7 @@ def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario)
     ]
     executed = chain.fill(pending, owner)  # executed by the keeper process
     assert {e.args.executor for e in executed.values()} == {keeper_address}
-    record_order_distances(chain, executed)
+    record_order_distances(chain, executed, keeper)
 
     out = ape_run(s.node, "trade", "deposit", "2200", "--account", f"TEST::{CLI_TRADER}",
                   "--deployment", str(chain.path)).stdout
@@ -226,7 +256,8 @@ def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario)
     out = cli_open.output()
     assert "bought 1 BTC-USD at" in out and "position now +1.0000" in out, out
     (cli_fill,) = chain.executed({commit.args.order_id}, committed_from).values()
-    assert cli_fill.args.executor == keeper_address and cli_fill.blockNumber - rounds[BTC] <= 2
+    assert cli_fill.args.executor == keeper_address and cli_fill.blockNumber >= rounds[BTC]
+    acted_in_first_pass(keeper, rounds[BTC], "order.executed", order=commit.args.order_id)
     REPORT.setdefault("order execution block - round block", []).append(cli_fill.blockNumber - rounds[BTC])
     cli = (trader, 0)
     assert chain.size(cli, BTC) == WAD
@@ -252,7 +283,8 @@ def test_cli_trader_liquidated_by_the_keeper_process_within_two_blocks(scenario)
         key = (e.args.owner, e.args.sub_account)
         distance = e.blockNumber - risky[key]
         s.distances.append(distance)
-        assert 1 <= distance <= 2, f"{key} liquidated {distance} blocks after the price drop"
+        assert distance >= 1, f"{key} liquidated before the price drop"
+        acted_in_first_pass(keeper, risky[key], "liquidation.done", owner=key[0], sub_account=key[1])
         assert e.args.keeper == keeper_address and e.args.fully_closed
     assert chain.size(cli, BTC) == chain.size(risky_btc, BTC) == chain.size(risky_eth, ETH) == 0
     assert chain.size(safe_long, BTC) == WAD and chain.size(safe_short, BTC) == -WAD
@@ -281,7 +313,7 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     owner = chain.account(DEPLOYER)
     executed = chain.fill([*chain.open_position(*first, BTC, WAD, 2_100), *chain.open_position(*second, BTC, WAD, 3_000)],
                           owner)
-    record_order_distances(chain, executed)
+    record_order_distances(chain, executed, keeper)
     depositors = len(chain.depositors())
     keeper.wait_for(lambda: any(r["accounts"] == depositors for r in keeper.records("pass")), 20,
                     "a pass that indexed the two new accounts")
@@ -309,7 +341,7 @@ def test_keeper_killed_mid_run_and_restarted_misses_nothing_and_repeats_nothing(
     (in_flight,) = wait_until(lambda: chain.liquidations(start), 10, "the in-flight liquidation to be mined")
     assert (in_flight.args.owner, in_flight.args.sub_account) == first
     s.distances.append(in_flight.blockNumber - drop[BTC])
-    assert in_flight.blockNumber - drop[BTC] <= 2
+    assert in_flight.blockNumber > drop[BTC] and in_flight.args.keeper == keeper_address
     # killed mid-pass: the pass that sent it never wrote its checkpoint
     assert in_flight.blockNumber > checkpoint["block"]
     assert chain.liquidatable(second)
@@ -382,10 +414,13 @@ def test_two_keepers_at_once_each_account_liquidated_once_no_reverted_transactio
     assert all(chain.liquidatable(k, drop[BTC]) for k in traders) and not chain.liquidatable(whale, drop[BTC])
     wait_until(lambda: len(chain.liquidations(drop[BTC])) >= len(traders), 20, "six liquidations")
     assert liquidation_count(chain, start) == {k: 1 for k in traders}
+    by_address = {chain.account(KEEPER_1): keeper_1, chain.account(KEEPER_2): keeper_2}
     for e in chain.liquidations(start):
         assert e.args.keeper in senders
         s.distances.append(e.blockNumber - drop[BTC])
-        assert e.blockNumber - drop[BTC] <= 2
+        assert e.blockNumber > drop[BTC]
+        acted_in_first_pass(by_address[e.args.keeper], drop[BTC], "liquidation.done",
+                            owner=e.args.owner, sub_account=e.args.sub_account)
 
     # the insurance fund is emptied; a gap through the whale's bankruptcy price leaves a deficit
     # that only auto-deleveraging can cover: both keepers hold the ADL role
