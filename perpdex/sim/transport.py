@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from perpdex.keeper.chain import INDEXED_EVENTS, ORDER_EVENTS, FeedConfig, LogEntry, install_lens_markets
 from perpdex.keeper.core import AccountKey, AccountState, Snapshot
@@ -50,6 +50,19 @@ def _settled(method: Callable) -> Callable:
         return method(self, *args, **kwargs)
 
     return wrapper
+
+
+class MarketSnapshot(NamedTuple):
+    """Lens.vy's MarketSnapshot."""
+
+    market_id: int
+    index_price: int
+    long_oi: int
+    short_oi: int
+    funding_per_unit: int
+    last_funding_time: int
+    open_notional_sum: int
+    params: Any
 
 
 class SimAccount:
@@ -83,6 +96,7 @@ class BoaClient:
         self._aggregators: dict[str, Any] = {a.address: a for a in deployment.aggregators.values()}
         self._kept: list[tuple] = []  # what the chain's speculations are, in order
         self._reads_key: tuple | None = None  # (chain version, time) of `_reads`
+        self._params: dict[int, Any] | None = None  # market -> its parameters as the Lens gave them
         self._reads: tuple = ()
         self._evidence: set[AccountKey] = set()  # liquidatable before the liquidation kept aside
 
@@ -139,14 +153,33 @@ class BoaClient:
         key = (self.chain.version, self.chain.now)
         if self._reads_key != key:
             lq = self.deployment.liquidator
-            self._reads = (self.deployment.lens.markets(), lq.total_uncovered_deficit(),
+            self._reads = (self._markets(), lq.total_uncovered_deficit(),
                            {m: tuple(lq.liquidation_window(m)) for m in self._market_ids})
             self._reads_key = key
         return self._reads
 
+    def _markets(self) -> list[MarketSnapshot]:
+        """`Lens.markets()`: the first time from the Lens; then the parameters as it gave them
+        (only the owner changes them, which a replay never does once deployed), the state from
+        storage (as the Lens's own views read it) and the index from `Exchange.index_price` (an
+        oracle refusal reverts as the Lens's call would)."""
+        if self._params is None:
+            snapshots = self.deployment.lens.markets()
+            self._params = {int(m.market_id): m.params for m in snapshots}
+            return snapshots
+        raw, ex = self.raw, self.deployment.exchange
+        out = []
+        for m in self._market_ids:
+            long_oi, short_oi = raw.open_interest(m)
+            fpu, last = raw.funding(m)
+            out.append(MarketSnapshot(m, ex.index_price(m), long_oi, short_oi, fpu, last, raw.open_notional_sum(m),
+                                      self._params[m]))
+        return out
+
     def forget_reads(self) -> None:
         """The state was changed behind the chain's back (a test's planted change): read again."""
         self._reads_key = None
+        self._params = None
 
     # -- accounts --------------------------------------------------------------------------------
 

@@ -125,3 +125,20 @@ def test_the_invariant_checks_see_every_change_of_an_account(sim):
         boa.env.set_storage(d.vault.address, slot, 0)
         checker.forget()
         assert checker.read_states([key])[key].cash == 0
+
+
+def test_the_keepers_market_snapshot_is_the_lenss(sim):
+    """After its first Lens call, the transport reads markets from storage and the index view:
+    the keeper's model gets what `Lens.markets()` gives, prices and funding moved."""
+    client, chain, d = sim.client, sim.chain, sim.d
+    with boa.env.anchor():
+        ids, round_id = open_orders(sim, 2)
+        chain.transact(sim.keeper_address, d.order_book.execute_orders, ids, [[round_id]] * 2)
+        client.forget_reads()
+        client.read_snapshot(chain.block, chain.now, lambda m, r: None)  # the first read: the Lens
+        chain.set_time(chain.now + 3_600)
+        chain.transact(sim.owner, d.aggregators[0].update_answer, sim.answers[0] * 9 // 10)
+        chain.transact(sim.keeper_address, d.exchange.touch_market, 0)
+        expected = [tuple(m) for m in d.lens.markets()]
+        assert expected[0][2] > 0, "open interest"
+        assert [tuple(m) for m in client._markets()] == expected
