@@ -278,8 +278,9 @@ def _fast_class(base: type) -> type:
                 except Halt:
                     pass
             if computation.is_error:
-                contract = cls.env._lookup_contract_fast(message.code_address) if message.code_address else None
-                computation._contract_repr_before_revert = repr(contract)
+                # titanoboa puts repr(contract), a dump of its whole storage, into the revert's
+                # message: the address names it (refused transactions are common in a crash)
+                computation._contract_repr_before_revert = f"<contract 0x{message.code_address.hex()}>"
             return computation
 
     FastComputation.__name__ = FastComputation.__qualname__ = f"Fast{base.__name__}"
