@@ -270,8 +270,9 @@ class OrderActions:
         stale = {m for m in s.model.params if self.is_stale(m)}
         if not stale:
             return False
-        if self.refreshes_open_interest_room(order_id, o, round_id, executor):
-            return True  # the room of the global open-interest cap reads every market's index
+        open_stale = {m for m in stale if s.model.markets[m].long_oi + s.model.markets[m].short_oi}
+        if open_stale and self.refreshes_open_interest_room(order_id, o, round_id, executor):
+            return True  # the room of the global open-interest cap reads every open market's index
         others = set(s.model.open_markets(o.account)) - {o.market_id}
         if not others & stale:
             return False
@@ -285,8 +286,9 @@ class OrderActions:
 
     def refreshes_open_interest_room(self, order_id: int, o: Order, round_id: int, executor) -> bool:
         """Whether the execution grows the position while the open-interest room is more than
-        ROOM_MAX_AGE old, so that it recomputes the room (every market's index) before the
-        fill. Refusals the model makes before that point keep their own reason."""
+        ROOM_MAX_AGE old, so that it recomputes the room (the index of every market with open
+        interest) before the fill. Refusals the model makes before that point keep their own
+        reason."""
         s = self.s
         stamp, _ = s.model.oi_room_cache
         if o.reduce_only or s.now <= stamp + ROOM_MAX_AGE:
