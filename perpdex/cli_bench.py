@@ -201,7 +201,7 @@ def deploy(url: str, out: Path) -> Path:
     env = {**os.environ, "APE_FOUNDRY_HOST": url, "PYTHONWARNINGS": "ignore"}
     ape = str(Path(sys.executable).with_name("ape"))
     result = subprocess.run([ape, "run", "deploy", "--network", "ethereum:local:foundry", "--account", "TEST::0",
-                             "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                             "--out", str(out), "--seed-liquidity", "1000000"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         raise SystemExit(f"ape run deploy failed:\n{result.stdout}\n{result.stderr}")
     return next(out.glob("*.json"))

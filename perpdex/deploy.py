@@ -425,15 +425,18 @@ def deploy(account, markets_file: Path | str = DEFAULT_MARKETS_FILE, manifest_di
 
 def deploy_local(
     deployer, markets_file: Path | str = DEFAULT_MARKETS_FILE, timelock_delay: int | None = None,
-    adl_keepers: tuple[str, ...] = (),
+    adl_keepers: tuple[str, ...] = (), seed_liquidity_usd: int = 0,
 ) -> Deployment:
     """A fresh deployment with mocks, nothing written to disk (demo, tests, benchmarks).
 
     Without `timelock_delay` the deploying account stays the owner of every contract (tests and
     benchmarks that change parameters as they go); with it, ownership goes to a timelock with
-    that delay, as `ape run deploy` does (owner actions then go through perpdex.governance)."""
+    that delay, as `ape run deploy` does (owner actions then go through perpdex.governance).
+    `seed_liquidity_usd`: the deploying account's seed of the liquidity vault (the global
+    open-interest cap leaves no room to trade before the vault has capital)."""
     plan = None if timelock_delay is None else TimelockPlan(delay=timelock_delay)
-    return Deployer(deployer, markets_file, manifest_dir=None, adl_keepers=adl_keepers, timelock=plan).run()
+    return Deployer(deployer, markets_file, manifest_dir=None, adl_keepers=adl_keepers, timelock=plan,
+                    seed_liquidity_usd=seed_liquidity_usd).run()
 
 
 # =============================================================================================

@@ -25,7 +25,7 @@ MARKET = 0  # order kind
 
 @pytest.fixture(scope="module")
 def deployment(accounts):
-    return deploy_local(accounts[0], timelock_delay=LOCAL_TIMELOCK_DELAY)
+    return deploy_local(accounts[0], timelock_delay=LOCAL_TIMELOCK_DELAY, seed_liquidity_usd=1_000_000)
 
 
 def next_round(deployment, owner, chain, market_id: int = BTC) -> int:

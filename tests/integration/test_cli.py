@@ -1,7 +1,8 @@
 """The wallet CLI (`python -m perpdex.cli`, perpdex/wallet/) on a real anvil node, driven like a
 person would: the click commands run in-process under CliRunner (fast) against one anvil per
-module (mining on demand), deployed by `ape run deploy`. Outcomes are read with web3.py from
-the chain; refusals are checked to have sent nothing (the wallet's nonce).
+module (mining on demand), deployed by `ape run deploy` with a 1,000,000 USD liquidity-vault
+seed. Outcomes are read with web3.py from the chain; refusals are checked to have sent nothing
+(the wallet's nonce).
 
 Trades are orders: `open`/`close` commit a market order and wait for a keeper. Here the keeper
 acts while the CLI waits: the `keeper` fixture replaces the CLI's pause between two looks at the

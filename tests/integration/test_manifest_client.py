@@ -12,7 +12,7 @@ from perpdex.fixed_point import WAD
 
 def test_plain_web3_client_deposits_commits_and_executes_from_the_manifest(accounts, chain, tmp_path):
     owner = accounts[0]
-    d = Deployer(owner, manifest_dir=tmp_path).run()
+    d = Deployer(owner, manifest_dir=tmp_path, seed_liquidity_usd=1_000_000).run()
     manifest = json.loads((tmp_path / f"{chain.chain_id}.json").read_text())
     w3 = chain.provider.web3  # only the RPC connection is borrowed
     btc_feed = d.aggregators[0][0]
