@@ -110,8 +110,9 @@ SLOTS_MASK: constant(uint256) = 2**16 - 1
 MASK192: constant(uint256) = 2**192 - 1
 WAD: constant(uint256) = 10**18
 ROOM_TIME_SHIFT: constant(uint256) = 192
-# how long a computed open-interest room stays in use (seconds): the keeper refreshes it once
-# per pass; an execution that finds it older refreshes it itself
+# how long a computed open-interest room stays in use (seconds): the keeper refreshes it when
+# the cached room would cancel an order a fresh one fits; an execution that finds it older
+# refreshes it itself
 ROOM_MAX_AGE: constant(uint256) = 60
 BOOK_SENTINEL: constant(uint256) = 2**255
 
@@ -513,7 +514,7 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
             size_delta = -size
     if reason == "":
         # the global open-interest cap: what the fill adds to |position| (hence to the open
-        # interest) must fit in the room left this second
+        # interest) must fit in the room left (`_reserve_open_interest`)
         before: uint256 = self._abs(size)
         after: uint256 = self._abs(size + size_delta)
         if after > before:
@@ -648,7 +649,8 @@ def refresh_open_interest_room() -> uint256:
     @notice Recompute the room of the global open-interest cap: `max_oi_ratio x the liquidity
             vault's value (net of deficits) - the open interest notional` (WAD USD, 0 when
             negative), O(listed markets). Executions then only consume it, at O(1), for up to
-            60 seconds. Anyone may call it; the keeper does once per pass before executing.
+            60 seconds. Anyone may call it; the keeper does when the cached room would cancel
+            an order that a fresh one fits.
     @return The room.
     """
     return self._refresh_open_interest_room()
