@@ -13,7 +13,9 @@
         redemption (the shares wait here, still outstanding); a keeper executes the request
         at the first oracle round of every listed market published at least `min_delay`
         after it, at `Exchange.liquidity_vault_value_at` of those rounds' indices, and earns
-        the request's execution fee. While an uncovered deficit is outstanding, deposits are
+        the request's execution fee. An LP executor (a role the owner grants, as the ADL
+        role) executes from `not_before`; anyone else from `OPEN_EXECUTION_AFTER` later, so
+        the flows never depend on the role being alive. While an uncovered deficit is outstanding, deposits are
         priced at the larger and redemptions at the smaller of the value with and without it
         netted. A request that was not executed by its expiry can only be cancelled (by
         anyone, the fee to the canceller, the assets or shares back to the requester); the
@@ -31,6 +33,11 @@
         or exceed its cash, are cancelled at execution with the reason in an event.
         Requested deposit tokens rest in this contract until executed or cancelled (the
         ERC-7540 escrow): they are nobody's cash in the vault's ledger yet.
+        Where a flow sits among the trades and liquidations of one second decides whether it
+        shares what they book (a deposit before a round's fees shares them, a redemption
+        before a bankruptcy's liquidation escapes its loss). The LP executor places flows
+        after the round's trades and liquidations; an executor without the role could place
+        its own flows first, so it waits `OPEN_EXECUTION_AFTER` (docs/SECURITY.md, finding 9).
 """
 
 from ethereum.ercs import IERC20
@@ -89,6 +96,10 @@ MAX_MIN_DELAY: public(constant(uint256)) = 600
 MAX_MAX_AGE: public(constant(uint256)) = 12 * 3600
 # @notice Longest `cooldown`, in seconds.
 MAX_COOLDOWN: public(constant(uint256)) = 3600
+# @notice Seconds after a request's `not_before` from which anyone may execute it; before, only
+#         an LP executor. Longer than a live keeper takes, shorter than any request lives
+#         with the default `max_age`: a dead LP executor delays flows, it never traps them.
+OPEN_EXECUTION_AFTER: public(constant(uint256)) = 300
 # @notice Highest execution fee, in asset units: sized to a keeper's gas (50 USD of USDC).
 MAX_EXECUTION_FEE: public(constant(uint256)) = 50 * 10**6
 REASON_SYNC_DEPOSIT: constant(String[96]) = "liquidity vault: deposits are two-step, use request_deposit"
@@ -176,6 +187,10 @@ event RequestCancelled:
     fee: uint256
     fee_to: address
 
+event LpExecutorSet:
+    executor: indexed(address)
+    allowed: bool
+
 event MaxOiRatioSet:
     max_oi_ratio: uint256
 
@@ -203,6 +218,9 @@ last_request_id: public(uint256)
 _requests: HashMap[uint256, uint256[3]]
 _locks: HashMap[address, uint256]
 _params: uint256
+# @notice Accounts that may execute requests from their `not_before` (everyone else waits
+#         `OPEN_EXECUTION_AFTER` more). Owner.
+lp_executor: public(HashMap[address, bool])
 
 # ============================================================================================
 # CONSTRUCTOR
@@ -321,13 +339,15 @@ def execute_deposit(request_id: uint256, round_ids: DynArray[DynArray[uint80, MA
             least `min_delay` after the request. Shares are priced at the vault's value at
             those rounds' indices, without netting outstanding deficits (the larger value). A
             deposit the vault must refuse (insolvent, zero shares) is cancelled, the assets
-            back to the requester. The caller earns the fee either way.
+            back to the requester. The caller earns the fee either way. An LP executor from
+            the request's `not_before`, anyone from `OPEN_EXECUTION_AFTER` later.
     @param request_id The deposit request.
     @param round_ids Per listed market, its execution round of each feed.
     @return True when executed, False when cancelled.
     """
     r: LpRequest = self._load(request_id)
     assert not r.redemption, "liquidity vault: not a deposit request"
+    self._check_executor(r)
     gross: int256 = self._value_at(r, round_ids)
     deficit: uint256 = self._deficit()
     total: uint256 = self._to_asset_units(gross)
@@ -374,6 +394,7 @@ def execute_redeem(request_id: uint256, round_ids: DynArray[DynArray[uint80, MAX
     """
     r: LpRequest = self._load(request_id)
     assert r.redemption, "liquidity vault: not a redemption request"
+    self._check_executor(r)
     gross: int256 = self._value_at(r, round_ids)
     deficit: uint256 = self._deficit()
     total: uint256 = self._to_asset_units(gross - convert(deficit, int256))
@@ -640,6 +661,17 @@ def set_max_oi_ratio(max_oi_ratio: uint256):
 
 
 @external
+def set_lp_executor(executor: address, allowed: bool):
+    """
+    @notice Grant or revoke the LP executor role: executing requests from their `not_before`
+            (everyone else from `OPEN_EXECUTION_AFTER` later). Owner.
+    """
+    ownable._check_owner()
+    self.lp_executor[executor] = allowed
+    log LpExecutorSet(executor=executor, allowed=allowed)
+
+
+@external
 def set_lp_params(params: LpParams):
     """
     @notice The request parameters, within their hard bounds: 1 s <= min_delay <= 600 s,
@@ -666,6 +698,20 @@ def _store(requester: address, receiver: address, redemption: bool, amount: uint
         word |= REDEEM_BIT
     self._requests[request_id] = [word, convert(receiver, uint256) | (p.execution_fee << FEE_SHIFT), amount]
     return request_id
+
+
+@internal
+@view
+def _check_executor(r: LpRequest):
+    """
+    @dev An LP executor from `not_before`, anyone from `OPEN_EXECUTION_AFTER` later.
+    """
+    if self.lp_executor[msg.sender]:
+        return
+    open_at: uint256 = r.not_before + OPEN_EXECUTION_AFTER
+    assert block.timestamp >= open_at, concat(
+        "liquidity vault: only an LP executor may execute before ", uint2str(open_at)
+    )
 
 
 @internal

@@ -172,6 +172,7 @@ class Replay:
         self.owner, lp, keeper_account = accounts.test_accounts[:3]
         d = self.d = deploy_local(self.owner)
         d.liquidator.set_adl_keeper(keeper_account, True, sender=self.owner)
+        d.liquidity_vault.set_lp_executor(keeper_account, True, sender=self.owner)
         self.fee = d.order_book.order_params().execution_fee
         self.answers = [int(price * 10**FEED_DECIMALS) for price in self.first]
         self.units = 10**FEED_DECIMALS

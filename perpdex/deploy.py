@@ -263,6 +263,8 @@ class Deployer:
         for keeper in self.adl_keepers:
             self._step(liquidator.adl_keeper(keeper), f"ADL keeper role for {keeper}", liquidator, "set_adl_keeper",
                        keeper, True)
+            self._step(liquidity_vault.lp_executor(keeper), f"LP executor role for {keeper}", liquidity_vault,
+                       "set_lp_executor", keeper, True)
         if self.guardian is not None:
             self._step(exchange.guardian() == self.guardian, f"guardian {self.guardian}", exchange, "set_guardian",
                        self.guardian)

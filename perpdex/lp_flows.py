@@ -21,6 +21,7 @@ MAX_MIN_DELAY = 600
 MAX_MAX_AGE = 12 * 3600
 MAX_COOLDOWN = 3600
 MAX_EXECUTION_FEE = 50 * 10**6  # asset units (50 USD of a 6-decimal stablecoin)
+OPEN_EXECUTION_AFTER = 300  # seconds after `not_before` from which anyone may execute a request
 
 REASON_SYNC_DEPOSIT = "liquidity vault: deposits are two-step, use request_deposit"
 REASON_SYNC_REDEEM = "liquidity vault: redemptions are two-step, use request_redeem"
@@ -72,6 +73,7 @@ class LpState:
     escrow_tokens: int = 0  # tokens the liquidity vault contract holds: pending deposits and fees
     locked_shares: int = 0  # shares the liquidity vault contract holds: pending redemptions
     locks: dict[str, tuple[int, int]] = field(default_factory=dict)  # LP -> (shares, cooldown end)
+    executors: set[str] = field(default_factory=set)  # `LiquidityVault.lp_executor`
 
 
 def _require(condition: bool, reason: str) -> None:
@@ -100,6 +102,21 @@ class LiquidityFlowsMixin:
         _require(0 <= p.cooldown <= MAX_COOLDOWN, "liquidity vault: cooldown out of bounds")
         _require(0 <= p.execution_fee <= MAX_EXECUTION_FEE, "liquidity vault: execution fee above the cap")
         self.lp.params = p
+
+    def set_lp_executor(self, executor: str, allowed: bool) -> None:
+        if allowed:
+            self.lp.executors.add(executor)
+        else:
+            self.lp.executors.discard(executor)
+
+    def lp_may_execute(self, executor: str, r: LpRequest) -> bool:
+        """Whether `executor` may execute `r` now: an LP executor from its `not_before`,
+        anyone from `OPEN_EXECUTION_AFTER` later (LiquidityVault._check_executor)."""
+        return executor in self.lp.executors or self.now >= r.not_before + OPEN_EXECUTION_AFTER
+
+    def _check_executor(self, executor: str, r: LpRequest) -> None:
+        _require(self.lp_may_execute(executor, r),
+                 f"liquidity vault: only an LP executor may execute before {r.not_before + OPEN_EXECUTION_AFTER}")
 
     def lp_request(self, request_id: int) -> LpRequest:
         request = self.lp.requests.get(request_id)
@@ -180,12 +197,14 @@ class LiquidityFlowsMixin:
 
     # -- execution -----------------------------------------------------------------------------
 
-    def execute_deposit(self, request_id: int, rounds: dict[int, RoundPrice]) -> LpExecution:
-        """Execute at `rounds` (market -> the execution round of each listed market)."""
+    def execute_deposit(self, request_id: int, rounds: dict[int, RoundPrice], executor: str) -> LpExecution:
+        """Execute at `rounds` (market -> the execution round of each listed market), sent by
+        `executor`."""
         from perpdex.model import LIQUIDITY_VAULT
 
         r = self.lp_request(request_id)
         _require(not r.redemption, "liquidity vault: not a deposit request")
+        self._check_executor(executor, r)
         gross = self.lv_value_at(self._round_indices(r, rounds))
         deficit = self.total_uncovered_deficit
         total = max(gross, 0) // self.scale
@@ -207,11 +226,12 @@ class LiquidityFlowsMixin:
         self._lock(r.receiver, shares)
         return LpExecution(True, shares, total, deficit, "", r.fee)
 
-    def execute_redeem(self, request_id: int, rounds: dict[int, RoundPrice]) -> LpExecution:
+    def execute_redeem(self, request_id: int, rounds: dict[int, RoundPrice], executor: str) -> LpExecution:
         from perpdex.model import LIQUIDITY_VAULT
 
         r = self.lp_request(request_id)
         _require(r.redemption, "liquidity vault: not a redemption request")
+        self._check_executor(executor, r)
         gross = self.lv_value_at(self._round_indices(r, rounds))
         deficit = self.total_uncovered_deficit
         total = max(gross - deficit, 0) // self.scale

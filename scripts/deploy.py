@@ -18,7 +18,7 @@ from perpdex.deploy import DEPLOYMENTS_DIR, LOCAL_TIMELOCK_DELAY, NETWORK_TIMELO
 @account_option()
 @click.option("--markets", default=str(DEFAULT_MARKETS_FILE), show_default=True, help="markets config file")
 @click.option("--out", default=str(DEPLOYMENTS_DIR), show_default=True, help="where deployments/<chain_id>.json goes")
-@click.option("--adl-keeper", "adl_keepers", multiple=True, help="also grant the ADL keeper role to this address")
+@click.option("--adl-keeper", "adl_keepers", multiple=True, help="also grant the ADL keeper and LP executor roles to this address (a keeper's account)")
 @click.option("--timelock-delay", type=click.IntRange(min=1), default=None,
               help=f"seconds every owner action waits [default: {NETWORK_TIMELOCK_DELAY} (24 h) on non-local "
                    f"networks, {LOCAL_TIMELOCK_DELAY} on local ones]")

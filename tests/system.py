@@ -163,6 +163,8 @@ class System:
         self.model.order_params = TEST_ORDER_PARAMS
         # tests' LP parameters: one-second delay, one-hour life, no cooldown, no fee
         self.configure_liquidity()
+        # the keeper's executor holds the LP executor role, as a deployment's keeper does
+        self.set_lp_executor(self.executor, True)
         self.accounts: set[tuple[str, int]] = set()
 
     # compare accounts through their views after each action (a class attribute, not a field)
@@ -566,6 +568,13 @@ class System:
 
         return RoundPrice(median(prices), median(previous), min(published), max(previous_published))
 
+    def set_lp_executor(self, who: str, allowed: bool) -> None:
+        """LiquidityVault.set_lp_executor (as the owner) on both sides."""
+        with boa.env.prank(self.owner):
+            self.liquidity_vault.set_lp_executor(who, allowed)
+        self.last_logs = self.liquidity_vault.get_logs()
+        self.model.set_lp_executor(who, allowed)
+
     def execute_lp(self, request_id: int, round_ids: dict[int, int] | None = None, executor: str | None = None):
         """execute_deposit/execute_redeem on both sides at `round_ids` (default: each market's
         first round after the request's delay); the LpExecution."""
@@ -581,7 +590,7 @@ class System:
         model_fn = self.model.execute_redeem if redemption else self.model.execute_deposit
         contract_fn = self.liquidity_vault.execute_redeem if redemption else self.liquidity_vault.execute_deposit
         expected, executed = self.mirror(
-            executor, lambda: model_fn(request_id, rounds), lambda: contract_fn(request_id, onchain)
+            executor, lambda: model_fn(request_id, rounds, executor), lambda: contract_fn(request_id, onchain)
         )
         self.last_logs = self.liquidity_vault.get_logs()
         assert executed == expected.executed

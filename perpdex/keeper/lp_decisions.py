@@ -8,6 +8,11 @@ anyone, for its fee. The rounds come from the same `MarketFeeds` the order execu
 them now; a request whose first round the oracle would refuse (stale by now, feeds disagreeing)
 can never execute and waits for its expiry. The contract decides fill or cancel at execution
 (the open-interest cap, an insolvent vault): the executor earns the fee either way.
+
+Only an LP executor (`LiquidityVault.lp_executor`) executes from the request's `not_before`; a
+keeper without the role waits `OPEN_EXECUTION_AFTER` more, as the contract asks. The keeper runs
+this pass after its liquidations and order executions, so the flows it places come after what
+the round's trades and liquidations book (docs/SECURITY.md, finding 9).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from perpdex.keeper.orders import WAIT_NO_FEEDS, MarketFeeds, round_price
-from perpdex.lp_flows import LpRequest
+from perpdex.lp_flows import OPEN_EXECUTION_AFTER, LpRequest
 from perpdex.orders import RoundPrice
 
 EXECUTE = "execute"
@@ -64,17 +69,27 @@ def execution_rounds(
     return tuple(round_ids), rounds
 
 
+def open_execution_at(request: LpRequest) -> int:
+    """When anyone, not only an LP executor, may execute `request`."""
+    return request.not_before + OPEN_EXECUTION_AFTER
+
+
 def decide_lp_requests(
-    requests: Mapping[int, LpRequest], markets: Mapping[int, MarketFeeds], market_ids: Sequence[int], now: int
+    requests: Mapping[int, LpRequest], markets: Mapping[int, MarketFeeds], market_ids: Sequence[int], now: int,
+    lp_executor: bool = True,
 ) -> LpDecisions:
     """What to do with every open request at `now` (the timestamp the transactions land at):
-    cancel the expired ones, execute those whose rounds have all been published, and say why
-    the others wait. Oldest requests first."""
+    cancel the expired ones, execute those whose rounds have all been published (a keeper
+    without the LP executor role only from `open_execution_at`), and say why the others wait.
+    Oldest requests first."""
     decisions = LpDecisions()
     for request_id in sorted(requests):
         r = requests[request_id]
         if now >= r.expiry:
             decisions.actions.append(LpAction(CANCEL, request_id, r.redemption, due_since=r.expiry))
+            continue
+        if not lp_executor and now < open_execution_at(r):
+            decisions.waiting[request_id] = f"only an LP executor may execute before {open_execution_at(r)}"
             continue
         chosen = execution_rounds(r, markets, market_ids, now)
         if isinstance(chosen, str):
@@ -82,6 +97,8 @@ def decide_lp_requests(
             continue
         round_ids, rounds = chosen
         due = max((rp.published for rp in rounds.values()), default=r.not_before)
+        if not lp_executor:
+            due = max(due, open_execution_at(r))
         decisions.actions.append(LpAction(EXECUTE, request_id, r.redemption, round_ids, rounds, due))
     return decisions
 

@@ -40,6 +40,10 @@ class LpClient:
     def last_request_id(self, block: int) -> int:
         return int(self.vault.last_request_id(block_id=block))
 
+    def is_lp_executor(self, block: int) -> bool:
+        """Whether the keeper's account holds the LP executor role."""
+        return bool(self.vault.lp_executor(self.client.account.address, block_id=block))
+
     def request(self, request_id: int, block: int | str) -> LpRequest | None:
         """The open request, None once executed or cancelled."""
         r = self.vault.request(request_id, block_id=block)
@@ -86,6 +90,7 @@ class LpPassState:
     cursor: int = 0  # the last request id read
     market_ids: list[int] = field(default_factory=list)
     markets: dict[int, MarketFeeds] = field(default_factory=dict)
+    lp_executor: bool = False  # this keeper holds the LP executor role (read with the requests)
     waiting: dict[int, str] = field(default_factory=dict)  # request -> why it waits, as last logged
     turn_logged: dict[int, int] = field(default_factory=dict)
 
@@ -115,6 +120,7 @@ class LpPasses:
         if not st.requests:
             st.markets = {}
             return
+        st.lp_executor = st.client.is_lp_executor(block)
         st.market_ids = self.client.market_list(block)
         since = walk_anchors(st.requests, st.market_ids)
         anchors = {r.not_before for r in st.requests.values()}
@@ -142,7 +148,7 @@ class LpPasses:
         if not st.requests:
             return False
         head_time = self.snapshot.timestamp
-        decisions = decide_lp_requests(st.requests, st.markets, st.market_ids, head_time + 1)
+        decisions = decide_lp_requests(st.requests, st.markets, st.market_ids, head_time + 1, st.lp_executor)
         for request_id, reason in decisions.waiting.items():
             if st.waiting.get(request_id) != reason:
                 self._emit(logging.DEBUG, "lp.waiting", request=request_id, reason=reason)

@@ -121,6 +121,7 @@ class Simulation:
         self.lp_in = 0.0
         with boa.env.prank(self.owner):
             d.liquidator.set_adl_keeper(self.keeper_address, True)
+            d.liquidity_vault.set_lp_executor(self.keeper_address, True)
         if cfg.lp_seed_usd:
             amount = self._mint(self.owner, cfg.lp_seed_usd, d.liquidity_vault)
             self.chain.transact(self.owner, d.liquidity_vault.deposit, amount, self.owner)

@@ -376,6 +376,10 @@ class BoaLpClient:
         self.client.settle()
         return int(self.vault.last_request_id())
 
+    def is_lp_executor(self, block: int) -> bool:
+        self.client.settle()
+        return bool(self.vault.lp_executor(self.client.account))
+
     def request(self, request_id: int, block: int | str) -> LpRequest | None:
         self.client.settle()
         r = self.vault.request(request_id)

@@ -4,8 +4,11 @@
 A *round* is what the machine replays twice: orders and liquidity-vault requests committed
 before an oracle round, then, at that round (one index, one timestamp), their executions,
 liquidations and ADL in an order the attacker chooses. The attacker is the executor of every
-order and request, the liquidation keeper and an ADL keeper, and trades from several
-sub-accounts. The same round is replayed on a snapshot without the attacker's own orders and
+order, the liquidation keeper and an ADL keeper, and trades from several sub-accounts. It may
+try to execute LP requests too, and is refused: only the LP executor role places LP flows
+before `OPEN_EXECUTION_AFTER` (docs/SECURITY.md, finding 9). The keeper holding that role
+executes the round's LP requests in one step after the round's honest orders and liquidations
+(where its pass puts them); the attacker's own orders and ADL may still come after it. The same round is replayed on a snapshot without the attacker's own orders and
 requests (the honest round, executed in the same relative order), and the two outcomes are
 measured with `Ledger`:
 
@@ -89,9 +92,11 @@ def invariant7_world() -> System:
 
 @dataclass(frozen=True)
 class Action:
-    """One step of a round: "order" (an order id), "lp" (a request id), "liquidate" (an
-    account) or "adl" (a market). `attacker` marks the attacker's own orders and requests,
-    which the honest replay leaves out."""
+    """One step of a round: "order" (an order id), "lp" (a request id the attacker tries to
+    execute itself), "keeper_lp" (the LP executor executes the requests `key`: (request id,
+    the attacker's) pairs, oldest first), "liquidate" (an account) or "adl" (a market).
+    `attacker` marks the attacker's own orders and requests, which the honest replay leaves
+    out."""
 
     kind: str
     key: object
@@ -110,6 +115,7 @@ class Outcome:
     steps: int = 0
     # the attacker's LP flows executed: (redemption, shares, assets in WAD)
     lp_flows: list = field(default_factory=list)
+    lp_executed: int = 0  # LP requests the LP executor executed (or the vault cancelled)
 
 
 def run_round(s: System, actions: list[Action], rounds: dict[int, int], honest_only: bool) -> Outcome:
@@ -126,14 +132,23 @@ def run_round(s: System, actions: list[Action], rounds: dict[int, int], honest_o
                 market_id = s.model.order(action.key).market_id
                 out.fills[action.key] = s.execute_order(action.key, rounds[market_id], executor=s.attacker)
             elif action.kind == "lp":
-                request = s.model.lp.requests[action.key]  # amount: shares (redemption) or assets
-                result = s.execute_lp(action.key, executor=s.attacker)  # amount: assets or shares
-                if result.executed and action.attacker:
-                    if request.redemption:
-                        flow = (True, request.amount, result.amount * SCALE)
-                    else:
-                        flow = (False, result.amount, request.amount * SCALE)
-                    out.lp_flows.append(flow)
+                s.execute_lp(action.key, executor=s.attacker)  # refused: the attacker has no LP executor role
+                raise AssertionError(f"the attacker executed LP request {action.key} without the role")
+            elif action.kind == "keeper_lp":
+                for request_id, mine in action.key:
+                    if honest_only and mine:
+                        continue
+                    request = s.model.lp.requests.get(request_id)
+                    if request is None:
+                        continue
+                    result = s.execute_lp(request_id, executor=s.executor)  # amount: assets or shares
+                    out.lp_executed += 1
+                    if result.executed and mine:
+                        if request.redemption:
+                            flow = (True, request.amount, result.amount * SCALE)
+                        else:
+                            flow = (False, result.amount, request.amount * SCALE)
+                        out.lp_flows.append(flow)
             elif action.kind == "liquidate":
                 result = s.liquidate(s.attacker, *action.key)
                 out.liquidated.add(action.key)
@@ -241,10 +256,12 @@ class Ledger:
 
 
 def lp_ordering_edge(s: System, attack: Outcome) -> int:
-    """What the attacker's own LP flows gained from where the executor placed them in the round:
-    a deposit's shares worth more at the end of the round than the assets paid (it shared the
-    fees and liquidation gains booked after it), a redemption paid more than its shares are
-    worth at the end (it left before a loss). tests/unit/test_invariant7_found.py shows it."""
+    """What the attacker's own LP flows gained from their place in the round: a deposit's
+    shares worth more at the end of the round than the assets paid (it shared the fees and
+    liquidation gains booked after it), a redemption paid more than its shares are worth at the
+    end (it left before a loss). With the LP executor placing flows after the round's honest
+    orders and liquidations, only a share of the fees of the attacker's own later orders, which
+    it paid in full (tests/unit/test_invariant7_found.py)."""
     edge = 0
     for redemption, shares, assets in attack.lp_flows:
         worth = share_value(s, shares)

@@ -530,9 +530,11 @@ def test_faucet_mints_devnet_collateral_and_refuses_above_its_cap(run, node, c, 
 
 def execute_lp_ready(node, c) -> int:
     """execute_deposit/execute_redeem of every open LP request at each market's latest round,
-    when the liquidity vault accepts those rounds (simulated first)."""
+    when the liquidity vault accepts those rounds (simulated first), as the deployer (the
+    deployment grants it the LP executor role, as it does a keeper's account)."""
     w3, lv, ex = node[2], c["liquidity_vault"].functions, c["exchange"].functions
-    keeper, executed = w3.eth.accounts[KEEPER], 0
+    keeper, executed = w3.eth.accounts[0], 0
+    assert lv.lp_executor(keeper).call()
     feeds = {m["id"]: m["aggregators"][0] for m in c["markets"]}
     rounds = []
     for i in range(ex.market_count().call()):
@@ -560,7 +562,7 @@ def lp_keeper(node, c, monkeypatch):
         execute_lp_ready(node, c)
 
     monkeypatch.setattr(trading, "_sleep", act)
-    return node[2].eth.accounts[KEEPER]
+    return node[2].eth.accounts[0]
 
 
 def shares_text(shares: int) -> str:

@@ -1,21 +1,21 @@
-"""What the invariant-7 machine (tests/fuzz/test_invariant7.py) found: the executor's power to
-place its own liquidity-vault flows inside a round.
+"""What the invariant-7 machine (tests/fuzz/test_invariant7.py) found, shown failing now: an
+executor's power to place its own liquidity-vault flows inside a round (docs/SECURITY.md,
+finding 9).
 
-A keeper executes LP requests and orders at the same oracle round in any order it likes. An
-attacker that is also the executor can place its own deposit before the round's fee-paying
-orders (or a liquidation that books a gain for the vault), or its own redemption before a
-liquidation that books a loss. Nothing is mispriced — each flow is priced at the share price at
-the moment it executes — but the attacker's flow shares in (or escapes) what the rest of the
-round books, which the honest round without the attacker's requests leaves to the honest LPs.
-DESIGN.md invariant 7 says no sequence of LP flows and executions at one index takes value from
-the liquidity vault's other LPs. No O(1) on-chain rule fixes the order inside one second
-without letting anyone who executes an LP request block the second's trades and liquidations
-(docs/SECURITY.md, finding 9, and docs/DECISIONS.md, Liquidity vault): it is an open, bounded
-limitation. These tests pin its bound — the flow's pro-rata share of what the rest of the
-round books, and nothing at all in the order perpdex's keeper uses (the round's trades and
-liquidations first, LP flows last) — so that a change to either shows up.
+Orders, liquidations and LP requests of one oracle round execute in whatever order their
+executors send them. An attacker that could execute LP requests would place its own deposit
+before the round's fee-paying orders (its shares take part of the fees the honest round leaves
+to the other LPs), or its own redemption before a liquidation that books a loss (it leaves at
+the price before the loss). Nothing is mispriced — each flow is priced at the share price of
+the moment it executes — so the fix is who places the flows: only the LP executor role
+executes a request from its `not_before`, and perpdex's keeper runs its liquidations and order
+executions before its LP flows. Anyone else may execute from `OPEN_EXECUTION_AFTER` later, so a
+dead keeper delays flows and never traps them.
 
-Every step runs on the contracts and the reference model, compared to the wei (tests/system.py).
+Each test replays the attack's steps: the attacker's own execution is refused with the
+contract's sentence, and the keeper's order leaves the attacker no better off and the seed LP
+no worse off than the honest round. Every step runs on the contracts and the reference model,
+compared to the wei (tests/system.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pytest
 
 from perpdex.config import load_markets
 from perpdex.fixed_point import WAD
+from perpdex.model import ModelRevert
 from system import System, fresh
 
 from fuzz.invariant7_actions import lp_wealth, share_value
@@ -70,13 +71,18 @@ def next_round(s: System) -> int:
     return s.publish(BTC)
 
 
-def test_limitation_a_deposit_placed_before_the_rounds_fees_shares_them_pro_rata(s):
-    """The attacker requests a 10M USD deposit; an honest trader commits a 100 BTC market buy
-    (at 40,000 the taker fee is ~2,400 USD, 80 % of it, ~1,920 USD, to the liquidity vault).
-    At the round, the attacker (the executor) executes its deposit first, then the order: its
-    shares, half the vault, take ~960 USD of the fee that the honest round leaves to the seed LP.
-    That is the bound: the deposit's share of the vault times what the round booked after it.
-    In the keeper's order (the order first, the deposit last) the deposit gains nothing."""
+def open_at(s: System, request_id: int) -> int:
+    return s.model.lp_request(request_id).not_before + s.liquidity_vault.OPEN_EXECUTION_AFTER()
+
+
+def test_an_attacker_cannot_place_its_deposit_before_the_rounds_fees(s):
+    """The attacker requests a 10M USD deposit beside the 10M USD vault; an honest trader
+    commits a 100 BTC market buy (at 40,000 the taker fee is ~2,400 USD, 80 % of it, ~1,920
+    USD, to the liquidity vault). At the round the attacker executes the order and tries to
+    execute its deposit first: refused, it is no LP executor. Placed first, the deposit would
+    have taken ~960 USD of the fee (shown on a copy by granting it the role); the keeper
+    executes it after the order, and the attacker's shares are worth what it paid while the
+    seed LP keeps the whole fee, as in the honest round."""
     trader = boa.env.generate_address("trader")
     s.deposit(trader, 1_000_000)
     assets = s.fund_lp(s.attacker, SEED)
@@ -86,34 +92,29 @@ def test_limitation_a_deposit_placed_before_the_rounds_fees_shares_them_pro_rata
     with fresh(s) as honest:
         honest.execute_order(order_id, round_id, executor=s.attacker)
         seed_honest = lp_wealth(honest, honest.seed_lp)
-    with fresh(s) as keeper_order:
-        keeper_order.execute_order(order_id, round_id, executor=s.attacker)
-        keeper_order.execute_lp(request_id, executor=s.attacker)
-        shares = keeper_order.model.lv_shares[s.attacker]
-        assert share_value(keeper_order, shares) <= assets * SCALE
-        assert lp_wealth(keeper_order, keeper_order.seed_lp) >= seed_honest
-    value_before = s.model.liquidity_vault_value()
-    s.execute_lp(request_id, executor=s.attacker)
-    booked_before = s.model.liquidity_vault_value()
+    with fresh(s) as unguarded:  # what the attack took before the role
+        unguarded.set_lp_executor(s.attacker, True)
+        unguarded.execute_lp(request_id, executor=s.attacker)
+        unguarded.execute_order(order_id, round_id, executor=s.attacker)
+        taken = seed_honest - lp_wealth(unguarded, unguarded.seed_lp)
+        assert 900 * WAD < taken < 1_000 * WAD
+    with pytest.raises(ModelRevert, match=f"only an LP executor may execute before {open_at(s, request_id)}"):
+        s.execute_lp(request_id, executor=s.attacker)
     fill = s.execute_order(order_id, round_id, executor=s.attacker)
     assert fill.filled and s.model.last_trade.fee > 2_400 * WAD  # the taker fee
-    booked = s.model.liquidity_vault_value() - booked_before  # what the order booked to the vault
-    assert booked_before - value_before == assets * SCALE and booked > 0
-    shares = s.model.lv_shares[s.attacker]
-    edge = share_value(s, shares) - assets * SCALE
-    seed_loss = seed_honest - lp_wealth(s, s.seed_lp)
-    assert 900 * WAD < seed_loss < 1_000 * WAD and abs(edge - seed_loss) < seed_loss // 50
-    assert 0 < edge <= booked * shares // s.model.lv_supply + WAD // 100  # to the cent
+    assert s.execute_lp(request_id).executed  # the keeper (the LP executor), after the round's order
+    assert share_value(s, s.model.lv_shares[s.attacker]) <= assets * SCALE
+    assert lp_wealth(s, s.seed_lp) >= seed_honest
 
 
-def test_limitation_a_redemption_placed_before_a_bankruptcy_escapes_its_share(s):
+def test_an_attacker_cannot_redeem_ahead_of_a_bankruptcys_liquidation(s):
     """The attacker holds half the vault's shares and requests to redeem them; a 1 BTC long
     with 2,500 USD gaps to 36,000 and goes bankrupt (the insurance fund is empty: the deficit is
-    netted from the vault's value at once). At that round the attacker executes its redemption
-    first, then liquidates: it leaves at the price before the loss, and the seed LP, who in the
-    honest round (without the attacker's request, its shares still pending) shares the loss
-    half and half, bears all of it. The bound: the redeemed share of the vault times the loss.
-    In the keeper's order (the liquidation first, the redemption last) nothing escapes."""
+    netted from the vault's value at once). At that round the attacker tries to execute its
+    redemption before it liquidates: refused. Placed first, the redemption would have left
+    ~756 USD of its share of the loss to the seed LP (shown on a copy by granting the role); the
+    keeper liquidates first and redeems after, and the attacker bears its half of the loss, as
+    in the honest round (its shares still pending there)."""
     victim = boa.env.generate_address("victim")
     s.lp_deposit(s.attacker, SEED)
     s.deposit(victim, 2_500)
@@ -129,17 +130,15 @@ def test_limitation_a_redemption_placed_before_a_bankruptcy_escapes_its_share(s)
         assert honest.model.total_uncovered_deficit > 0
         attacker_honest = lp_wealth(honest, s.attacker)
         seed_honest = lp_wealth(honest, honest.seed_lp)
-    with fresh(s) as keeper_order:
-        keeper_order.liquidate(s.attacker, victim)
-        keeper_order.execute_lp(request_id, executor=s.attacker)
-        assert lp_wealth(keeper_order, s.attacker) <= attacker_honest
-        assert lp_wealth(keeper_order, keeper_order.seed_lp) >= seed_honest
-    supply = s.model.lv_supply
-    s.execute_lp(request_id, executor=s.attacker)
-    before = s.model.liquidity_vault_value()
+    with fresh(s) as unguarded:  # what the attack took before the role
+        unguarded.set_lp_executor(s.attacker, True)
+        unguarded.execute_lp(request_id, executor=s.attacker)
+        unguarded.liquidate(s.attacker, victim)
+        escaped = seed_honest - lp_wealth(unguarded, unguarded.seed_lp)
+        assert 700 * WAD < escaped < 800 * WAD
+    with pytest.raises(ModelRevert, match="only an LP executor may execute before"):
+        s.execute_lp(request_id, executor=s.attacker)
     s.liquidate(s.attacker, victim)
-    loss = before - s.model.liquidity_vault_value()
-    escaped = lp_wealth(s, s.attacker) - attacker_honest
-    seed_loss = seed_honest - lp_wealth(s, s.seed_lp)
-    assert 700 * WAD < seed_loss < 800 * WAD and abs(escaped - seed_loss) < seed_loss // 50
-    assert 0 < escaped <= loss * shares // supply + WAD // 100  # to the cent (the share price rounds)
+    assert s.execute_lp(request_id).executed  # the keeper, after the round's liquidation
+    assert lp_wealth(s, s.attacker) <= attacker_honest
+    assert lp_wealth(s, s.seed_lp) >= seed_honest

@@ -99,6 +99,43 @@ def test_a_deposit_executes_at_the_first_round_after_the_delay_and_pays_the_exec
     assert s.usdc.balanceOf(s.liquidity_vault.address) == 0  # nothing left behind
 
 
+def test_only_an_lp_executor_executes_until_the_open_time_then_anyone_does(s, lp):
+    """The LP executor role places LP flows (after a round's trades and liquidations, see
+    tests/unit/test_invariant7_found.py); anyone else may execute a request from
+    OPEN_EXECUTION_AFTER after its `not_before`, so a dead keeper delays flows, never traps
+    them. Granting the role is the owner's (behind the timelock); a stranger cannot."""
+    stranger = boa.env.generate_address("stranger")
+    s.set_lp_params(execution_fee=2 * USDC)
+    s.fund_lp(lp, 10_002)
+    request_id = s.request_deposit(lp, 10_000 * USDC)
+    s.warp(1)
+    s.publish(BTC), s.publish(ETH)
+    open_at = s.model.lp_request(request_id).not_before + s.liquidity_vault.OPEN_EXECUTION_AFTER()
+    assert s.liquidity_vault.OPEN_EXECUTION_AFTER() == 300
+    with pytest.raises(ModelRevert, match=f"only an LP executor may execute before {open_at}"):
+        s.execute_lp(request_id, executor=stranger)
+    with boa.reverts("ownable: caller is not the owner"), boa.env.prank(stranger):
+        s.liquidity_vault.set_lp_executor(stranger, True)
+    s.warp(open_at - s.now - 1)
+    with pytest.raises(ModelRevert, match="only an LP executor"):
+        s.execute_lp(request_id, executor=stranger)  # one second early
+    assert s.model.lp_request(request_id).amount == 10_000 * USDC and s.liquidity_vault.balanceOf(lp) == 0
+    s.warp(1)
+    result = s.execute_lp(request_id, executor=stranger)
+    assert result.executed and s.liquidity_vault.balanceOf(lp) == result.amount
+    assert s.usdc.balanceOf(stranger) == 2 * USDC  # the fee goes to whoever executed
+    # revoking the role puts its holder with everyone else
+    s.set_lp_executor(s.executor, False)
+    [event] = named(s, "LpExecutorSet")
+    assert (event.executor, event.allowed) == (s.executor, False)
+    s.fund_lp(lp, 1_002)
+    second = s.request_deposit(lp, 1_000 * USDC)
+    s.warp(1)
+    s.publish(BTC), s.publish(ETH)
+    with pytest.raises(ModelRevert, match="only an LP executor"):
+        s.execute_lp(second)
+
+
 def test_a_deposit_is_priced_at_its_execution_round_not_at_the_request(s, lp, trader):
     """The index moves between request and execution: the shares follow the execution round."""
     s.deposit(trader, 100_000)
@@ -123,7 +160,8 @@ def test_execution_at_a_wrong_round_is_refused_with_its_reason_and_changes_nothi
     s.warp(1)
     later = {m: s.publish(m) for m in (BTC, ETH)}
     if which == "too few markets":
-        with boa.reverts("liquidity vault: one list of round ids per listed market expected (2)"):
+        with boa.reverts("liquidity vault: one list of round ids per listed market expected (2)"), \
+                boa.env.prank(s.executor):
             s.liquidity_vault.execute_deposit(request_id, [[first[BTC]]])
     else:
         rounds, rid, reason = {
@@ -420,6 +458,27 @@ def test_the_keeper_waits_for_every_market_then_executes_at_the_rounds_it_chose(
     [action] = decide().actions
     assert (action.action, action.round_ids) == (EXECUTE, ((btc_round,), (eth_round,)))
     result = s.execute_lp(request_id, {BTC: btc_round, ETH: eth_round})
+    assert result.executed and s.liquidity_vault.balanceOf(lp) == result.amount
+
+
+def test_a_keeper_without_the_lp_executor_role_waits_for_the_open_time_and_then_executes(s, lp, keeper):
+    """The decision core never sends what the contract would refuse: a keeper without the role
+    says why a ready request waits, and executes it (its turn starting there) from the time
+    anyone may; the keeper with the role executes at once."""
+    s.fund_lp(lp, 10_000)
+    request_id = s.request_deposit(lp, 10_000 * USDC)
+    s.warp(1)
+    s.publish(BTC), s.publish(ETH)
+    requests = dict(s.model.lp.requests)
+    open_at = requests[request_id].not_before + s.liquidity_vault.OPEN_EXECUTION_AFTER()
+    without = decide_lp_requests(requests, feeds_of(s), [BTC, ETH], s.now + 1, lp_executor=False)
+    assert without.actions == [] and without.waiting == {request_id: f"only an LP executor may execute before {open_at}"}
+    [at_once] = decide_lp_requests(requests, feeds_of(s), [BTC, ETH], s.now + 1, lp_executor=True).actions
+    assert at_once.action == EXECUTE and at_once.due_since < open_at
+    s.warp(open_at - s.now)
+    [later] = decide_lp_requests(requests, feeds_of(s), [BTC, ETH], s.now, lp_executor=False).actions
+    assert (later.action, later.due_since) == (EXECUTE, open_at)
+    result = s.execute_lp(request_id, {m: ids[0] for m, ids in zip((BTC, ETH), later.round_ids)}, executor=keeper)
     assert result.executed and s.liquidity_vault.balanceOf(lp) == result.amount
 
 
