@@ -207,9 +207,9 @@ def measure() -> dict[str, int]:
 
 
 def measure_refresh_growth(b: Bench, owner, keeper, two_market_trader, four_market_trader) -> None:
-    """The open-interest room's refresh (O(listed markets)) with every listed market open: at
-    2 markets (config/markets.json) and at 4 (the same two again under new ids, a deployment
-    of their own), and the growth per listed market."""
+    """The open-interest room's refresh and an LP deposit's execution (both O(listed markets))
+    with every listed market open: at 2 markets (config/markets.json) and at 4 (the same two
+    again under new ids, a deployment of their own), and the growth per listed market."""
     import tempfile
 
     from perpdex.config import DEFAULT_MARKETS_FILE
@@ -233,6 +233,16 @@ def measure_refresh_growth(b: Bench, owner, keeper, two_market_trader, four_mark
     b.gas["refresh_open_interest_room"] = refresh[2]
     b.gas["refresh_open_interest_room_4_markets"] = refresh[4]
     b.gas["refresh_open_interest_room_per_market"] = (refresh[4] - refresh[2]) // 2
+    # an LP execution values the vault at one round of every listed market: the same deposit
+    # request on both deployments, every market open, measures its growth per listed market
+    lp_execute = {}
+    for bench, lp in ((b, two_market_trader), (wide, four_market_trader)):
+        bench.tick()
+        fund(bench, lp, 100_000)
+        lp_execute[len(bench.d.markets)] = lp_request_execute(bench, lp, assets=100_000 * 10**6)[1]
+    b.gas["lp_execute_deposit_2_markets_open"] = lp_execute[2]
+    b.gas["lp_execute_deposit_4_markets_open"] = lp_execute[4]
+    b.gas["lp_execute_deposit_per_market"] = (lp_execute[4] - lp_execute[2]) // 2
 
 
 def fund(b: Bench, who, usd: int) -> int:
@@ -308,7 +318,7 @@ def measure_trading(b: Bench, lp, trader, other) -> None:
 
 def lp_request_execute(b: Bench, lp, assets: int | None = None, shares: int | None = None) -> tuple[int, int]:
     """A two-step LP deposit (`assets`) or redemption (`shares`): the request, then its
-    execution by the keeper at every market's first round after the delay: (request gas,
+    execution by an LP executor at every market's first round after the delay: (request gas,
     execution gas)."""
     lv = b.d.liquidity_vault
     if assets:
@@ -319,7 +329,7 @@ def lp_request_execute(b: Bench, lp, assets: int | None = None, shares: int | No
     b.jump(lv.lp_params().min_delay)
     rounds = [[b.publish(m.id)] for m in b.d.markets]
     execute = lv.execute_deposit if assets else lv.execute_redeem
-    executed = execute(request_id, rounds, sender=b.keeper)
+    executed = execute(request_id, rounds, sender=b.owner)  # the deployer holds the LP executor role
     return receipt.gas_used, executed.gas_used
 
 

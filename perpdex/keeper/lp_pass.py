@@ -20,7 +20,7 @@ from perpdex.keeper.core import take_turn
 from perpdex.keeper.log import Usd
 from perpdex.keeper.lp_decisions import CANCEL, LpAction, decide_lp_requests, walk_anchors
 from perpdex.keeper.orders import MarketFeeds
-from perpdex.lp_flows import LpRequest
+from perpdex.lp_flows import OPEN_EXECUTION_AFTER, LpRequest
 
 if TYPE_CHECKING:
     from perpdex.keeper.runner import PassReport
@@ -121,6 +121,9 @@ class LpPasses:
             st.markets = {}
             return
         st.lp_executor = st.client.is_lp_executor(block)
+        if not st.lp_executor:
+            self._warn_once("lp:no-executor-role", "lp.no_executor_role", logging.WARNING,
+                            wait_seconds=OPEN_EXECUTION_AFTER)
         st.market_ids = self.client.market_list(block)
         since = walk_anchors(st.requests, st.market_ids)
         anchors = {r.not_before for r in st.requests.values()}

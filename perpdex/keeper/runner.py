@@ -27,6 +27,10 @@ One pass (`Keeper.run_once`):
    Keepers that know of each other (`order_keepers`) take turns per order (`take_turn`, in
    seconds from the moment the order became executable) so that two of them never send for the
    same order in the same block.
+   Then the **LP requests** (`lp_pass`, `lp_decisions.decide_lp_requests`), last, so that the
+   flows come after what the round's liquidations and trades book (docs/SECURITY.md, finding
+   9); a keeper without the LP executor role waits `OPEN_EXECUTION_AFTER` past each request's
+   `not_before`, as the contract asks.
 7. **Checkpoint.** `{version, chain_id, exchange, block, accounts, adl_keepers, deficit_since,
    orders}` written atomically (tmp + rename).
 

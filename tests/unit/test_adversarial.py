@@ -413,6 +413,7 @@ class TokenSystem(System):
         self.model.order_params = TEST_ORDER_PARAMS
         self.accounts = set()
         self.configure_liquidity()
+        self.set_lp_executor(self.executor, True)
 
 
 def _token_world(world, source: str = "", seed_liquidity_usd: int = 100_000):
@@ -1244,6 +1245,7 @@ def _restricted(s: System, caller: str) -> dict:
         "liquidity_vault": {
             "set_max_oi_ratio": (lambda c: c.set_max_oi_ratio(WAD), OWNER_ONLY),
             "set_lp_params": (lambda c: c.set_lp_params(TEST_LP_PARAMS.as_tuple()), OWNER_ONLY),
+            "set_lp_executor": (lambda c: c.set_lp_executor(caller, True), OWNER_ONLY),
             # the owner's seeding is the only synchronous deposit; nobody redeems synchronously
             "deposit": (lambda c: c.deposit(USDC, caller), "liquidity vault: deposits are two-step, use request_deposit"),
             "mint": (lambda c: c.mint(WAD, caller), "liquidity vault: deposits are two-step, use request_deposit"),
