@@ -16,6 +16,17 @@ connects it and sends through it the faucet, the deposit, a limit order and its 
 a market order and its close, a liquidity deposit request; a refused withdrawal never reaches
 it; the page follows the wallet's account switch and warns on its chain switch.
 
+Then other dev accounts, chosen in the page's wallet list, on ETH-USD (the walk's BTC-USD is left
+as it was): a take-profit rests until a price above its trigger is published, then the keeper
+closes the long with its profit; a 20x long is liquidated by the keeper after a 15 % gap,
+bankrupt beyond the insurance fund, and its history shows the liquidation and the bad debt
+with the liquidator's numbers; the keeper (an ADL keeper in the test deployment) takes the
+uncovered deficit from the profitable short on the other side, whose history shows the ADL
+haircut; an LP's deposit request is executed by the keeper, its shares shown locked for the
+vault's cooldown (a redemption refused meanwhile, nothing sent), and past the cooldown (the
+node's clock moved on) its redemption request waits, is executed by the keeper, and the
+shares turn into the wallet's tokens on the page.
+
 PERPDEX_WEB_SCREENSHOTS=docs saves the main views as docs/web-*.png (README.md shows them);
 by default they go to the test's temporary directory.
 """
@@ -46,13 +57,42 @@ KEEPER_INTERVAL = "0.5"  # seconds between the keeper's passes
 SCREENSHOTS = os.environ.get("PERPDEX_WEB_SCREENSHOTS")
 
 
+class PricePublisher(Publisher):
+    """The price publisher, and the only writer of the feeds: a price the test pushes
+    (`publish`) is the answer of its rounds from then on. (A push sent beside a publisher that
+    republishes the latest answer can be undone by its round read before the push was mined.)"""
+
+    def __init__(self, chain: Chain, interval: float = 1.0):
+        super().__init__(chain, interval)
+        self.answers: dict[str, int] = {}  # symbol -> the answer published from now on
+
+    def publish(self, symbol: str, answer: int) -> None:
+        self.answers[symbol] = answer
+
+    def _run(self) -> None:
+        sender = self.chain.account(DEPLOYER)
+        symbols = [m["symbol"] for m in self.chain.manifest["markets"]]
+        while not self.stop_event.wait(self.interval):
+            try:
+                for symbol in symbols:
+                    feed = self.chain.aggregator(symbol).functions
+                    answer = self.answers.get(symbol)
+                    if answer is None:
+                        answer = feed.latestAnswer().call()
+                    feed.update_answer(answer).transact({"from": sender, "gas": 200_000})
+            except Exception as err:  # the node went away at the end of the module
+                self.errors.append(repr(err))
+
+
 @pytest.fixture(scope="module")
 def devnet(node, tools):
-    """The deployment, the keeper and rounds every second (what `make devnet` runs)."""
+    """The deployment, the keeper and rounds every second (what `make devnet` runs); the
+    publisher is devnet.publisher."""
     chain = deploy(node)
     keeper = tools("keeper", "keeper", "--account", f"TEST::{KEEPER}", "--json-logs", "--interval", KEEPER_INTERVAL,
                    "--deployments", str(chain.path.parent), "--checkpoint", str(node.tmp / "keeper.json"))
-    with Publisher(chain) as publisher:
+    with PricePublisher(chain) as publisher:
+        chain.publisher = publisher
         keeper.wait_for(lambda: keeper.records("pass"), 120, "the keeper's first pass")
         yield chain
         assert not publisher.errors, f"the price publisher failed: {publisher.errors}"
@@ -120,6 +160,17 @@ class Page:
         rows = self.driver.execute_script(
             f"return [...document.querySelectorAll('#{table_id} tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
         return next((r for r in rows if r and r[0] == first_cell), None)
+
+    def watch(self, table_id: str) -> None:
+        """Record every row the table shows from now on, in order, in window.perpdexSeen (the
+        states the page went through, however short)."""
+        self.driver.execute_script("""
+            window.perpdexSeen = [];
+            const body = document.querySelector(`#${arguments[0]} tbody`);
+            const note = () => { for (const r of body.rows) window.perpdexSeen.push([...r.cells].map(c => c.innerText)); };
+            window.perpdexWatch?.disconnect();
+            window.perpdexWatch = new MutationObserver(note);
+            window.perpdexWatch.observe(body, { childList: true, subtree: true, characterData: true });""", table_id)
 
     def layout_problems(self) -> list[str]:
         """What is cut off or overlapping at the current width (layout_problems.js)."""
@@ -286,7 +337,7 @@ def test_a_stop_loss_is_executed_by_the_keeper_when_the_price_crosses_it(page, d
 
     # the price falls through the trigger, within the order's price bound (0.5 % below the
     # trigger): the publisher keeps publishing the new answer
-    devnet.transact(feed.update_answer(answer * 949 // 1000), devnet.account(DEPLOYER))
+    push_price(devnet, "BTC-USD", answer * 949 // 1000)
     wait_for(lambda: "no open position" in page.text("positions-table"), 60, "the keeper to close the position")
     assert devnet.exchange.functions.position(me, 0, 0).call()[0] == 0
     latest = wait_for(lambda: "sold" in page.text("order-outcomes").splitlines()[0] and page.text("order-outcomes").splitlines()[0],
@@ -438,3 +489,277 @@ def test_an_injected_browser_wallet_signs_what_the_page_sends(page, devnet, node
     assert len(sent()) == 10 and w3.eth.get_transaction_count(other) == 1
     page.driver.execute_script("window.ethereum.selectChain('0x7a69')")
     wait_for(lambda: page.text("notice") == "", 10, "the warning to go once the wallet is back on the devnet's chain")
+
+
+# =============================================================================================
+# Take-profit, liquidation, auto-deleveraging and the liquidity vault's redemption, from other
+# dev accounts chosen in the page's wallet list (the walk's trader and the browser wallet are
+# done; what follows moves ETH-USD only and the chain's clock past the LP's cooldown)
+# =============================================================================================
+
+LP, TAKER, BANKRUPT = 3, 4, 5  # anvil's dev accounts the page connects to below
+
+
+def connect_dev(page: Page, devnet: Chain, index: int) -> str:
+    """Choose anvil's account `index` in the page's wallet list and connect it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    account = devnet.account(index)
+    choice = Select(page.driver.find_element(By.ID, "wallet-choice"))
+    [option] = [o for o in choice.options if o.text.startswith(f"Devnet account #{index} ")]
+    choice.select_by_value(option.get_attribute("value"))
+    page.click("#connect")
+    page.settled(f"connecting dev account #{index}")  # (the status line then shows the account's past order outcomes)
+    assert page.text("notice") == ""
+    wait_for(lambda: page.text("address").lower() == f"connected: {account} (sub-account 0)".lower(), 10,
+             f"dev account #{index} shown as connected")
+    return account
+
+
+def fund(page: Page, devnet: Chain, me: str, usd: int, deposit: bool = True) -> None:
+    """Faucet `usd` into the wallet and, with `deposit`, all of it into the vault, from the page."""
+    page.field("faucet-amount", str(usd))
+    page.click("#faucet-form button")
+    assert page.settled("the faucet") == f"minted {usd:,.2f} USD of devnet collateral"
+    if deposit:
+        cash = devnet.vault.functions.cash(me, 0).call()
+        page.field("deposit-amount", str(usd), enter=True)
+        assert page.settled("the deposit") == f"deposited {usd:,.2f} USD: cash now {usd_text(cash + usd * WAD)} USD"
+
+
+def market_order(page: Page, devnet: Chain, me: str, symbol: str, side: str, size: str) -> None:
+    """A market order from the page's form (not reduce-only), waited for until the keeper has executed it."""
+    market = devnet.market_id(symbol)
+    before = devnet.exchange.functions.position(me, 0, market).call()[0]
+    delta = int(float(size) * 10**4) * 10**14 * (1 if side.startswith("Buy") else -1)
+    page.choose("order-market", symbol)
+    page.choose("order-kind", "Market")
+    page.choose("order-side", side)
+    page.field("order-size", size)
+    assert page.driver.execute_script("return document.getElementById('order-reduce').checked") is False
+    page.click("#send-order")
+    page.settled(f"the {symbol} market order")  # (the status line may show a keeper's outcome by now)
+    assert page.text("notice") == ""
+    wait_for(lambda: devnet.exchange.functions.position(me, 0, market).call()[0] == before + delta, 60,
+             f"the keeper to execute the {symbol} market order")
+
+
+def events(contract, name: str, devnet: Chain, **filters) -> list:
+    """The `name` events of `contract` since the deployment, with the indexed arguments `filters`."""
+    return getattr(contract.events, name)().get_logs(from_block=devnet.manifest.get("block", 0), argument_filters=filters)
+
+
+def history(page: Page) -> list[list[str]]:
+    """The history's rows, newest first: [block, kind, what happened]."""
+    return page.driver.execute_script(
+        "return [...document.querySelectorAll('#history-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))")
+
+
+def fill_text(trade, symbol: str) -> str:
+    """A Trade event as the history writes its fill."""
+    a = trade["args"]
+    side = "bought" if a["size_delta"] > 0 else "sold"
+    return (f"{side} {abs(a['size_delta']) / WAD:,.4f} {symbol} at {usd_text(a['fill_price'])}; fee {usd_text(a['fee'])}, "
+            f"realized PnL {signed_usd(a['realized_pnl'])}; position now {signed_usd(a['new_size'], 4).lstrip('+')}")
+
+
+def signed_usd(wad: int, shown: int = 2) -> str:
+    """A signed WAD amount as the page writes it (rounded toward zero, '-' only when nonzero)."""
+    scale = 10 ** (18 - shown)
+    magnitude = abs(wad) // scale
+    text = f"{magnitude // 10**shown:,}.{magnitude % 10**shown:0{shown}d}"
+    return ("-" if wad < 0 and magnitude else "") + text
+
+
+def push_price(devnet: Chain, symbol: str, answer: int) -> None:
+    """The feed's answer from the publisher's next round on, waited for until published."""
+    devnet.publisher.publish(symbol, answer)
+    wait_for(lambda: devnet.aggregator(symbol).functions.latestAnswer().call() == answer, 10, f"the {symbol} price push")
+
+
+def utc(seconds: int) -> str:
+    """A chain timestamp as the page writes it."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def order_row(page: Page, order_id: int) -> list[str] | None:
+    return page.driver.execute_script(
+        f"const r = document.querySelector(\"#orders-table tr[data-order='{order_id}']\"); return r && [...r.cells].map(c => c.innerText)")
+
+
+def test_a_take_profit_is_executed_by_the_keeper_when_the_price_reaches_it(page, devnet):
+    me = connect_dev(page, devnet, TAKER)
+    fund(page, devnet, me, 20000)
+    eth = devnet.market_id("ETH-USD")
+    market_order(page, devnet, me, "ETH-USD", "Buy (long)", "2")
+    wait_for(lambda: (page.row("positions-table", "ETH-USD") or [""])[1:2] == ["+2.0000"], 10, "the ETH-USD long on the page")
+    answer = devnet.aggregator("ETH-USD").functions.latestAnswer().call()  # 8 decimals
+    trigger = answer * 102 // 100
+    page.choose("order-kind", "Take-profit")
+    page.choose("order-side", "Sell (short)")
+    page.field("order-size", "2")
+    page.field("order-trigger", f"{trigger / 10**8:.2f}")
+    page.click("#send-order")
+    page.settled("the take-profit commit")  # (the status line may show the market order's outcome by now)
+    assert page.text("notice") == ""
+    [order_id] = devnet.order_book.functions.open_orders(me, 0).call()
+    row = wait_for(lambda: order_row(page, order_id), 10, "the take-profit's row in the open orders")
+    assert row[1:5] == ["ETH-USD", "take-profit, reduce-only", "-2.0000", f"{trigger / 10**8:,.2f}"]
+    assert devnet.exchange.functions.position(me, 0, eth).call()[0] == 2 * WAD  # it rests below its trigger
+
+    # the price rises through the trigger (within the order's price bound, 0.5 % below it)
+    push_price(devnet, "ETH-USD", answer * 1021 // 1000)
+    wait_for(lambda: "no open position" in page.text("positions-table"), 60, "the keeper to close the position at the take-profit")
+    assert devnet.exchange.functions.position(me, 0, eth).call()[0] == 0
+    assert devnet.order_book.functions.open_orders(me, 0).call() == []
+    latest = wait_for(lambda: "sold" in page.text("order-outcomes").splitlines()[0] and page.text("order-outcomes").splitlines()[0],
+                      10, "the take-profit's execution shown on the page")
+    assert f"executed by keeper {devnet.account(KEEPER)}: sold 2.0000 ETH-USD at" in latest
+    *_, opened, closed = events(devnet.exchange, "Trade", devnet, owner=me, market_id=eth)
+    assert closed["args"]["size_delta"] == -2 * WAD and closed["args"]["fill_price"] >= trigger * 10**10 * 995 // 1000
+    assert closed["args"]["realized_pnl"] > 0  # the profit taken: about 2 % of 4,000 USD
+    block = str(closed["blockNumber"])
+    shown = wait_for(lambda: (fills := [r for r in history(page) if r[1] == "fill"]) and fills[0][0] == block and fills, 10,
+                     "the closing fill in the history")
+    assert [r[2] for r in shown[:2]] == [fill_text(closed, "ETH-USD"), fill_text(opened, "ETH-USD")]
+    wait_for(lambda: page.text("acct-cash") == f"{signed_usd(devnet.vault.functions.cash(me, 0).call())} USD", 10,
+             "the cash after the take-profit on the page")
+
+
+def test_a_bankrupt_account_is_liquidated_and_the_history_shows_it(page, devnet):
+    """A 20x long of ETH-USD; the price gaps 15 % down in one round: the keeper liquidates the
+    account, which is left bankrupt beyond what the insurance fund holds. The page, on that
+    account, shows the position gone and, in the history, the liquidation's close, the
+    liquidation and the bad debt with the liquidator's numbers. (The profitable short on the
+    other side, opened first from the page by the take-profit's trader, is what the next test's
+    auto-deleveraging takes the deficit from.)"""
+    eth = devnet.market_id("ETH-USD")
+    taker = devnet.account(TAKER)
+    market_order(page, devnet, taker, "ETH-USD", "Sell (short)", "10")
+    me = connect_dev(page, devnet, BANKRUPT)
+    fund(page, devnet, me, 1000)
+    market_order(page, devnet, me, "ETH-USD", "Buy (long)", "10")  # ~20,400 USD on 1,000 USD
+    wait_for(lambda: (page.row("positions-table", "ETH-USD") or [""])[1:2] == ["+10.0000"], 10, "the ETH-USD long on the page")
+    answer = devnet.aggregator("ETH-USD").functions.latestAnswer().call()
+    loss = 10 * answer * 15 // 100 * 10**10  # WAD USD
+    insurance = devnet.vault.functions.insurance_cash().call()
+    assert loss - 1000 * WAD > insurance, f"the insurance fund ({usd_text(insurance)} USD) would cover the bankruptcy"
+
+    push_price(devnet, "ETH-USD", answer * 85 // 100)
+    wait_for(lambda: "no open position" in page.text("positions-table"), 60, "the keeper to liquidate the long")
+    assert devnet.exchange.functions.position(me, 0, eth).call()[0] == 0
+    [liquidation] = events(devnet.liquidator, "Liquidation", devnet, owner=me)
+    [bad_debt] = events(devnet.liquidator, "BadDebt", devnet, owner=me)
+    *_, close = events(devnet.exchange, "Trade", devnet, owner=me, market_id=eth)
+    a, b = liquidation["args"], bad_debt["args"]
+    assert a["keeper"] == devnet.account(KEEPER) and a["fully_closed"] and a["equity_after"] < 0
+    assert b["uncovered"] > 0 and b["deficit"] == b["covered_by_insurance"] + b["uncovered"]
+    expected = {
+        "liquidation": f"fully liquidated: {usd_text(a['closed_notional'])} USD of notional closed, penalty {usd_text(a['penalty'])} USD; "
+                       f"equity after {signed_usd(a['equity_after'])} USD",
+        "bad debt": f"deficit {usd_text(b['deficit'])} USD: {usd_text(b['covered_by_insurance'])} covered by the insurance fund, "
+                    f"{usd_text(b['uncovered'])} uncovered",
+        "fill": fill_text(close, "ETH-USD"),
+    }
+    block = str(liquidation["blockNumber"])
+    rows = wait_for(lambda: (found := {r[1]: r for r in history(page) if r[1] in expected and r[0] == block}) and len(found) == 3 and found,
+                    10, "the liquidation's entries in the history")
+    assert {kind: r[2] for kind, r in rows.items()} == expected
+    page.screenshot("liquidation", "history")
+
+
+def test_auto_deleveraging_takes_the_deficit_from_the_profitable_short(page, devnet):
+    """The bankrupt account's uncovered deficit in ETH-USD is taken from the profit of the
+    short on the other side: the keeper (an ADL keeper in this deployment) auto-deleverages it
+    at the index. The page, on the short's account, shows the ADL entry with the liquidator's
+    numbers (size closed, price, realized PnL, haircut), the position left and the cash."""
+    eth = devnet.market_id("ETH-USD")
+    taker, bankrupt = devnet.account(TAKER), devnet.account(BANKRUPT)
+    [bad_debt] = events(devnet.liquidator, "BadDebt", devnet, owner=bankrupt)
+    wait_for(lambda: devnet.liquidator.functions.total_uncovered_deficit().call() == 0, 60,
+             "the keeper's auto-deleveraging to cover the deficit")
+    adl = events(devnet.liquidator, "AutoDeleveraged", devnet, owner=taker)
+    assert adl and all(e["args"]["trigger"] == 1 and e["args"]["market_id"] == eth for e in adl)  # 1: a deficit to cover
+    # the short's profit covered the whole deficit, and the bankrupt account's cash is back to zero
+    assert sum(e["args"]["haircut"] for e in adl) == bad_debt["args"]["uncovered"]
+    assert devnet.vault.functions.cash(bankrupt, 0).call() == 0
+    size = devnet.exchange.functions.position(taker, 0, eth).call()[0]
+    assert -10 * WAD < size < 0  # partly closed: its profit was more than the deficit
+
+    connect_dev(page, devnet, TAKER)
+    expected = [f"auto-deleveraged (a deficit to cover): {signed_usd(abs(a['size_closed']), 4)} ETH-USD closed at "
+                f"{usd_text(a['price'])}, realized PnL {signed_usd(a['realized_pnl'])}, haircut {usd_text(a['haircut'])} USD"
+                for a in reversed([e["args"] for e in adl])]  # newest first, as the history lists them
+    assert all(a["haircut"] > 0 and a["realized_pnl"] >= a["haircut"] for a in (e["args"] for e in adl))
+    shown = wait_for(lambda: [r[2] for r in history(page) if r[1] == "ADL"], 10, "the ADL entries in the history")
+    assert shown == expected
+    wait_for(lambda: (page.row("positions-table", "ETH-USD") or [""])[1:2] == [f"-{signed_usd(-size, 4)}"], 10,
+             "the short's remaining size on the page")
+    cash = devnet.vault.functions.cash(taker, 0).call()
+    wait_for(lambda: page.text("acct-cash") == f"{signed_usd(cash)} USD", 10, "the short's cash after the haircut on the page")
+    page.screenshot("adl", "history")
+
+
+def test_a_liquidity_redemption_is_requested_after_the_cooldown_and_executed_by_the_keeper(page, devnet):
+    """An LP's deposit request is executed by the keeper; its shares are shown locked for the
+    vault's cooldown, and a redemption requested during it is refused in shares and UTC with
+    nothing sent; past the cooldown (the node's clock moved on by it) the redemption request
+    waits for the keeper, which executes it: the shares are gone and the assets paid are in
+    the wallet's balance, as the page shows them."""
+    w3, lv = devnet.w3, devnet.liquidity_vault.functions
+    me = connect_dev(page, devnet, LP)
+    fund(page, devnet, me, 1000, deposit=False)
+    page.field("lp-deposit-amount", "500", enter=True)
+    assert page.settled("the LP deposit request").startswith("requested a liquidity deposit of 500.00 USD")
+    wait_for(lambda: "executed:" in page.text("lp-requests-table"), 60, "the keeper to execute the LP deposit")
+    shares = lv.balanceOf(me).call()
+    decimals = lv.decimals().call()
+    shown = f"{shares // 10**(decimals - 4) / 10**4:,.4f}"
+    [executed] = events(devnet.liquidity_vault, "DepositExecuted", devnet, receiver=me)
+    assert shares == executed["args"]["shares"] > 0
+    wait_for(lambda: page.text("lv-shares") == shown, 10, "the LP's shares on the page")
+    cooldown = lv.lp_params().call()[2]
+    locked, until = lv.locked_shares(me).call()
+    assert locked == shares and until == w3.eth.get_block(executed["blockNumber"]).timestamp + cooldown
+    assert page.text("lv-locked") == f"{shown} until {utc(until)}"
+
+    # within the cooldown, a redemption is refused with the locked shares and when they free up
+    nonce = w3.eth.get_transaction_count(me)
+    page.field("lp-redeem-amount", shown.replace(",", ""), enter=True)
+    refusal = page.settled("the redemption refused in the cooldown")
+    assert refusal == (f"Refused by the liquidity vault: {shown} of your {shown} shares come from a deposit still in its cooldown "
+                       f"and are locked until {utc(until)}; 0.0000 can be redeemed now. Nothing was sent.")
+    assert w3.eth.get_transaction_count(me) == nonce and lv.balanceOf(me).call() == shares
+    page.screenshot("lp-cooldown", "vault")
+
+    # the node's clock past the cooldown's end: the shares are free
+    now = w3.eth.get_block("latest").timestamp
+    assert "error" not in w3.provider.make_request("evm_increaseTime", [until - now + 1])
+    assert "error" not in w3.provider.make_request("evm_mine", [])
+    wait_for(lambda: page.text("lv-locked") == "none", 10, "the page to show the shares unlocked")
+    wallet_before = devnet.collateral.functions.balanceOf(me).call()
+    page.watch("lp-requests-table")
+    page.field("lp-redeem-amount", f"{shares // 10**decimals}.{shares % 10**decimals:0{decimals}d}", enter=True)  # all of them
+    status = page.settled("the redemption request")
+    assert page.text("notice") == "" and status.startswith("requested the redemption of ")
+    [requested] = events(devnet.liquidity_vault, "RedeemRequested", devnet, requester=me)
+    assert requested["args"]["shares"] == shares and lv.balanceOf(me).call() == 0  # held by the vault until executed
+    # pending, until the keeper executes it at the first round after the request's delay
+    request = f"0x{requested['args']['request_id']:x}"
+    done = wait_for(lambda: next((r for r in [page.row("lp-requests-table", request)] if r and r[3].startswith("executed: ")), None),
+                    60, "the keeper to execute the redemption")
+    states = [r[1:4] for r in page.driver.execute_script("return window.perpdexSeen") if r[0] == request]
+    assert states[0] == ["redemption", f"{shown} shares", "waiting for a keeper at the next prices"]
+    [redeemed] = events(devnet.liquidity_vault, "RedeemExecuted", devnet, receiver=me)
+    assets = redeemed["args"]["assets"]
+    assert redeemed["args"]["request_id"] == requested["args"]["request_id"] and redeemed["args"]["shares"] == shares
+    assert done[3] == f"executed: {assets // 10**4 / 100:,.2f} USD paid"
+    assert 490 * USDC < assets <= 501 * USDC  # the 500 USD back, give or take the vault's PnL meanwhile
+    assert devnet.collateral.functions.balanceOf(me).call() == wallet_before + assets
+    wait_for(lambda: page.text("lv-shares") == "0.0000", 10, "the page to show no shares left")
+    wait_for(lambda: page.text("acct-wallet") == f"{(wallet_before + assets) // 10**4 / 100:,.2f} USD", 10,
+             "the wallet's balance with the redeemed assets on the page")
+    page.screenshot("lp-redeemed", "vault")

@@ -11,7 +11,8 @@ const SOURCES: [Parameters<Deployment["abi"]>[0], string][] = [
   ["vault", "Deposit"], ["vault", "Withdraw"], ["exchange", "Trade"], ["order_book", "OrderCancelled"],
   ["liquidator", "Liquidation"], ["liquidator", "BadDebt"], ["liquidator", "AutoDeleveraged"],
 ];
-const ADL_TRIGGERS = ["PnL factor above the cap", "a deficit to cover"];
+// Liquidator.AutoDeleveraged.trigger: TRIGGER_DEFICIT = 1, TRIGGER_PNL_FACTOR = 2
+const ADL_TRIGGERS: Record<number, string> = { 1: "a deficit to cover", 2: "PnL factor above the cap" };
 
 export class History {
   private from: bigint;

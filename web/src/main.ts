@@ -11,7 +11,7 @@ import { IndexChart, readMarkets, readOiRoom, renderMarkets, renderOiRoom, type 
 import {
   commit, KIND_MARKET, OrderOutcomes, quote, quoteText, readForm, readOpenOrders, renderOpenOrders,
 } from "./orders";
-import { readVault, renderVault } from "./vault";
+import { lockedReason, readVault, renderVault } from "./vault";
 
 const REFRESH_MS = 1500;
 const RESERVED = new Map([[0, "deployer"], [1, "keeper"], [9, "price pusher"]]); // the devnet's own accounts
@@ -180,9 +180,14 @@ function kindChanged(): void {
   const trigger = input("order-trigger");
   trigger.disabled = kind === KIND_MARKET;
   trigger.required = kind !== KIND_MARKET;
+  // stop-loss and take-profit orders are always reduce-only: the box is ticked and locked for
+  // them, and the trader's own choice comes back with the other kinds
   const reduce = input("order-reduce");
-  if (kind >= 2n) reduce.checked = true;
-  reduce.disabled = kind >= 2n;
+  const forced = kind >= 2n;
+  if (forced && !reduce.disabled) reduce.dataset.chosen = String(reduce.checked);
+  if (!forced && reduce.disabled) reduce.checked = reduce.dataset.chosen === "true";
+  if (forced) reduce.checked = true;
+  reduce.disabled = forced;
 }
 
 // ---- liquidity vault ----
@@ -198,9 +203,10 @@ async function lpDeposit(): Promise<string> {
 async function lpRedeem(): Promise<string> {
   const shareDecimals = Number(await d.read<number>("liquidity_vault", "decimals"));
   const shares = parseAmount(input("lp-redeem-amount").value, shareDecimals, "the shares");
-  const params = await d.read<any>("liquidity_vault", "lp_params");
+  const [params, held] = await Promise.all([d.read<any>("liquidity_vault", "lp_params"),
+    d.read<bigint>("liquidity_vault", "balanceOf", [d.account])]);
   if (params.execution_fee) await approve(d.address("liquidity_vault"), params.execution_fee);
-  await d.send("liquidity_vault", "request_redeem", [shares, d.account]);
+  await d.send("liquidity_vault", "request_redeem", [shares, d.account], (reason) => lockedReason(reason, shareDecimals, held));
   return `requested the redemption of ${fixed(shares, shareDecimals, 4)} shares: a keeper executes it at the next prices`;
 }
 

@@ -1,8 +1,9 @@
-// The liquidity vault: share price, value, the connected LP's shares and their value, its
-// deposit and redemption requests with their state (waiting, executed, cancelled with the
-// reason); the insurance fund and any outstanding deficit.
+// The liquidity vault: share price, value, the connected LP's shares and their value, the
+// shares still in their deposit cooldown (locked until when), its deposit and redemption
+// requests with their state (waiting, executed, cancelled with the reason); the insurance
+// fund and any outstanding deficit.
 
-import { Deployment } from "./chain";
+import { Deployment, plain } from "./chain";
 import { $, el, fixed, row, shortId, usd } from "./format";
 
 export interface LpRequest { id: bigint; redemption: boolean; amount: bigint; state: string; open: boolean }
@@ -14,6 +15,8 @@ export interface VaultState {
   value: bigint; // asset units
   shares: bigint;
   mine: bigint; // asset units
+  locked: bigint; // shares still in their deposit cooldown
+  lockedUntil: bigint; // when the cooldown ends (chain time, unix seconds), 0 without locked shares
   insurance: bigint; // WAD
   deficit: bigint; // WAD
   requests: LpRequest[];
@@ -29,8 +32,9 @@ export async function readVault(d: Deployment): Promise<VaultState> {
   const sharePrice = await d.read<bigint>("liquidity_vault", "convertToAssets", [one]);
   const shares = d.account ? await d.read<bigint>("liquidity_vault", "balanceOf", [d.account]) : 0n;
   const mine = shares ? await d.read<bigint>("liquidity_vault", "convertToAssets", [shares]) : 0n;
+  const [locked, lockedUntil] = d.account ? await d.read<[bigint, bigint]>("liquidity_vault", "locked_shares", [d.account]) : [0n, 0n];
   return {
-    assetDecimals: Number(assetDecimals), shareDecimals: Number(shareDecimals), sharePrice, value, shares, mine,
+    assetDecimals: Number(assetDecimals), shareDecimals: Number(shareDecimals), sharePrice, value, shares, mine, locked, lockedUntil,
     insurance, deficit, requests: d.account ? await readRequests(d, Number(assetDecimals), Number(shareDecimals)) : [],
   };
 }
@@ -55,12 +59,28 @@ async function readRequests(d: Deployment, assetDecimals: number, shareDecimals:
   }).sort((a, b) => Number(b.id - a.id));
 }
 
+/** A chain timestamp (unix seconds) as UTC date and time: "2026-12-02 05:45:12 UTC". */
+export function utc(seconds: bigint): string {
+  return new Date(Number(seconds) * 1000).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+}
+
+/** The cooldown's refusal of a redemption, "N shares from a recent deposit are locked until T", in shares and UTC. */
+export function lockedReason(reason: string, shareDecimals: number, held: bigint): string {
+  const m = /(\d+) shares from a recent deposit are locked until (\d+)/.exec(reason);
+  if (!m) return plain(reason);
+  const locked = BigInt(m[1]);
+  const free = held > locked ? held - locked : 0n;
+  return `Refused by the liquidity vault: ${fixed(locked, shareDecimals, 4)} of your ${fixed(held, shareDecimals, 4)} shares come from `
+    + `a deposit still in its cooldown and are locked until ${utc(BigInt(m[2]))}; ${fixed(free, shareDecimals, 4)} can be redeemed now`;
+}
+
 export function renderVault(v: VaultState, cancel: (id: bigint) => void): void {
   const a = v.assetDecimals;
   $("lv-price").textContent = `${fixed(v.sharePrice, a, 4)} USD`;
   $("lv-value").textContent = `${fixed(v.value, a)} USD`;
   $("lv-shares").textContent = fixed(v.shares, v.shareDecimals, 4);
   $("lv-mine").textContent = `${fixed(v.mine, a)} USD`;
+  $("lv-locked").textContent = v.locked ? `${fixed(v.locked, v.shareDecimals, 4)} until ${utc(v.lockedUntil)}` : "none";
   $("lv-insurance").textContent = `${usd(v.insurance)} USD`;
   $("lv-deficit").textContent = `${usd(v.deficit)} USD`;
   const body = $("lp-requests-table").querySelector("tbody")!;
