@@ -558,6 +558,24 @@ def test_an_ended_orders_slot_is_reused_with_a_new_id_and_the_old_id_is_unknown(
     assert s.order_book.open_orders(trader, 7) == [second, third]
 
 
+def test_a_limit_order_cancelled_after_its_crossing_still_opens_at_that_crossing(s, trader, keeper):
+    """Found by the order machine (tests/fuzz/test_orders_stateful.py): a buy limit crosses at a
+    round, its owner cancels it a second later, and a keeper executes it at the crossing round,
+    which was published before the cancellation (DESIGN.md, Orders: the cancellation does not
+    take back a crossing already published). The fill opens the position, as the model says;
+    the open-interest cap's check reverted every such late execution that grows a position,
+    with an empty reason."""
+    s.deposit(trader, 20_000)
+    order_id = s.commit_order(trader, BTC, usd(1), MAX_UINT, KIND_LIMIT, usd(39_000))
+    next_round(s, usd(40_000))
+    crossing = next_round(s, usd(38_950))
+    s.warp(1)
+    s.cancel_order(trader, order_id)
+    _, executed = execute(s, order_id, crossing, keeper)
+    assert executed.index_price == usd(38_950)
+    assert size_of(s, trader) == usd(1)
+
+
 def limit_orders(s: System, who: str, count: int) -> list[int]:
     """`count` resting buy limits far below the index."""
     return [s.commit_order(who, BTC, usd("0.01"), MAX_UINT, KIND_LIMIT, usd(30_000 - i)) for i in range(count)]
