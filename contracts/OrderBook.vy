@@ -519,7 +519,8 @@ def _execute_order(order_id: uint256, round_ids: DynArray[uint80, MAX_FEEDS], ex
         after: uint256 = self._abs(size + size_delta)
         if after > before:
             reason = self._reserve_open_interest((after - before) * rp.price)
-            assert not late or reason == "", reason
+            if late:
+                assert reason == "", reason
 
     fill_price: uint256 = 0
     fee_unpaid: bool = fee != 0
