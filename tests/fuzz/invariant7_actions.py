@@ -201,21 +201,24 @@ def adl_plan(s: System, market_id: int):
 # ============================================================================================
 
 
-def exit_value(s: System, accounts: list[Account]) -> int:
-    """What `accounts` together are worth if they closed every position now: their equity at
-    the index, corrected per market from the index to the fill price of closing their net
-    size, less the fee of that close (path-independent fills: the order of the closes does not
-    matter; the fee of a close split over several accounts can only be higher)."""
+def exit_value(s: System, accounts: list[Account]) -> tuple[int, int]:
+    """What `accounts` together are worth if they closed every position now, and the trading
+    fees that close would pay: their equity at the index, corrected per market from the index
+    to the fill price of closing their net size, less the fee of that close (path-independent
+    fills: the order of the closes does not matter; the fee of a close split over several
+    accounts can only be higher)."""
     m = s.model
-    total = sum(m.account_view(a).equity for a in accounts)
+    total, fees = sum(m.account_view(a).equity for a in accounts), 0
     for market_id in m.markets:
         net = sum(m.position(a, market_id).size for a in accounts)
         if net:
             p = m.params[market_id]
             skew = m.markets[market_id].skew
             close = fill_price(m.index[market_id], skew, p.skew_scale, -net)
-            total += net * (close - m.index[market_id]) // WAD - trade_fee(skew, -net, close, p)
-    return total
+            fee = trade_fee(skew, -net, close, p)
+            total += net * (close - m.index[market_id]) // WAD - fee
+            fees += fee
+    return total, fees
 
 
 def share_value(s: System, shares: int) -> int:
@@ -238,6 +241,10 @@ class Ledger:
     """The wealth of every party invariant 7 protects, and the attacker's, at one moment."""
 
     attacker: int
+    # the trading fees the attacker's valuation assumes it pays to close: when it does, they go
+    # to the liquidity vault, the insurance fund and the fee receiver (at one index a close
+    # moves the vault's closing-price value by nothing else)
+    attacker_exit_fees: int
     lps: dict[str, int]
     insurance: int
     fee_receiver: int
@@ -246,8 +253,10 @@ class Ledger:
     @classmethod
     def of(cls, s: System, watched: set[Account]) -> "Ledger":
         attacker_accounts = [(s.attacker, sub) for sub in ATTACKER_SUBS]
+        value, exit_fees = exit_value(s, attacker_accounts)
         return cls(
-            attacker=exit_value(s, attacker_accounts) + lp_wealth(s, s.attacker),
+            attacker=value + lp_wealth(s, s.attacker),
+            attacker_exit_fees=exit_fees,
             lps={lp: lp_wealth(s, lp) for lp in (s.seed_lp, s.honest_lp)},
             insurance=s.model.cash_of(INSURANCE_FUND),
             fee_receiver=s.model.cash_of(FEE_RECEIVER),

@@ -21,7 +21,9 @@ honest round, same relative order), and after every round the machine asserts:
    them). Its wealth counts its LP shares, so a deposit that takes back part of the fees of the
    attacker's own later orders is no gain; `lp_ordering_edge` only reports that figure;
 2. the honest LPs, the insurance fund, the fee receiver and every account liquidated in either
-   replay are together no worse off than the honest round leaves them. One of them alone can
+   replay are together no worse off than the honest round leaves them, once the attacker pays
+   the fees of the close its wealth is valued at (they go to these parties; at one index the
+   close moves the vault's closing-price value by nothing else). One of them alone can
    be: a griefing attacker can pay fees to move the skew a liquidation closes into (the
    liquidated account loses, the fees land in the liquidity vault and the insurance fund), or
    the insurance fund's share of a sandwich's fees can exceed the liquidity vault's loss to it;
@@ -249,6 +251,8 @@ class Invariant7Machine(RuleBasedStateMachine):
         changes = {f"LP {lp}": attacked.lps[lp] - honest.lps[lp] for lp in honest.lps}
         changes["insurance fund"] = attacked.insurance - honest.insurance
         changes["fee receiver"] = attacked.fee_receiver - honest.fee_receiver
+        # the close the attacker's valuation assumes pays its fees to these parties
+        changes["the attacker's exit fees, to come"] = attacked.attacker_exit_fees - honest.attacker_exit_fees
         changes.update({f"liquidated {a}": attacked.equity[a] - honest.equity[a] for a in honest.equity})
         assert sum(changes.values()) >= -tolerance, (
             f"the protected parties together are {usd(-sum(changes.values()))} worse off than in the honest round: "
