@@ -223,7 +223,7 @@ function refresh(): Promise<void> {
       account = await readAccount(d);
       renderAccount(account);
       renderPositions(account, markets, (p) => void act(null, () => closePosition(p)));
-      const [open, block, lines, vault] = await Promise.all([
+      const [open, block, , vault] = await Promise.all([
         readOpenOrders(d), d.client.getBlock(), outcomes.update(), readVault(d), history.update(), chart.update(),
       ]);
       renderOpenOrders(d, open, block.timestamp, (id) => void act(null, async () => {
@@ -231,7 +231,7 @@ function refresh(): Promise<void> {
         return `cancelled order ${shortId(id)}`;
       }));
       const list = $("order-outcomes");
-      for (const line of lines) {
+      for (const line of outcomes.take()) {
         list.prepend(Object.assign(document.createElement("li"), { textContent: line }));
         status(line);
       }

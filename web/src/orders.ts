@@ -222,22 +222,25 @@ export function renderOpenOrders(d: Deployment, orders: OpenOrder[], now: bigint
 export class OrderOutcomes {
   private from: bigint;
   private seen = new Set<string>();
+  // outcomes read but not shown yet: a refresh that fails after reading them (another read of
+  // the same refresh timing out) leaves them here for the next one instead of losing them
+  private pending: string[] = [];
   constructor(private d: Deployment) {
     this.from = BigInt(d.manifest.block ?? 0);
   }
 
-  async update(): Promise<string[]> {
+  async update(): Promise<void> {
     const d = this.d;
-    if (!d.account) return [];
+    if (!d.account) return;
     const head = await d.client.getBlockNumber();
-    if (head < this.from) return [];
+    if (head < this.from) return;
     const common = { address: d.address("order_book"), abi: d.abi("order_book"), fromBlock: this.from, toBlock: head, args: { owner: d.account } };
     const [executed, cancelled] = await Promise.all([
       d.client.getContractEvents({ ...common, eventName: "OrderExecuted" } as any),
       d.client.getContractEvents({ ...common, eventName: "OrderCancelled" } as any),
     ]);
     this.from = head + 1n;
-    const lines: string[] = [];
+    const lines = this.pending;
     for (const e of [...executed, ...cancelled].sort((a: any, b: any) => Number(a.blockNumber - b.blockNumber))) {
       const a = (e as any).args;
       const key = `${(e as any).eventName}:${a.order_id}`;
@@ -251,11 +254,18 @@ export class OrderOutcomes {
         lines.push(`order ${shortId(a.order_id)} cancelled by ${a.by}: ${a.reason}; execution fee ${usd(a.fee)} USD to ${a.fee_to}`);
       }
     }
+  }
+
+  /** The outcomes read and not shown yet, oldest first; they are then shown. */
+  take(): string[] {
+    const lines = this.pending;
+    this.pending = [];
     return lines;
   }
 
   reset(): void {
     this.from = BigInt(this.d.manifest.block ?? 0);
     this.seen.clear();
+    this.pending = [];
   }
 }
