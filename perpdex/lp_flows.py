@@ -76,6 +76,11 @@ class LpState:
     executors: set[str] = field(default_factory=set)  # `LiquidityVault.lp_executor`
 
 
+def open_execution_at(request: LpRequest) -> int:
+    """When anyone, not only an LP executor, may execute `request`."""
+    return request.not_before + OPEN_EXECUTION_AFTER
+
+
 def _require(condition: bool, reason: str) -> None:
     from perpdex.model import ModelRevert
 
@@ -109,14 +114,12 @@ class LiquidityFlowsMixin:
         else:
             self.lp.executors.discard(executor)
 
-    def lp_may_execute(self, executor: str, r: LpRequest) -> bool:
-        """Whether `executor` may execute `r` now: an LP executor from its `not_before`,
-        anyone from `OPEN_EXECUTION_AFTER` later (LiquidityVault._check_executor)."""
-        return executor in self.lp.executors or self.now >= r.not_before + OPEN_EXECUTION_AFTER
-
     def _check_executor(self, executor: str, r: LpRequest) -> None:
-        _require(self.lp_may_execute(executor, r),
-                 f"liquidity vault: only an LP executor may execute before {r.not_before + OPEN_EXECUTION_AFTER}")
+        """LiquidityVault._check_executor: an LP executor from the request's `not_before`,
+        anyone from `open_execution_at`."""
+        opens = open_execution_at(r)
+        _require(executor in self.lp.executors or self.now >= opens,
+                 f"liquidity vault: only an LP executor may execute before {opens}")
 
     def lp_request(self, request_id: int) -> LpRequest:
         request = self.lp.requests.get(request_id)

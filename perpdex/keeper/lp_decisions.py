@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from perpdex.keeper.orders import WAIT_NO_FEEDS, MarketFeeds, round_price
-from perpdex.lp_flows import OPEN_EXECUTION_AFTER, LpRequest
+from perpdex.lp_flows import LpRequest, open_execution_at
 from perpdex.orders import RoundPrice
 
 EXECUTE = "execute"
@@ -67,11 +67,6 @@ def execution_rounds(
         round_ids.append(tuple(ids))
         rounds[market_id] = rp
     return tuple(round_ids), rounds
-
-
-def open_execution_at(request: LpRequest) -> int:
-    """When anyone, not only an LP executor, may execute `request`."""
-    return request.not_before + OPEN_EXECUTION_AFTER
 
 
 def decide_lp_requests(
