@@ -17,8 +17,9 @@ from pathlib import Path
 
 from perpdex.sim.config import SimConfig
 
-OUTCOMES = ("liquidations", "bankruptcies", "bad_debt_usd", "adl_targets", "write_offs", "deficit_peak_usd",
-            "deficit_end_usd", "insurance_in_usd", "insurance_out_usd", "lp_pnl_usd", "invariants")
+OUTCOMES = ("liquidations", "bankruptcies", "bad_debt_usd", "bad_debt_covered_usd", "adl_targets", "write_offs",
+            "deficit_peak_usd", "deficit_end_usd", "insurance_in_usd", "insurance_out_usd", "insurance_end_usd",
+            "lp_pnl_usd", "invariants")
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -39,12 +40,17 @@ def run_point(base: SimConfig, point: dict, run_dir: str) -> dict:
         run_one(base.replace(**point), Path(run_dir))
     except InvariantBroken as err:
         return {**row, "run": run_dir, "invariants": f"broken at step {err.step}: {err.name}"}
-    s = json.loads((Path(run_dir) / "report.json").read_text())
+    return {**row, "run": run_dir, **outcomes(json.loads((Path(run_dir) / "report.json").read_text()))}
+
+
+def outcomes(s: dict) -> dict:
+    """A run's row of the table from its report (report.json), invariants held."""
     return {
-        **row, "run": run_dir, "liquidations": s["liquidations"], "bankruptcies": s["bankruptcies"],
-        "bad_debt_usd": s["bad_debt_usd"], "adl_targets": s["adl"]["targets"], "write_offs": s["write_offs"]["count"],
-        "deficit_peak_usd": s["uncovered_deficit"]["peak_usd"], "deficit_end_usd": s["uncovered_deficit"]["end_usd"],
-        "insurance_in_usd": s["insurance_fund"]["in_usd"], "insurance_out_usd": s["insurance_fund"]["out_usd"],
+        "liquidations": s["liquidations"], "bankruptcies": s["bankruptcies"], "bad_debt_usd": s["bad_debt_usd"],
+        "bad_debt_covered_usd": s["bad_debt_covered_by_insurance_usd"], "adl_targets": s["adl"]["targets"],
+        "write_offs": s["write_offs"]["count"], "deficit_peak_usd": s["uncovered_deficit"]["peak_usd"],
+        "deficit_end_usd": s["uncovered_deficit"]["end_usd"], "insurance_in_usd": s["insurance_fund"]["in_usd"],
+        "insurance_out_usd": s["insurance_fund"]["out_usd"], "insurance_end_usd": s["insurance_fund"]["end_usd"],
         "lp_pnl_usd": s["liquidity_vault"]["lp_pnl_usd"], "invariants": "held",
     }
 
