@@ -35,9 +35,14 @@ def summarize(sim: Simulation) -> dict:
     by_name: dict[str, list] = {}
     for log in logs:
         by_name.setdefault(log.event, []).append(log.args)
-    settled = by_name.get("Settled", [])
-    insurance_in = sum(e["insurance"] for e in settled if e.get("insurance", 0) > 0)
-    insurance_out = -sum(e["insurance"] for e in settled if e.get("insurance", 0) < 0)
+    # the insurance fund's flows: its fee share through Settled; liquidation penalties (in) and
+    # bankruptcy cover (out) through PairSettled; donations through InsuranceDeposited
+    flows = [(name, e["insurance"]) for name in ("Settled", "PairSettled") for e in by_name.get(name, [])
+             if e.get("insurance", 0)]
+    insurance_in = sum(amount for _, amount in flows if amount > 0)
+    insurance_out = -sum(amount for _, amount in flows if amount < 0)
+    fee_share = sum(amount for name, amount in flows if name == "Settled" and amount > 0)
+    donated = sum(e["credited"] for e in by_name.get("InsuranceDeposited", []))
     bad_debt = by_name.get("BadDebt", [])
     cancels: dict[str, int] = {}
     for e in by_name.get("OrderCancelled", []):
@@ -66,7 +71,9 @@ def summarize(sim: Simulation) -> dict:
         "bad_debt_usd": _usd(sum(e["deficit"] for e in bad_debt)),
         "bad_debt_covered_by_insurance_usd": _usd(sum(e["covered_by_insurance"] for e in bad_debt)),
         "insurance_fund": {"start_usd": first.insurance_fund, "end_usd": last.insurance_fund,
-                           "in_usd": _usd(insurance_in), "out_usd": _usd(insurance_out)},
+                           "donated_usd": _usd(donated), "in_usd": _usd(insurance_in),
+                           "in_fee_share_usd": _usd(fee_share), "in_penalties_usd": _usd(insurance_in - fee_share),
+                           "out_usd": _usd(insurance_out)},
         "uncovered_deficit": {"peak_usd": max(r.uncovered_deficit for r in records),
                               "end_usd": last.uncovered_deficit,
                               "recorded_usd": _usd(sum(e["amount"] for e in by_name.get("DeficitRecorded", [])))},
@@ -149,7 +156,10 @@ def markdown(s: dict, symbols: dict[int, str]) -> str:
         f"| liquidations (accounts) | {s['liquidations']:,} ({s['liquidated_accounts']:,}) |",
         f"| bankruptcies, bad debt | {s['bankruptcies']:,}, {s['bad_debt_usd']:,.2f} USD |",
         f"| insurance fund start / end | {s['insurance_fund']['start_usd']:,.2f} / {s['insurance_fund']['end_usd']:,.2f} USD |",
-        f"| insurance fund in / out | {s['insurance_fund']['in_usd']:,.2f} / {s['insurance_fund']['out_usd']:,.2f} USD |",
+        f"| insurance fund donated / in (fee share + penalties) / out (bad debt) | "
+        f"{s['insurance_fund']['donated_usd']:,.2f} / {s['insurance_fund']['in_usd']:,.2f} "
+        f"({s['insurance_fund']['in_fee_share_usd']:,.2f} + {s['insurance_fund']['in_penalties_usd']:,.2f}) / "
+        f"{s['insurance_fund']['out_usd']:,.2f} USD |",
         f"| uncovered deficit peak / at the end | {s['uncovered_deficit']['peak_usd']:,.2f} / "
         f"{s['uncovered_deficit']['end_usd']:,.2f} USD |",
         f"| ADL targets (haircut) | {s['adl']['targets']:,} ({s['adl']['haircut_usd']:,.2f} USD) |",

@@ -1,0 +1,32 @@
+"""The report's insurance fund figures account for its whole balance: what was donated, plus
+its fee share and the liquidation penalties it received, minus the bad debt it paid, is what it
+holds at the end (a short crash replay on titanoboa)."""
+
+import boa
+import pytest
+
+from perpdex.sim.config import SimConfig
+from perpdex.sim.runner import Simulation
+
+# 12 March 2020 08:00-14:00 UTC, BTC only: the crash's first leg, traders at up to 40x
+CRASH = SimConfig(prices=((0, "btc-usdt_2020-03_1h.csv"),), start=1584000000, end=1584021600).replace(
+    traders=16, lps=1, entry_span=0.3, leverage_min=10.0, long_share=0.9, stop_loss_share=0.0,
+    lp_seed_usd=300_000.0, insurance_seed_usd=1_000.0, max_leverage=40,
+)
+
+
+@pytest.fixture(scope="module")
+def report():
+    with boa.env.anchor():
+        return Simulation(CRASH).run()
+
+
+def test_the_insurance_funds_flows_add_up_to_its_balance_at_the_end(report):
+    fund = report["insurance_fund"]
+    assert report["liquidations"] > 0, "the crash liquidates some of the traders"
+    assert fund["donated_usd"] == 1_000.0
+    assert fund["in_penalties_usd"] > 0, "liquidation penalties reach the fund"
+    assert fund["in_fee_share_usd"] > 0, "its share of the trading fees reaches the fund"
+    assert fund["in_usd"] == pytest.approx(fund["in_fee_share_usd"] + fund["in_penalties_usd"], abs=1e-6)
+    assert fund["out_usd"] == pytest.approx(report["bad_debt_covered_by_insurance_usd"], abs=1e-6)
+    assert fund["end_usd"] == pytest.approx(fund["donated_usd"] + fund["in_usd"] - fund["out_usd"], abs=1e-5)
