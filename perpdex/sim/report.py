@@ -33,7 +33,9 @@ def summarize(sim: Simulation) -> dict:
     """The report's content (deterministic for one configuration and seed)."""
     logs = sim.chain.logs
     by_name: dict[str, list] = {}
-    for log in logs:
+    for log, source in zip(logs, sim.chain.log_sources):
+        if log.event == "DeficitWrittenOff" and source != "liquidator":
+            continue  # the vault's own record of the same write-off
         by_name.setdefault(log.event, []).append(log.args)
     # the insurance fund's flows: its fee share through Settled; liquidation penalties (in) and
     # bankruptcy cover (out) through PairSettled; donations through InsuranceDeposited
@@ -70,6 +72,8 @@ def summarize(sim: Simulation) -> dict:
         "bankruptcies": len(bad_debt),
         "bad_debt_usd": _usd(sum(e["deficit"] for e in bad_debt)),
         "bad_debt_covered_by_insurance_usd": _usd(sum(e["covered_by_insurance"] for e in bad_debt)),
+        "margin": _margin(sim, by_name.get("Liquidation", [])),
+        "bankrupt_accounts": [_bankrupt(sim, e) for e in bad_debt],
         "insurance_fund": {"start_usd": first.insurance_fund, "end_usd": last.insurance_fund,
                            "donated_usd": _usd(donated), "in_usd": _usd(insurance_in),
                            "in_fee_share_usd": _usd(fee_share), "in_penalties_usd": _usd(insurance_in - fee_share),
@@ -85,17 +89,42 @@ def summarize(sim: Simulation) -> dict:
                             "lp_pnl_usd": last.lp_pnl},
         "invariants": {"checked": dict(sorted(sim.checker.checked.items())),
                        "capacity_waits": sim.checker.capacity_waits, "broken": None},
+        "keeper_errors": dict(sorted(sim.keeper_errors.counts.items())),
         "transactions": sim.chain.transactions,
         "series": [dataclasses.asdict(r) for r in records],
         "events": _markers(sim, logs),
     }
 
 
+def _margin(sim: Simulation, liquidations: list) -> dict:
+    """How close the crash came to bankruptcies: the largest price move from one oracle round to
+    the next per market (what the keeper cannot act inside), and the smallest equity a
+    liquidation left, as a percentage of the notional it closed (below zero: a bankruptcy)."""
+    last: dict[int, float] = {}
+    moves: dict[int, float] = {}
+    for r in sim.rounds:
+        if r.market in last:
+            moves[r.market] = max(moves.get(r.market, 0.0), abs(r.price / last[r.market] - 1) * 100)
+        last[r.market] = r.price
+    left = [e["equity_after"] / e["closed_notional"] * 100 for e in liquidations if e["closed_notional"]]
+    return {"max_round_move_pct": {m: round(v, 4) for m, v in sorted(moves.items())},
+            "min_equity_after_pct_of_notional": round(min(left), 4) if left else None}
+
+
+def _bankrupt(sim: Simulation, e) -> dict:
+    """A bankrupt account: who it was (market, side, leverage, collateral) and its deficit."""
+    t = sim.by_address.get(e["owner"])
+    who = {} if t is None else {"market": t.market, "side": t.side, "leverage": t.leverage,
+                                "collateral_usd": t.collateral_usd, "entry_time": t.entry_time, "whale": t.whale}
+    return {"owner": e["owner"], **who, "deficit_usd": _usd(e["deficit"]),
+            "covered_by_insurance_usd": _usd(e["covered_by_insurance"]), "uncovered_usd": _usd(e["uncovered"])}
+
+
 def _markers(sim: Simulation, logs) -> list[dict]:
-    """Liquidations, ADL and bad debt with their time and market (for the chart)."""
+    """Liquidations, ADL, bad debt and write-offs with their time and market (for the chart)."""
     markers, block_times = [], sim.chain.block_times
-    for log in logs:
-        if log.event not in ("Liquidation", "AutoDeleveraged", "BadDebt"):
+    for log, source in zip(logs, sim.chain.log_sources):
+        if log.event not in ("Liquidation", "AutoDeleveraged", "BadDebt", "DeficitWrittenOff") or source == "vault":
             continue
         a = log.args
         trader = sim.by_address.get(a["owner"])
@@ -137,6 +166,10 @@ def write_report(summary: dict, run_dir: Path, timing: dict | None = None, symbo
     draw(summary, run_dir / "report.png", symbols or {})
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} %"
+
+
 def markdown(s: dict, symbols: dict[int, str]) -> str:
     inv = s["invariants"]
     lines = [
@@ -160,6 +193,11 @@ def markdown(s: dict, symbols: dict[int, str]) -> str:
         f"{s['insurance_fund']['donated_usd']:,.2f} / {s['insurance_fund']['in_usd']:,.2f} "
         f"({s['insurance_fund']['in_fee_share_usd']:,.2f} + {s['insurance_fund']['in_penalties_usd']:,.2f}) / "
         f"{s['insurance_fund']['out_usd']:,.2f} USD |",
+        f"| smallest equity a liquidation left (% of notional closed) | "
+        f"{_pct(s['margin']['min_equity_after_pct_of_notional'])} |",
+        f"| largest price move between two oracle rounds | "
+        + ", ".join(f"{symbols.get(int(m), m)} {v:.2f} %" for m, v in s["margin"]["max_round_move_pct"].items())
+        + " |",
         f"| uncovered deficit peak / at the end | {s['uncovered_deficit']['peak_usd']:,.2f} / "
         f"{s['uncovered_deficit']['end_usd']:,.2f} USD |",
         f"| ADL targets (haircut) | {s['adl']['targets']:,} ({s['adl']['haircut_usd']:,.2f} USD) |",
@@ -175,6 +213,9 @@ def markdown(s: dict, symbols: dict[int, str]) -> str:
         *[f"- {name}: {count:,} checks" for name, count in inv["checked"].items()],
         "",
     ]
+    if s.get("keeper_errors"):
+        lines += ["## Keeper errors (counted, not printed)", "",
+                  *[f"- {what}: {n:,}" for what, n in s["keeper_errors"].items()], ""]
     if s["orders"]["cancel_reasons"]:
         lines += ["## Orders cancelled at execution", "",
                   *[f"- {reason}: {n:,}" for reason, n in s["orders"]["cancel_reasons"].items()], ""]

@@ -30,3 +30,12 @@ def test_the_insurance_funds_flows_add_up_to_its_balance_at_the_end(report):
     assert fund["in_usd"] == pytest.approx(fund["in_fee_share_usd"] + fund["in_penalties_usd"], abs=1e-6)
     assert fund["out_usd"] == pytest.approx(report["bad_debt_covered_by_insurance_usd"], abs=1e-6)
     assert fund["end_usd"] == pytest.approx(fund["donated_usd"] + fund["in_usd"] - fund["out_usd"], abs=1e-5)
+
+
+def test_the_report_says_how_close_the_liquidations_came_to_bankruptcy(report):
+    margin = report["margin"]
+    # the feed publishes on every 0.5 % move along the candles, and at gaps between candles
+    assert set(margin["max_round_move_pct"]) == {0}
+    assert margin["max_round_move_pct"][0] >= 0.5
+    assert (margin["min_equity_after_pct_of_notional"] < 0) == (report["bankruptcies"] > 0)
+    assert len(report["bankrupt_accounts"]) == report["bankruptcies"]
