@@ -146,10 +146,13 @@ class Receipt:
     block: int
     logs: list[LogEntry]
     result: Any = None
+    sources: list[str] = field(default_factory=list)  # the emitting contract's deployment name, per log
 
-    def events(self, name: str) -> list[Any]:
-        """The events called `name`, their arguments as attributes."""
-        return [EventArgs(log.args) for log in self.logs if log.event == name]
+    def events(self, name: str, source: str | None = None) -> list[Any]:
+        """The events called `name` (emitted by the contract `source` when given: the vault and
+        the liquidator both have a DeficitWrittenOff), their arguments as attributes."""
+        return [EventArgs(log.args) for i, log in enumerate(self.logs)
+                if log.event == name and (source is None or self.sources[i] == source)]
 
 
 class EventArgs(dict):
@@ -268,7 +271,7 @@ class Chain:
             if logs:
                 self.block_times[self.block] = self.now
             self.transactions += 1
-        return Receipt(f"0x{self.block:064x}", self.block, logs, result)
+        return Receipt(f"0x{self.block:064x}", self.block, logs, result, list(sources))
 
     # -- speculation -----------------------------------------------------------------------------
 

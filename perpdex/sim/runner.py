@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import heapq
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import boa
 
 from perpdex.fixed_point import WAD
 from perpdex.keeper import Keeper
+from perpdex.model import NO_CAPACITY_REASON
 from perpdex.orders import KIND_MARKET, KIND_STOP_LOSS, KIND_TAKE_PROFIT
 from perpdex.raw_state import RawState
 from perpdex.sim.chain import FEED_DECIMALS, TOKEN_DECIMALS, Chain, SimDeployment, SimRevert, deploy
@@ -60,6 +62,27 @@ class StepRecord:
     liquidations: int
     adl_targets: int
     transactions: int
+
+
+class KeeperErrors(logging.Handler):
+    """The keeper's error lines during a replay, counted by event and reason. An ADL plan the
+    keeper's model refuses because the liquidation capacity at the current index is used up is
+    what a crash brings (the plan waits for the next price): it is only counted. Any other error
+    is printed to stderr the first time it happens, then counted."""
+
+    EXPECTED = frozenset({NO_CAPACITY_REASON})
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", None) or record.getMessage()
+        reason = getattr(record, "fields", {}).get("reason")
+        key = f"{event}: {reason}" if reason else event
+        if key not in self.counts and reason not in self.EXPECTED:
+            sys.stderr.write(f"keeper error (later ones of this kind only counted): {record.getMessage()}\n")
+        self.counts[key] = self.counts.get(key, 0) + 1
 
 
 @dataclass
@@ -130,10 +153,11 @@ class Simulation:
             amount = self._mint(self.owner, cfg.insurance_seed_usd, d.insurance_fund)
             self.chain.transact(self.owner, d.insurance_fund.donate, amount)
         self.client = BoaClient(d, self.chain, SimAccount(self.keeper_address))
-        quiet = logging.getLogger("perpdex.sim.keeper")
-        quiet.setLevel(logging.ERROR)
-        quiet.propagate = False
-        self.keeper = Keeper(d, self.client.account, client=self.client, logger=quiet, start_block=1)
+        # the keeper's errors are counted (report.json's keeper_errors), not printed line by line
+        keeper_log = logging.Logger("perpdex.sim.keeper", logging.ERROR)  # this run's own, not the global tree's
+        self.keeper_errors = KeeperErrors()
+        keeper_log.addHandler(self.keeper_errors)
+        self.keeper = Keeper(d, self.client.account, client=self.client, logger=keeper_log, start_block=1)
         leverages = {m.id: max_leverage(m.params) for m in deploy_config.markets}
         self.population: Population = sample_population(
             cfg.population, cfg.seed, sorted(self.candles), leverages, self.start, self.end

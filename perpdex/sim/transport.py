@@ -283,7 +283,7 @@ class BoaClient:
         return self.send(self.deployment.liquidator.write_off, key[0], key[1], market_id)
 
     def write_off_events(self, receipt: Receipt) -> list:
-        return receipt.events("DeficitWrittenOff")
+        return receipt.events("DeficitWrittenOff", source="liquidator")
 
     # -- orders ----------------------------------------------------------------------------------
 
