@@ -71,9 +71,9 @@ chromium:
 		fi; \
 	fi
 
-demo: $(STAMP) $(NODE_STAMP) $(BUILD)
-	@echo "replaying the March 2020 crash on ape's embedded chain (python -m perpdex.demo)…"
-	@$(BIN)/python -m perpdex.demo
+demo: $(STAMP)
+	@echo "replaying the March 2020 crash on the compiled contracts (python -m perpdex.sim.demo, about a minute)…"
+	@$(BIN)/python -m perpdex.sim.demo
 
 test: $(STAMP) $(NODE_STAMP) $(BUILD) $(WEB) chromium
 	@echo "running the test suite (pytest tests; the anvil tests start their own nodes)…"
