@@ -1,4 +1,9 @@
-"""`make demo`: the March 2020 crash, replayed round by round on ape's embedded chain.
+"""`python -m perpdex.demo`: the March 2020 crash, replayed round by round on ape's embedded chain.
+
+The older replay, kept as an example of driving perpdex through ape (deployment, the keeper on
+its ape transport, invariants from on-chain reads) and for its comparison with and without the
+liquidation capacity; slow (every read goes through ape). `make demo` runs the simulator instead
+(`perpdex.sim.demo`: titanoboa, a few hundred accounts, half a minute).
 
 Deploys perpdex, lets an LP seed the liquidity vault, and has two dozen traders (2x-25x, longs
 and shorts, BTC and ETH) commit market orders, which the keeper (`perpdex.keeper.Keeper`)

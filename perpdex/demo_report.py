@@ -1,6 +1,6 @@
 """The demo's report: the hourly records, the summary of a replay, the table, the chart.
 
-`make demo` prints the replay with the liquidation capacity and, beside it, the same replay
+`python -m perpdex.demo` prints the replay with the liquidation capacity and, beside it, the same replay
 without it (docs/DECISIONS.md, "Crash replay: the capacity's cost"), and writes
 reports/demo.json and reports/demo.png.
 """
