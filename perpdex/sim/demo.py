@@ -81,8 +81,8 @@ def narrative(s: dict, run_dir: Path, symbols: dict[int, str] | None = None, tim
         f"(a round at every {100 * cfg['deviation']:g} % move and on the heartbeat).",
         f"{pop['traders']:,} traders ({pop['with_stop_loss']:,} with stop-losses, {pop['with_take_profit']:,} with "
         f"take-profits) and {pop['whales']} whales at the maximum leverage open positions; the liquidity vault "
-        f"starts with {_usd(s['liquidity_vault']['value_start_usd'])}, the insurance fund with "
-        f"{_usd(fund['start_usd'])}.",
+        f"holds {_usd(s['liquidity_vault']['value_start_usd'])} at the first step's end, the insurance fund "
+        f"starts with {_usd(cfg['insurance_seed_usd'])} and its share of the fees.",
         "",
     ]
     for m in markets:
