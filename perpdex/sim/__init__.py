@@ -10,5 +10,6 @@ after every oracle round, DESIGN.md's invariants checked from storage at every s
 - `config`: what a run is; `runner`: the replay loop; `invariants`: the checks.
 - `report`, `charts`: report.json, report.md, report.png in a run directory of its own.
 - `sweep`: parameter grids in local processes or on a Dask cluster.
+- `demo`: `make demo`'s preset, one replay of the crash told as a short story.
 Run it with `python -m perpdex.sim --help`; `make sim-bench` measures it (docs/sim.md).
 """
