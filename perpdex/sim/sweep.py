@@ -40,6 +40,13 @@ def run_point(base: SimConfig, point: dict, run_dir: str) -> dict:
         run_one(base.replace(**point), Path(run_dir))
     except InvariantBroken as err:
         return {**row, "run": run_dir, "invariants": f"broken at step {err.step}: {err.name}"}
+    except Exception as err:  # noqa: BLE001 - a point that cannot run (parameters the contracts refuse...)
+        # is a row of its own: the other points' rows are kept (and the error, unlike titanoboa's
+        # exceptions, can be sent back from a worker process)
+        lines = [line.strip() for line in str(err).splitlines()]
+        reason = [line for line in lines if line and not line.startswith(("=", "[", "<"))]  # not a call trace
+        why = f"not run: {type(err).__name__}: {reason[-1] if reason else ''}"
+        return {**row, "run": run_dir, "invariants": why[:300]}
     return {**row, "run": run_dir, **outcomes(json.loads((Path(run_dir) / "report.json").read_text()))}
 
 

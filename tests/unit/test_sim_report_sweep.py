@@ -43,3 +43,19 @@ def test_the_table_shows_each_runs_parameters_and_outcomes_in_the_columns_order(
     assert [c["bad_debt_covered_usd"] for c in cells] == ["0.00", "100,000.00"]
     assert [c["insurance_end_usd"] for c in cells] == ["100,812.50", "0.00"]
     assert [c["deficit_peak_usd"] for c in cells] == ["0.00", "150,000.00"]
+
+
+def test_a_point_the_contracts_refuse_is_a_row_saying_why_and_the_sweep_goes_on(tmp_path):
+    from perpdex.sim.config import SimConfig
+    from perpdex.sim.sweep import run_sweep
+
+    # maintenance margin + liquidation penalty at or above the initial margin: listing the market reverts
+    base = SimConfig(prices=((0, "btc-usdt_2020-03_1h.csv"),), start=1583992800, end=1583996400)
+    base = base.replace(traders=2, lps=1)
+    rows = run_sweep(base, {"maintenance_margin_ratio": [0.04]}, tmp_path, "refused", workers=1)
+    assert len(rows) == 1
+    assert rows[0]["maintenance_margin_ratio"] == 0.04
+    assert rows[0]["invariants"].startswith("not run: ")
+    assert "maintenance + penalty must be below initial margin" in rows[0]["invariants"]
+    table = (tmp_path / "refused" / "sweep.md").read_text()
+    assert "maintenance + penalty must be below initial margin" in table
