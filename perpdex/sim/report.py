@@ -78,7 +78,8 @@ def summarize(sim: Simulation) -> dict:
                            "donated_usd": _usd(donated), "in_usd": _usd(insurance_in),
                            "in_fee_share_usd": _usd(fee_share), "in_penalties_usd": _usd(insurance_in - fee_share),
                            "out_usd": _usd(insurance_out)},
-        "uncovered_deficit": {"peak_usd": max(r.uncovered_deficit for r in records),
+        # the peak between step ends too: ADL and write-offs often clear a deficit within the step
+        "uncovered_deficit": {"peak_usd": max(max(r.uncovered_deficit for r in records), _usd(_deficit_peak(sim))),
                               "end_usd": last.uncovered_deficit,
                               "recorded_usd": _usd(sum(e["amount"] for e in by_name.get("DeficitRecorded", [])))},
         "adl": {"targets": len(by_name.get("AutoDeleveraged", [])),
@@ -94,6 +95,26 @@ def summarize(sim: Simulation) -> dict:
         "series": [dataclasses.asdict(r) for r in records],
         "events": _markers(sim, logs),
     }
+
+
+def _deficit_peak(sim: Simulation) -> int:
+    """The largest uncovered deficit outstanding over all markets at any moment (WAD), followed
+    event by event: a record sets its market's total (DeficitRecorded.total), a deficit ADL's
+    haircut and a write-off take from it."""
+    outstanding: dict[int, int] = {}
+    peak = 0
+    for log, source in zip(sim.chain.logs, sim.chain.log_sources):
+        a = log.args
+        if log.event == "DeficitRecorded":
+            outstanding[a["market_id"]] = a["total"]
+        elif log.event == "AutoDeleveraged" and a["trigger"] == 1:
+            outstanding[a["market_id"]] = outstanding.get(a["market_id"], 0) - a["haircut"]
+        elif log.event == "DeficitWrittenOff" and source == "liquidator":
+            outstanding[a["market_id"]] = outstanding.get(a["market_id"], 0) - a["amount"]
+        else:
+            continue
+        peak = max(peak, sum(outstanding.values()))
+    return peak
 
 
 def _margin(sim: Simulation, liquidations: list) -> dict:

@@ -39,3 +39,26 @@ def test_the_report_says_how_close_the_liquidations_came_to_bankruptcy(report):
     assert margin["max_round_move_pct"][0] >= 0.5
     assert (margin["min_equity_after_pct_of_notional"] < 0) == (report["bankruptcies"] > 0)
     assert len(report["bankrupt_accounts"]) == report["bankruptcies"]
+
+
+# 12 March 2020 06:00-11:00 UTC, BTC only, a 2 % feed: a crowd long at up to 22x and two whales,
+# no shorts to deleverage, so the uncovered deficit is written off within the hour it arose
+CROWDED = SimConfig(prices=((0, "btc-usdt_2020-03_1h.csv"),), start=1583992800, end=1584010800,
+                    deviation=0.02).replace(
+    traders=60, whales=2, whale_usd=35_000.0, long_share=0.9, entry_span=0.4, lps=1, lp_median_usd=100_000.0,
+    lp_seed_usd=300_000.0, max_leverage=25, stop_loss_share=0.0, take_profit_share=0.0, exit_share=0.0,
+)
+
+
+def test_the_uncovered_deficit_peak_counts_a_deficit_cleared_before_the_steps_end():
+    with boa.env.anchor():
+        report = Simulation(CROWDED).run()
+    deficit = report["uncovered_deficit"]
+    assert deficit["recorded_usd"] > 0, "bankruptcies the insurance fund could not pay"
+    assert deficit["end_usd"] == 0, "written off before the replay ends"
+    assert max(s["uncovered_deficit"] for s in report["series"]) == 0, "cleared before every step's end"
+    # one market: right after a bankruptcy's record at least that account's uncovered part is
+    # outstanding, and never more than every record together
+    largest = max(b["uncovered_usd"] for b in report["bankrupt_accounts"])
+    assert largest > 0
+    assert largest - 1e-6 <= deficit["peak_usd"] <= deficit["recorded_usd"] + 1e-6
