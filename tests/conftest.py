@@ -12,7 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import compile_cache  # noqa: E402
+import cpu_report  # noqa: E402
 from system import System, fresh  # noqa: E402
+
+from perpdex.sim.evm import fast_evm  # noqa: E402
 
 compile_cache.install()
 
@@ -71,6 +74,21 @@ def system(world, request):
             s.assert_system_matches()
 
 
+@pytest.fixture(autouse=True)
+def interpreter(request):
+    """Tests run the contracts on the simulator's interpreter (perpdex.sim.evm): the same
+    opcodes of the same fork on the same state, without gas metering or titanoboa's
+    per-opcode tracing, so state, return values, revert reasons and events are the contracts'
+    (tests/unit/test_sim_speed.py compares them). A test that measures gas is marked `metered`
+    and runs on titanoboa's own interpreter; so do the ape and anvil tests, which run on other
+    EVMs. A revert is named by its reason; the source line is not traced."""
+    if request.node.get_closest_marker("metered"):
+        yield
+        return
+    with fast_evm():
+        yield
+
+
 def pytest_collection_modifyitems(items):
     """The `system` fixture isolates each test with its own boa anchor and checks invariants at
     teardown; boa's per-call snapshot would undo the test's transactions before that check."""
@@ -97,3 +115,8 @@ def pytest_configure(config):
     SIGTERM would end Python at once and leave them running)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+    cpu_report.configure(config)
+
+
+def pytest_addoption(parser):
+    cpu_report.add_option(parser)

@@ -182,6 +182,9 @@ class SharedCodeStream(CodeStream):
     (it depends on the bytes only)."""
 
     __slots__ = ()
+    # titanoboa reads the program counters a frame ran to name the source line of a revert;
+    # none are kept here, so a revert is reported by its reason alone
+    _trace = ()
 
     def __init__(self, code_bytes: bytes) -> None:
         self.program_counter = 0

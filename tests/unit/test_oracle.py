@@ -646,6 +646,7 @@ def test_mock_two_step_ownership(make_feed, owner, keeper):
 # ---------------------------------------------------------------- gas
 
 
+@pytest.mark.metered
 def test_index_price_gas(oracle, eth_market, median_market):
     one_feed = cold_gas(oracle, "index_price", eth_market)
     three_feeds = cold_gas(oracle, "index_price", median_market)
@@ -654,6 +655,7 @@ def test_index_price_gas(oracle, eth_market, median_market):
     assert three_feeds <= 3 * GAS_TARGET_ONE_FEED
 
 
+@pytest.mark.metered
 def test_index_price_gas_with_sequencer(oracle, sequencer, eth_market):
     gas = cold_gas(oracle, "index_price", eth_market)
     print(f"\nindex_price gas, cold, 1 feed + sequencer: {gas}")

@@ -13,6 +13,7 @@ import boa
 import pytest
 
 from perpdex.orders import KIND_MARKET
+from perpdex.sim.evm import fast_evm
 from system import System
 
 BTC, ETH = 0, 1
@@ -22,7 +23,7 @@ MAX_UINT = 2**256 - 1
 SIZE = WAD // 10
 
 # the test isolates itself with explicit anchors (see test_trading.py on the boa plugin)
-pytestmark = pytest.mark.ignore_isolation
+pytestmark = [pytest.mark.ignore_isolation, pytest.mark.metered]
 
 
 def _commit(s: System, size: int, market_id: int) -> tuple[int, int]:
@@ -51,7 +52,14 @@ def _execute_all(s: System, orders: list[tuple[int, int]]) -> None:
 def _open_positions(s: System, longs: int, shorts: int) -> tuple[int, int]:
     """`longs` + `shorts` new wallets, each depositing and opening 0.1 BTC through a market
     order; every tenth also 1 ETH on the same side (cross margin). Returns the ETH (long, short)
-    sizes opened."""
+    sizes opened. Their transactions are the setting, not what is measured: they run on the
+    simulator's interpreter (perpdex.sim.evm: the same opcodes on the same state, without gas
+    metering or tracing); `_measure` runs on titanoboa's own."""
+    with fast_evm():
+        return _open_positions_now(s, longs, shorts)
+
+
+def _open_positions_now(s: System, longs: int, shorts: int) -> tuple[int, int]:
     eth = [0, 0]
     orders = []
     for i in range(longs + shorts):

@@ -15,6 +15,9 @@ from perpdex.sim.config import SimConfig
 from perpdex.sim.evm import fast_evm
 from perpdex.sim.runner import Simulation
 
+# the tests choose the interpreter themselves: titanoboa's own unless they say otherwise
+pytestmark = pytest.mark.metered
+
 CONFIG = SimConfig(prices=((0, "btc-usdt_2020-03_1h.csv"),), start=1583992800, end=1584007200).replace(
     traders=4, lps=1, lp_seed_usd=300_000.0,
 )
