@@ -38,6 +38,8 @@ from eth.vm.code_stream import CodeStream
 from eth.vm.logic.invalid import InvalidOpcode
 from eth.vm.opcode import _FastOpcode
 
+from perpdex.sim.evm_ops import OPS as FAST_OPS
+
 
 class FlatGas:
     """A gas meter that counts nothing: every frame keeps the gas it started with."""
@@ -199,7 +201,8 @@ class SharedCodeStream(CodeStream):
 def _dispatch_table(opcodes: dict) -> list:
     """The 256 entries of an opcode table: logic functions for the plain opcodes (their fixed
     gas charge is all `_FastOpcode.__call__` adds), the opcode objects for the others (calls,
-    storage, copies: their gas is charged to `FlatGas`), InvalidOpcode for the unassigned."""
+    storage, copies: their gas is charged to `FlatGas`), InvalidOpcode for the unassigned; the
+    most frequent plain opcodes are `perpdex.sim.evm_ops`'s."""
     table = []
     for value in range(256):
         fn = opcodes.get(value)
@@ -207,6 +210,8 @@ def _dispatch_table(opcodes: dict) -> list:
             fn = InvalidOpcode(value)
         elif PUSH0 <= value <= PUSH0 + 32:
             fn = _push(value - PUSH0)
+        elif value in FAST_OPS:
+            fn = FAST_OPS[value]
         elif isinstance(fn, _FastOpcode):
             fn = fn.logic_fn
         if value == SSTORE:
