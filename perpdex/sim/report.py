@@ -80,6 +80,7 @@ def summarize(sim: Simulation) -> dict:
                            "out_usd": _usd(insurance_out)},
         # the peak between step ends too: ADL and write-offs often clear a deficit within the step
         "uncovered_deficit": {"peak_usd": max(max(r.uncovered_deficit for r in records), _usd(_deficit_peak(sim))),
+                              "peak_at_step_end_usd": max(r.uncovered_deficit for r in records),
                               "end_usd": last.uncovered_deficit,
                               "recorded_usd": _usd(sum(e["amount"] for e in by_name.get("DeficitRecorded", [])))},
         "adl": {"targets": len(by_name.get("AutoDeleveraged", [])),

@@ -57,6 +57,7 @@ def test_the_uncovered_deficit_peak_counts_a_deficit_cleared_before_the_steps_en
     assert deficit["recorded_usd"] > 0, "bankruptcies the insurance fund could not pay"
     assert deficit["end_usd"] == 0, "written off before the replay ends"
     assert max(s["uncovered_deficit"] for s in report["series"]) == 0, "cleared before every step's end"
+    assert deficit["peak_at_step_end_usd"] == 0
     # one market: right after a bankruptcy's record at least that account's uncovered part is
     # outstanding, and never more than every record together
     largest = max(b["uncovered_usd"] for b in report["bankrupt_accounts"])
