@@ -166,6 +166,9 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
         self.snapshot: Snapshot | None = None
         self.evaluation: Evaluation | None = None
         self.last_report: PassReport | None = None
+        # the head block of the last pass that ran to its end (run_forever skips a poll that
+        # finds the same head: nothing on chain changes between blocks)
+        self.completed_block: int | None = None
         self._warned: set[str] = set()
         self.adl_keepers: dict[str, bool] = {}  # ADL role by address, from AdlKeeperSet events
         self.deficit_since: dict[int, int] = {}  # market -> block of its last DeficitRecorded event
@@ -607,6 +610,8 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
             if not (deleveraged or written_off):
                 break
         self.save_checkpoint()
+        if not self._stop.is_set():
+            self.completed_block = report.block
         report.liquidatable = len(report.liquidatable_accounts)
         report.orders = sum(1 for o in self.orders.values() if o.state == STATE_OPEN or is_late(o))
         report.duration = time.perf_counter() - started
@@ -643,7 +648,10 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
 
     def run_forever(self, interval: float = 2.0, stop: threading.Event | None = None) -> None:
         """Passes every `interval` seconds until `stop` is set; exponential backoff (capped at
-        `backoff_max`) while passes fail. A pass in flight completes before stopping."""
+        `backoff_max`) while passes fail. A pass in flight completes before stopping. A poll
+        that finds the head block of the last completed pass reads only the head: every state a
+        pass acts on (balances, prices, order and deficit clocks) changes with a block, so a
+        second pass at the same head would find what the first did."""
         self._stop = stop = stop or threading.Event()
         delay = self.backoff_initial
         self._emit(
@@ -653,7 +661,8 @@ class Keeper(OrderPasses, WriteOffPass, LpPasses):
         try:
             while not stop.is_set():
                 try:
-                    self.run_once()
+                    if self.completed_block is None or self.client.head()[0] != self.completed_block:
+                        self.run_once()
                     delay, wait = self.backoff_initial, interval
                 except Exception as err:
                     self._backoff(err, delay)

@@ -214,6 +214,34 @@ def test_rpc_errors_back_off_and_recover(world, owner, keeper_account, accounts,
     assert len(events(caplog, "keeper.stopped")) == 1
 
 
+def test_a_poll_at_the_head_of_the_last_pass_runs_no_second_pass(world, keeper_account, chain, tmp_path, monkeypatch):
+    """Nothing a keeper acts on changes between blocks: polling faster than blocks come reads
+    only the head, and the next block gets its pass."""
+    keeper = make_keeper(world, keeper_account, tmp_path)
+    stop = threading.Event()
+    passes, heads = [], []
+    run_once, head = keeper.run_once, keeper.client.head
+
+    def counted_pass():
+        passes.append(run_once())
+        return passes[-1]
+
+    def counted_head():
+        heads.append(None)
+        if len(heads) == 3:  # the second poll after the first pass: a block has been mined
+            chain.mine()
+        if len(heads) == 8:
+            stop.set()
+        return head()
+
+    monkeypatch.setattr(keeper, "run_once", counted_pass)
+    monkeypatch.setattr(keeper.client, "head", counted_head)
+    first = chain.blocks.head.number
+    keeper.run_forever(interval=0.001, stop=stop)
+    # reads of the head: 1 in the first pass, 2 polls, 1 in the second pass, 4 polls
+    assert [p.block for p in passes] == [first, first + 1]
+
+
 def test_nonce_error_is_retried_once(world, owner, keeper_account, accounts, chain, tmp_path, monkeypatch, caplog):
     d = world
     risky = open_position(d, owner, accounts[4], 0, BTC, WAD, 2_200)
