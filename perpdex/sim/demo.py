@@ -104,8 +104,10 @@ def narrative(s: dict, run_dir: Path, symbols: dict[int, str] | None = None, tim
         f"- What it could not pay, {_usd(deficit['recorded_usd'])}, was recorded as uncovered deficit: ADL took "
         f"{_usd(s['adl']['haircut_usd'])} from {s['adl']['targets']:,} profitable positions, and "
         f"{s['write_offs']['count']:,} write-offs ({_usd(s['write_offs']['usd'])}) were paid by the liquidity vault "
-        f"where no profitable position was left to take it from. Outstanding at a candle's end: at most "
-        f"{_usd(deficit['peak_usd'])}, {_usd(deficit['end_usd'])} at the end.",
+        f"where no profitable position was left to take it from. Outstanding: at most "
+        f"{_usd(deficit['peak_usd'])} at its worst moment, "
+        f"{_usd(deficit.get('peak_at_step_end_usd', deficit['peak_usd']))} at a candle's end, "
+        f"{_usd(deficit['end_usd'])} at the end.",
         f"- The liquidity vault, the traders' counterparty, went from {_usd(s['liquidity_vault']['value_start_usd'])} "
         f"to {_usd(s['liquidity_vault']['value_end_usd'])}: LP PnL {s['liquidity_vault']['lp_pnl_usd']:+,.0f} USD.",
     ]
