@@ -29,7 +29,8 @@ from perpdex.keeper import (
 @click.command(cls=ConnectedProviderCommand)
 @account_option()
 @click.option("--once", is_flag=True, help="run one pass and exit (cron)")
-@click.option("--interval", default=2.0, show_default=True, type=float, help="seconds between passes")
+@click.option("--interval", default=2.0, show_default=True, type=float,
+              help="seconds between polls of the head block; a pass runs when it moved")
 @click.option(
     "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="default: <deployments>/keeper-<chain_id>.json"
 )
