@@ -67,14 +67,15 @@ VIEW_CHECK_EVERY = int(os.environ.get("PERPDEX_FUZZ_VIEW_EVERY", "10"))
 # the deployment, built once per process
 # ============================================================================================
 
-_BASE: System | None = None
+_BASE: tuple[object, System] | None = None  # (the titanoboa chain it is on, the deployment)
 
 
 def base_system() -> System:
     """BTC-USD at 40,000 and ETH-USD at 2,000 with the default parameters, plus the fuzzers'
-    actors (approvals given once). Nothing else: each machine sets itself up per example."""
+    actors (approvals given once). Nothing else: each machine sets itself up per example.
+    Built once per chain (each test module has its own, tests/conftest.py)."""
     global _BASE
-    if _BASE is None:
+    if _BASE is None or _BASE[0] is not boa.env:
         eoa = boa.env.eoa
         s = System()
         for market_id in MARKETS:
@@ -94,8 +95,8 @@ def base_system() -> System:
             s.liquidator.set_adl_keeper(s.adl_keeper, True)
         s.order_storage = OrderStorage(s)  # the storage layout is read once
         boa.env.eoa = eoa
-        _BASE = s
-    return _BASE
+        _BASE = (boa.env, s)
+    return _BASE[1]
 
 
 # ============================================================================================

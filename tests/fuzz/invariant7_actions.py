@@ -49,10 +49,10 @@ MAX_ADL_TARGETS = 3
 Account = tuple[str, int]
 
 # ============================================================================================
-# the world, deployed once per process
+# the world, deployed once per chain (each test module has its own, tests/conftest.py)
 # ============================================================================================
 
-_WORLD: System | None = None
+_WORLD: tuple[object, System] | None = None  # (the titanoboa chain it is on, the deployment)
 
 
 def invariant7_world() -> System:
@@ -61,7 +61,7 @@ def invariant7_world() -> System:
     honest LP, a donor, and the attacker (an ADL keeper too: the role is the attacker's worst
     case, DESIGN.md finding 4)."""
     global _WORLD
-    if _WORLD is None:
+    if _WORLD is None or _WORLD[0] is not boa.env:
         eoa = boa.env.eoa
         markets, globals_ = load_markets()
         s = System()
@@ -81,8 +81,8 @@ def invariant7_world() -> System:
         for who in (s.honest_lp, s.attacker):
             s.fund_lp(who, 0)  # the approval only
         boa.env.eoa = eoa
-        _WORLD = s
-    return _WORLD
+        _WORLD = (boa.env, s)
+    return _WORLD[1]
 
 
 # ============================================================================================
