@@ -45,7 +45,11 @@ from perpdex.model import (
 from perpdex.lp_flows import LpParams
 from raw_state import RawState
 
-CONTRACTS = "contracts"
+# the simulator's path (perpdex.sim.chain): the same absolute path is one entry of the test
+# process's compile cache (tests/compile_cache.py), and the tests run from any directory
+from perpdex.sim.chain import CONTRACTS as _CONTRACTS_DIR  # noqa: E402
+
+CONTRACTS = str(_CONTRACTS_DIR)
 FEED_DECIMALS = 8
 HEARTBEAT = 3600
 ZERO_ADDRESS = "0x" + "00" * 20
