@@ -43,13 +43,12 @@ from perpdex.model import (
     Position,
 )
 from perpdex.lp_flows import LpParams
+from perpdex.sim.chain import CONTRACTS as CONTRACTS_DIR
 from raw_state import RawState
 
-# the simulator's path (perpdex.sim.chain): the same absolute path is one entry of the test
-# process's compile cache (tests/compile_cache.py), and the tests run from any directory
-from perpdex.sim.chain import CONTRACTS as _CONTRACTS_DIR  # noqa: E402
-
-CONTRACTS = str(_CONTRACTS_DIR)
+# the simulator's absolute path: one entry per contract in the test process's compile cache
+# (tests/compile_cache.py), and the tests run from any directory
+CONTRACTS = str(CONTRACTS_DIR)
 FEED_DECIMALS = 8
 HEARTBEAT = 3600
 ZERO_ADDRESS = "0x" + "00" * 20
