@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: all demo test bench sim-bench cli-bench fuzz devnet venv node clean compile web chromium
+.PHONY: all demo test bench sim-bench sim-scaling cli-bench fuzz devnet venv node clean compile web chromium
 
 all: test
 
@@ -85,6 +85,12 @@ bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 # the simulator's speed: 5,000 accounts through March 2020 (216 hourly steps) -> bench/sim.json
 sim-bench: $(STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.sim.bench
+
+# time per step against accounts: 1,000 / 5,000 / 10,000 -> bench/sim-1000.json, bench/sim.json, bench/sim-10000.json
+sim-scaling: $(STAMP) $(BUILD)
+	$(BIN)/python -m perpdex.sim.bench --accounts 1000 --out bench/sim-1000.json
+	$(BIN)/python -m perpdex.sim.bench --accounts 5000 --out bench/sim.json
+	$(BIN)/python -m perpdex.sim.bench --accounts 10000 --out bench/sim-10000.json
 
 cli-bench: $(STAMP) $(NODE_STAMP) $(BUILD)
 	$(BIN)/python -m perpdex.cli_bench
