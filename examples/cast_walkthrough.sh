@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # perpdex with cast (foundry) and the deployment manifest only: faucet, deposit, a market order
-# executed by the devnet's keeper, the position, then a withdrawal of what is free.
+# executed by the devnet's keeper, the position, then a withdrawal of what is free (less 1 %).
 #
 #   RPC_URL=http://127.0.0.1:8545 MANIFEST=deployments/31337.json PRIVATE_KEY=0x... \
 #       bash examples/cast_walkthrough.sh
@@ -43,8 +43,19 @@ done
 echo "position (size, entry, unrealized PnL, funding; WAD):"
 cast call "$EX" "position(address,uint256,uint256)(int256,uint256,int256,int256)" "$ME" 0 0
 
-# withdraw what is free (WAD -> whole token units)
+# withdraw what is free, less 1 % (WAD -> whole token units): funding accrues and the price
+# moves between this read and the block the withdrawal lands in, so exactly the limit can revert
 FREE=$(cast call "$EX" "withdrawable(address,uint256)(uint256)" "$ME" 0 | cut -d' ' -f1)
-UNITS=$(python3 -c "print($FREE // 10**12)")
-cast send "$VAULT" "withdraw(uint256,uint256)" 0 "$UNITS" "${SEND[@]}" > /dev/null
+UNITS=$(python3 -c "print($FREE * 99 // 100 // 10**12)")
+# the gas limit: the estimate plus half, as wallets do (the estimate is made on the latest block,
+# the transaction runs in the next one)
+GAS=$(cast estimate "$VAULT" "withdraw(uint256,uint256)" 0 "$UNITS" --from "$ME")
+RECEIPT=$(cast send "$VAULT" "withdraw(uint256,uint256)" 0 "$UNITS" "${SEND[@]}" --gas-limit $((GAS * 3 / 2)) --json)
+STATUS=$(jq -r .status <<< "$RECEIPT")
+if [ "$STATUS" != "0x1" ]; then
+  echo "the withdrawal reverted (receipt status $STATUS, gas used $(jq -r .gasUsed <<< "$RECEIPT") of" \
+    "$((GAS * 3 / 2)), block $(jq -r .blockNumber <<< "$RECEIPT")); the same call now says:" >&2
+  cast call "$VAULT" "withdraw(uint256,uint256)" 0 "$UNITS" --from "$ME" >&2 || true
+  exit 1
+fi
 echo "withdrew $UNITS token units; wallet balance: $(cast call "$USDC" "balanceOf(address)(uint256)" "$ME")"

@@ -23,6 +23,7 @@ from typing import Any
 
 from perpdex.keeper.core import AccountKey, AccountState, Snapshot
 from perpdex.keeper.orders import FeedRound, feed_round
+from perpdex.keeper.reads import Views, ViewReverted
 from perpdex.model import LIQUIDITY_VAULT, ExchangeModel, GlobalParams, MarketState
 from perpdex.orders import OrderParams
 from perpdex.snapshot import market_params
@@ -49,6 +50,8 @@ def revert_reason(err: Exception) -> str | None:
     """The contract's reason string when `err` is a revert, else None."""
     from ape.exceptions import ContractLogicError
 
+    if isinstance(err, ViewReverted):
+        return err.reason
     if isinstance(err, ContractLogicError):
         return str(err.revert_message or err)
     return None
@@ -148,7 +151,8 @@ class ChainClient:
         self.address = account.address
         self.order_book = getattr(deployment, "order_book", None)  # None: a deployment from before orders
         self._market_ids: list[int] = []
-        self._aggregators: dict[str, Any] = {}
+        self._aggregators: dict[str, Views] = {}
+        self._views: dict[str, Views] = {}
         self.on_nonce_retry: Callable[[Exception], None] | None = None  # the keeper logs the retry
 
     # the runner asks the client what an error means: another transport has other exceptions
@@ -158,6 +162,13 @@ class ChainClient:
     @property
     def chain_id(self) -> int:
         return self.chain.chain_id
+
+    def view(self, name: str) -> Views:
+        """The deployment's contract `name` for view calls at a block (perpdex.keeper.reads)."""
+        views = self._views.get(name)
+        if views is None:
+            views = self._views[name] = Views(getattr(self.deployment, name), self.chain.provider, self.address)
+        return views
 
     def head(self) -> tuple[int, int]:
         """(number, timestamp) of the head block."""
@@ -195,7 +206,7 @@ class ChainClient:
     # -- markets and globals ---------------------------------------------------------------------
 
     def market_list(self, block: int) -> list[int]:
-        exchange = self.deployment.exchange
+        exchange = self.view("exchange")
         count = exchange.market_count(block_id=block)
         if count != len(self._market_ids):
             self._market_ids = [exchange.market_ids(i, block_id=block) for i in range(count)]
@@ -205,8 +216,7 @@ class ChainClient:
         """Every market, the globals and the liquidity vault's cash at `block` as a Snapshot.
         `unpriced(market, reason)` hears of each market without a valid index (reason None:
         priced again)."""
-        d = self.deployment
-        ex, lq = d.exchange, d.liquidator
+        ex, lq = self.view("exchange"), self.view("liquidator")
         model = ExchangeModel(
             globals=GlobalParams(
                 insurance_fee_share=ex.insurance_fee_share(block_id=block),
@@ -218,14 +228,14 @@ class ChainClient:
             max_pnl_factor=lq.max_pnl_factor(block_id=block),
             target_pnl_factor=lq.target_pnl_factor(block_id=block),
         )
-        model.cash[LIQUIDITY_VAULT] = d.vault.liquidity_cash(block_id=block)
+        model.cash[LIQUIDITY_VAULT] = self.view("vault").liquidity_cash(block_id=block)
         if not self._read_markets_with_lens(model, block, unpriced):
             for m in self.market_list(block):
                 self._read_market(model, m, block, unpriced)
         model.total_uncovered_deficit = lq.total_uncovered_deficit(block_id=block)
-        model.max_oi_ratio = d.liquidity_vault.max_oi_ratio(block_id=block)
+        model.max_oi_ratio = self.view("liquidity_vault").max_oi_ratio(block_id=block)
         if self.order_book is not None:  # the open-interest room as cached, with its time
-            room, stamp = self.order_book.open_interest_room(block_id=block)
+            room, stamp = self.view("order_book").open_interest_room(block_id=block)
             model.oi_room_cache = (int(stamp), int(room))
         model.capacity_multiplier = lq.capacity_multiplier(block_id=block)
         model.deficit_grace_period = lq.deficit_grace_period(block_id=block)
@@ -244,7 +254,7 @@ class ChainClient:
         if lens is None:
             return False
         try:
-            snapshots = lens.markets(block_id=block)
+            snapshots = self.view("lens").markets(block_id=block)
         except Exception as err:
             if revert_reason(err) is None:
                 raise
@@ -253,7 +263,7 @@ class ChainClient:
         return True
 
     def _read_market(self, model: ExchangeModel, market_id: int, block: int, unpriced) -> None:
-        ex = self.deployment.exchange
+        ex = self.view("exchange")
         model.params[market_id] = market_params(ex.market_params(market_id, block_id=block))
         long_oi, short_oi = ex.open_interest(market_id, block_id=block)
         fpu, last = ex.funding_state(market_id, block_id=block)
@@ -272,12 +282,12 @@ class ChainClient:
     def read_account(self, key: AccountKey, block: int | str = "latest") -> AccountState:
         """One account's cash and raw positions, from the vault and the exchange."""
         owner, sub = key
-        cash, mask = self.deployment.vault.account(owner, sub, block_id=block)
+        cash, mask = self.view("vault").account(owner, sub, block_id=block)
         state = AccountState(cash)
         market_id = 0
         while mask >> market_id:
             if (mask >> market_id) & 1:
-                size, basis, snapshot = self.deployment.exchange.position_state(owner, sub, market_id, block_id=block)
+                size, basis, snapshot = self.view("exchange").position_state(owner, sub, market_id, block_id=block)
                 if size != 0:
                     state.positions[market_id] = (size, basis, snapshot)
             market_id += 1
@@ -290,7 +300,7 @@ class ChainClient:
             return {key: self.read_account(key, block) for key in keys}
         states: dict[AccountKey, AccountState] = {}
         for i in range(0, len(keys), LENS_BATCH):
-            for a in lens.accounts([(o, s) for o, s in keys[i : i + LENS_BATCH]], block_id=block):
+            for a in self.view("lens").accounts([(o, s) for o, s in keys[i : i + LENS_BATCH]], block_id=block):
                 positions = {
                     int(p.market_id): (int(p.size), int(p.open_notional), int(p.funding_snapshot))
                     for p in a.positions
@@ -309,7 +319,7 @@ class ChainClient:
         )
 
     def is_liquidatable(self, key: AccountKey, block: int | str = "pending") -> bool:
-        return self.deployment.liquidator.is_liquidatable(*key, block_id=block)
+        return self.view("liquidator").is_liquidatable(*key, block_id=block)
 
     def liquidate_many(self, batch: list[AccountKey]):
         return self.send(self.deployment.liquidator.liquidate_many, [(o, s) for o, s in batch])
@@ -323,10 +333,10 @@ class ChainClient:
         return self.deployment.liquidator.adl_keeper(address or self.address)
 
     def pnl_factor(self, market_id: int, block: int) -> int:
-        return self.deployment.liquidator.pnl_factor(market_id, block_id=block)
+        return self.view("liquidator").pnl_factor(market_id, block_id=block)
 
     def adl_score(self, key: AccountKey, market_id: int, block: int) -> int:
-        return self.deployment.liquidator.adl_score(key[0], key[1], market_id, block_id=block)
+        return self.view("liquidator").adl_score(key[0], key[1], market_id, block_id=block)
 
     def simulate_adl(self, call_args: tuple) -> int:
         return self.deployment.liquidator.auto_deleverage.call(*call_args, sender=self.account, block_id="pending")
@@ -340,7 +350,7 @@ class ChainClient:
     # -- deficits --------------------------------------------------------------------------------
 
     def deficit_record(self, key: AccountKey, market_id: int, block: int) -> tuple[int, int, int]:
-        return tuple(self.deployment.liquidator.deficit_record(key[0], key[1], market_id, block_id=block))
+        return tuple(self.view("liquidator").deficit_record(key[0], key[1], market_id, block_id=block))
 
     def write_off(self, key: AccountKey, market_id: int):
         return self.send(self.deployment.liquidator.write_off, key[0], key[1], market_id)
@@ -351,13 +361,13 @@ class ChainClient:
     # -- orders ----------------------------------------------------------------------------------
 
     def order_params(self, block: int) -> OrderParams:
-        p = self.order_book.order_params(block_id=block)
+        p = self.view("order_book").order_params(block_id=block)
         return OrderParams(int(p.min_order_delay), int(p.max_order_age), int(p.execution_fee), int(p.max_open_orders))
 
     def cancelled_at(self, order_id: int, block: int) -> int | None:
         """When the order's owner cancelled it (the order view), None when its slot was reused."""
         try:
-            return int(self.order_book.order(order_id, block_id=block).cancelled_at)
+            return int(self.view("order_book").order(order_id, block_id=block).cancelled_at)
         except Exception as err:
             if revert_reason(err) is None:
                 raise
@@ -365,7 +375,7 @@ class ChainClient:
 
     def market_feeds(self, market_id: int, block: int) -> tuple[list[FeedConfig], int]:
         """The market's feeds in configuration order, and the feeds' allowed disagreement."""
-        oracle = self.deployment.oracle
+        oracle = self.view("oracle")
         feeds = [FeedConfig(str(f.aggregator), int(f.heartbeat), int(f.decimals)) for f in oracle.feeds(market_id, block_id=block)]
         return feeds, int(oracle.max_deviation(market_id, block_id=block))
 
@@ -373,7 +383,7 @@ class ChainClient:
         if address not in self._aggregators:
             from ape import project
 
-            self._aggregators[address] = project.MockAggregator.at(address)  # AggregatorV3Interface
+            self._aggregators[address] = Views(project.MockAggregator.at(address), self.chain.provider, self.address)
         return self._aggregators[address]
 
     def latest_round(self, feed: FeedConfig, block: int) -> FeedRound | None:

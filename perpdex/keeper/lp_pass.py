@@ -36,17 +36,18 @@ class LpClient:
     def __init__(self, client):
         self.client = client
         self.vault = client.deployment.liquidity_vault
+        self.views = client.view("liquidity_vault")  # view calls (perpdex.keeper.reads)
 
     def last_request_id(self, block: int) -> int:
-        return int(self.vault.last_request_id(block_id=block))
+        return int(self.views.last_request_id(block_id=block))
 
     def is_lp_executor(self, block: int) -> bool:
         """Whether the keeper's account holds the LP executor role."""
-        return bool(self.vault.lp_executor(self.client.account.address, block_id=block))
+        return bool(self.views.lp_executor(self.client.account.address, block_id=block))
 
     def request(self, request_id: int, block: int | str) -> LpRequest | None:
         """The open request, None once executed or cancelled."""
-        r = self.vault.request(request_id, block_id=block)
+        r = self.views.request(request_id, block_id=block)
         if str(r.requester).lower() == ZERO_ADDRESS:
             return None
         return LpRequest(
