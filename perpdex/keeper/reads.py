@@ -21,7 +21,6 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
-from web3.providers import JSONBaseProvider
 
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _ARRAY = re.compile(r"^(.*)\[(\d*)\]$")
@@ -105,6 +104,8 @@ class Views:
         self._web3 = getattr(provider, "web3", None)
         # a JSON-RPC node (HTTP, IPC, websocket) is asked directly: web3's request formatters and
         # middlewares cost as much CPU as ape's call; eth-tester goes through web3
+        from web3.providers import JSONBaseProvider  # the keeper's decision core imports no chain client
+
         endpoint = getattr(self._web3, "provider", None)
         self._endpoint = endpoint if isinstance(endpoint, JSONBaseProvider) else None
         views: dict[tuple[str, int], _View] = {}

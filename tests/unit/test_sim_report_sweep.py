@@ -59,3 +59,28 @@ def test_a_point_the_contracts_refuse_is_a_row_saying_why_and_the_sweep_goes_on(
     assert "maintenance + penalty must be below initial margin" in rows[0]["invariants"]
     table = (tmp_path / "refused" / "sweep.md").read_text()
     assert "maintenance + penalty must be below initial margin" in table
+
+
+def test_a_sweep_runs_on_a_dask_cluster_given_its_client(tmp_path):
+    """The distributed path: every point runs on the cluster's worker and its row comes back, a
+    refused point as a row saying why. A one-worker local cluster stands in for a scheduler
+    address; its worker runs in this process (processes=False), where the contracts are already
+    compiled: a worker process would spend 15-30 s compiling them again."""
+    from distributed import Client, LocalCluster
+
+    from perpdex.sim.config import SimConfig
+    from perpdex.sim.sweep import run_sweep
+
+    base = SimConfig(prices=((0, "btc-usdt_2020-03_1h.csv"),), start=1583992800, end=1583996400)
+    base = base.replace(traders=2, lps=1)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        rows = run_sweep(base, {"maintenance_margin_ratio": [0.04, 0.02]}, tmp_path, "dask", client=client)
+        workers = set(client.scheduler_info()["workers"])
+    assert len(workers) == 1
+    by_margin = {row["maintenance_margin_ratio"]: row for row in rows}
+    assert by_margin[0.04]["invariants"].startswith("not run: ")
+    assert by_margin[0.02]["invariants"] == "held"
+    reports = sorted((tmp_path / "dask").glob("*/report.json"))
+    assert len(reports) == 1 and json.loads(reports[0].read_text())["invariants"]["broken"] is None
+    assert "| 0.02 |" in (tmp_path / "dask" / "sweep.md").read_text()
