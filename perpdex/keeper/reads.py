@@ -22,7 +22,8 @@ from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
-ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+from perpdex.wallet.rpc import is_revert, revert_reason
+
 _ARRAY = re.compile(r"^(.*)\[(\d*)\]$")
 
 
@@ -32,10 +33,6 @@ class ViewReverted(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def _canonical(abi_type) -> str:
-    return abi_type.canonical_type
 
 
 def _shaper(abi_type):
@@ -62,8 +59,8 @@ class _View:
     def __init__(self, abi):
         self.name = abi.name
         self.selector = keccak(text=abi.selector)[:4]
-        self.inputs = [_canonical(i) for i in abi.inputs]
-        self.outputs = [_canonical(o) for o in abi.outputs]
+        self.inputs = [i.canonical_type for i in abi.inputs]
+        self.outputs = [o.canonical_type for o in abi.outputs]
         self.shapers = [_shaper(o) for o in abi.outputs]
 
     def calldata(self, args: tuple) -> str:
@@ -81,16 +78,11 @@ class _View:
 
 def revert_reason_of(message: str, data: Any = None) -> str | None:
     """The contract's reason when an eth_call failure (its message and revert data) is a
-    revert, else None."""
-    if isinstance(data, str) and data.startswith("0x"):
-        data = bytes.fromhex(data[2:])
-    if isinstance(data, bytes) and data[:4] == ERROR_SELECTOR:
-        return abi_decode(["string"], data[4:])[0]
-    text = str(message)
-    if "execution reverted" in text.lower():
-        reason = text[text.lower().index("execution reverted") + len("execution reverted"):].lstrip(": ")
-        return reason or "revert without a reason"
-    return None
+    revert, else None (the wallet client's reading of node errors, perpdex.wallet.rpc)."""
+    error = {"message": message, "data": "0x" + bytes(data).hex() if isinstance(data, bytes) else data}
+    if not is_revert(error):
+        return None
+    return revert_reason(error) or "revert without a reason"
 
 
 class Views:
@@ -134,9 +126,8 @@ class Views:
             if error is None and isinstance(response.get("result"), str):
                 return bytes.fromhex(response["result"][2:])
             error = error if isinstance(error, dict) else {"message": f"eth_call answered {response}"}
-            reason = revert_reason_of(str(error.get("message", "")), error.get("data"))
-            if reason is not None:
-                raise ViewReverted(reason)
+            if is_revert(error):
+                raise ViewReverted(revert_reason(error) or "revert without a reason")
             from ape.exceptions import ProviderError
 
             raise ProviderError(f"eth_call failed: {error.get('message', error)}")
