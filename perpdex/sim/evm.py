@@ -31,8 +31,9 @@ from collections.abc import Iterator
 
 import boa
 from boa.vm.py_evm import TracingCodeStream, _opcode_overrides, _precompiles as boa_precompiles
-from eth.exceptions import FullStack, Halt, InsufficientStack
+from eth.exceptions import FullStack, Halt, InsufficientStack, StackDepthLimit
 from eth_utils import ValidationError
+from eth.constants import STACK_DEPTH_LIMIT
 from eth.validation import validate_uint256
 from eth.vm.code_stream import CodeStream
 from eth.vm.logic.invalid import InvalidOpcode
@@ -258,6 +259,20 @@ def _fast_class(base: type) -> type:
             validate_uint256(size, title="Memory size")
             if size:
                 self._memory.extend(start_position, size)
+
+        @classmethod
+        def apply_message(cls, state, message, transaction_context, parent_computation=None):
+            if not message.is_static:
+                return super().apply_message(state, message, transaction_context, parent_computation)
+            # A static frame cannot change state (the EVM refuses SSTORE, TSTORE, LOG, CREATE,
+            # SELFDESTRUCT and value in it), so there is nothing to snapshot and revert: what
+            # py-evm's snapshot would undo is the frame's warm-account marks, which only gas reads.
+            # A snapshot records a checkpoint in the journal of every account with written
+            # storage, a commit merges it back: most frames of a transaction are views.
+            if message.depth > STACK_DEPTH_LIMIT:
+                raise StackDepthLimit("Stack depth limit reached")
+            state.touch_account(message.storage_address)
+            return cls.apply_computation(state, message, transaction_context, parent_computation)
 
         @classmethod
         def apply_computation(cls, state, message, transaction_context, parent_computation=None):
