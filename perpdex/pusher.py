@@ -8,7 +8,9 @@ chains `warp` also moves chain time by the path's time deltas, so the oracle's h
 the funding accrual see the path's clock, not the wall clock.
 
 Everything that decides *what* to push is a pure function (parsing, windows, resampling, the
-random walk, answer conversion); `run` is the thin loop and `push_prices` wires it to a chain.
+random walk, answer conversion); `run` is the thin loop and `push_prices` wires it to a node
+through the wallet's JSON-RPC client (perpdex.wallet: no ape, no web3.py, so the pusher starts in
+about half a second), which simulates every update before it is signed.
 """
 
 from __future__ import annotations
@@ -26,17 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from perpdex.wallet.client import Market, Wallet
+from perpdex.wallet.rpc import Contract, Reverted, RpcError
 from perpdex.wallet.units import CliError
-
-if TYPE_CHECKING:
-    from ape.api import AccountAPI
-    from ape.contracts import ContractInstance
-    from ape.managers import ChainManager
-
-    from perpdex.config import MarketConfig
-    from perpdex.deploy import Deployment
 
 log = logging.getLogger("perpdex.pusher")
 
@@ -301,14 +297,14 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 @dataclass
 class Feed:
-    """The aggregators of one market and their decimals."""
+    """The aggregators of one market (the wallet's names for them) and their decimals."""
 
     symbol: str
-    aggregators: list[ContractInstance]
+    aggregators: list[str]
     decimals: list[int] = field(default_factory=list)
 
-    def latest_price(self) -> Decimal:
-        answer = int(self.aggregators[0].latestRoundData()[1])
+    def latest_price(self, wallet: Wallet) -> Decimal:
+        answer = int(wallet.read(self.aggregators[0], "latestRoundData")[1])
         return from_answer(answer, self.decimals[0])
 
 
@@ -335,62 +331,108 @@ class PusherOptions:
         return 1 if self.once else self.steps
 
 
-def resolve_market(deployment: Deployment, text: str) -> MarketConfig:
+def resolve_market(wallet: Wallet, text: str) -> Market:
     """A market by symbol ('BTC-USD', any case; 'BTC' for '<BASE>-USD') or by id ('0')."""
     wanted = text.strip().upper()
-    for m in deployment.markets:
+    for m in wallet.markets:
         if wanted in (m.symbol.upper(), str(m.id)) or f"{wanted}-USD" == m.symbol.upper():
             return m
-    known = ", ".join(f"{m.symbol} ({m.id})" for m in deployment.markets)
+    known = ", ".join(f"{m.symbol} ({m.id})" for m in wallet.markets)
     raise CliError(f"unknown market {text!r}; listed markets: {known}")
 
 
 @contextmanager
 def contract_errors() -> Iterator[None]:
     """A refused or failed update as one line a person can read, not a traceback."""
-    from ape.exceptions import AccountsError, ContractLogicError, TransactionError
-
     try:
         yield
-    except ContractLogicError as err:
-        raise CliError(f"the aggregator refused the update: {err.revert_message or err}") from None
-    except TransactionError as err:
+    except Reverted as err:
+        raise CliError(f"the aggregator refused the update: {err.reason}") from None
+    except RpcError as err:
         raise CliError(f"the update failed: {err}") from None
-    except AccountsError as err:  # e.g. the signer declined
-        raise CliError(f"not signed: {err}") from None
 
 
-def feeds_for(deployment: Deployment, symbols: Iterable[str], account: AccountAPI) -> dict[str, Feed]:
-    """The feeds of the named markets; refuses markets whose aggregators `account` may not update."""
+def aggregator_names(wallet: Wallet, market: Market) -> list[str]:
+    """The wallet's names of a market's aggregators (the manifest lists their addresses; the
+    ABI is the one recorded for `aggregator_<SYMBOL>`)."""
+    abi_entry = wallet.manifest["contracts"].get(f"aggregator_{market.symbol}", {})
+    if not market.aggregators or not abi_entry.get("abi"):
+        raise CliError(f"{market.symbol} has no aggregators in the manifest")
+    names = []
+    for address in market.aggregators:
+        name = f"aggregator {address}"
+        if name not in wallet.contracts:
+            wallet.contracts[name] = Contract(address, abi_entry["abi"])
+        names.append(name)
+    return names
+
+
+def feeds_for(wallet: Wallet, symbols: Iterable[str]) -> dict[str, Feed]:
+    """The feeds of the named markets; refuses markets whose aggregators the wallet may not
+    update. One batch of reads for all of them."""
+    markets = [resolve_market(wallet, text) for text in symbols]
+    names = {m.symbol: aggregator_names(wallet, m) for m in markets}
+    me = wallet.address
+    calls = [(name, fn, args) for ns in names.values() for name in ns
+             for fn, args in (("owner", ()), ("is_updater", (me,)), ("decimals", ()))]
+    answers = iter(wallet.reads(calls))
     feeds = {}
-    for text in symbols:
-        market = resolve_market(deployment, text)
-        aggregators = deployment.aggregators.get(market.id) or []
-        if not aggregators:
-            raise CliError(f"{market.symbol} has no aggregators in the manifest")
-        for agg in aggregators:
-            if not (agg.owner() == account.address or agg.is_updater(account.address)):
+    for symbol, ns in names.items():
+        decimals = []
+        for name in ns:
+            owner, updater, places = next(answers), next(answers), next(answers)
+            for answer in (owner, updater, places):
+                if isinstance(answer, Reverted):
+                    raise CliError(f"{wallet.contracts[name].address} is not an aggregator: {answer.reason}")
+            if not (owner.lower() == me.lower() or updater):
                 raise CliError(
-                    f"{account.address} may not update {market.symbol}'s aggregator {agg.address}: "
-                    f"its owner {agg.owner()} must call set_updater first"
+                    f"{me} may not update {symbol}'s aggregator {wallet.contracts[name].address}: "
+                    f"its owner {owner} must call set_updater first"
                 )
-        feeds[market.symbol] = Feed(market.symbol, aggregators, [int(a.decimals()) for a in aggregators])
+            decimals.append(int(places))
+        feeds[symbol] = Feed(symbol, ns, decimals)
     return feeds
 
 
-def publish(feeds: Mapping[str, Feed], account: AccountAPI, step: Step) -> None:
-    """Publish one step: every price to every aggregator of its market."""
+def publish(wallet: Wallet, feeds: Mapping[str, Feed], step: Step) -> None:
+    """Publish one step: every price to every aggregator of its market (each update simulated,
+    then signed and sent, then its receipt awaited)."""
     for symbol, price in step.prices.items():
         feed = feeds[symbol]
-        for agg, decimals in zip(feed.aggregators, feed.decimals):
-            agg.update_answer(to_answer(price, decimals), sender=account)
+        for name, decimals in zip(feed.aggregators, feed.decimals):
+            wallet.send(name, "update_answer", to_answer(price, decimals))
     log.info("pushed %s", describe(step))
+
+
+class NodeTime:
+    """The chain clock of a dev node (anvil): the pending block's time, and the time the next
+    block gets (`evm_setNextBlockTimestamp`)."""
+
+    def __init__(self, wallet: Wallet):
+        self.rpc = wallet.rpc
+
+    @property
+    def pending_timestamp(self) -> int:
+        return int(self.rpc.call("eth_getBlockByNumber", ["pending", False])["timestamp"], 16)
+
+    @pending_timestamp.setter
+    def pending_timestamp(self, timestamp: int) -> None:
+        self.rpc.call("evm_setNextBlockTimestamp", [int(timestamp)])
+
+
+def is_dev_node(wallet: Wallet) -> bool:
+    """Whether the node lets a client set chain time (anvil, hardhat, ganache)."""
+    try:
+        version = str(wallet.rpc.call("web3_clientVersion", [])).lower()
+    except RpcError:
+        return False
+    return version.startswith(("anvil", "hardhat", "ganache"))
 
 
 class ChainClock:
     """`warp` for `run` on local chains: chain time advances by the path's time deltas."""
 
-    def __init__(self, chain: ChainManager):
+    def __init__(self, chain: NodeTime):
         self.chain = chain
         self.path_origin: int | None = None
         self.chain_origin = 0
@@ -405,12 +447,10 @@ class ChainClock:
             log.debug("chain time warped to %d", target)
 
 
-def walk_schedule(
-    options: PusherOptions, deployment: Deployment, account: AccountAPI, now: int
-) -> tuple[Iterator[Step], dict[str, Feed]]:
+def walk_schedule(options: PusherOptions, wallet: Wallet, now: int) -> tuple[Iterator[Step], dict[str, Feed]]:
     """A random walk over every market from its feed's current answer, stepping from `now`."""
-    feeds = feeds_for(deployment, [m.symbol for m in deployment.markets], account)
-    start = {symbol: feed.latest_price() for symbol, feed in feeds.items()}
+    feeds = feeds_for(wallet, [m.symbol for m in wallet.markets])
+    start = {symbol: feed.latest_price(wallet) for symbol, feed in feeds.items()}
     for symbol, price in start.items():
         if price <= 0:
             raise ValueError(f"{symbol}'s feed has no positive answer to start a random walk from")
@@ -419,40 +459,37 @@ def walk_schedule(
     return walk, feeds
 
 
-def csv_files(options: PusherOptions, deployment: Deployment) -> dict[str, Path]:
+def csv_files(options: PusherOptions, wallet: Wallet) -> dict[str, Path]:
     """The --csv files by the deployment's market symbols."""
     files: dict[str, Path] = {}
     for text, path in map(parse_csv_spec, options.csv):
-        symbol = resolve_market(deployment, text).symbol
+        symbol = resolve_market(wallet, text).symbol
         if symbol in files:
             raise ValueError(f"two --csv files for {symbol}")
         files[symbol] = data_file(path)
     return files
 
 
-def schedule(
-    options: PusherOptions, deployment: Deployment, account: AccountAPI, now: int
-) -> tuple[Iterable[Step], dict[str, Feed]]:
+def schedule(options: PusherOptions, wallet: Wallet, now: int) -> tuple[Iterable[Step], dict[str, Feed]]:
     """The steps to push and the feeds they go to, from the command-line options."""
     if options.random_walk == bool(options.csv):
         raise ValueError("give either --csv SYMBOL=PATH (repeatable) or --random-walk")
     if options.random_walk:
-        return walk_schedule(options, deployment, account, now)
-    files = csv_files(options, deployment)
-    feeds = feeds_for(deployment, files, account)
+        return walk_schedule(options, wallet, now)
+    files = csv_files(options, wallet)
+    feeds = feeds_for(wallet, files)
     start = parse_timestamp(options.start) if options.start else None
     end = parse_timestamp(options.end) if options.end else None
     return csv_schedule(files, options.column, start, end, options.resample), feeds
 
 
-def push_prices(deployment: Deployment, account: AccountAPI, options: PusherOptions) -> int:
+def push_prices(wallet: Wallet, options: PusherOptions) -> int:
     """Run the pusher until its path ends, `--steps`/`--once` are reached or SIGINT/SIGTERM."""
-    from ape import chain
-
-    if options.warp and chain.provider.network.name != "local":
-        raise CliError("--warp moves chain time: only on a local network (ape's embedded chain or anvil)")
+    if options.warp and not is_dev_node(wallet):
+        raise CliError("--warp moves chain time: only on a dev node that allows it (anvil)")
+    chain = NodeTime(wallet)
     try:
-        steps, feeds = schedule(options, deployment, account, int(chain.pending_timestamp))
+        steps, feeds = schedule(options, wallet, chain.pending_timestamp)
     except (ValueError, OSError) as err:
         raise CliError(str(err)) from None
     log.info(
@@ -461,7 +498,7 @@ def push_prices(deployment: Deployment, account: AccountAPI, options: PusherOpti
     )
     with stop_on_signals() as stop, contract_errors():
         pushed = run(
-            steps, lambda step: publish(feeds, account, step), speed=options.speed, max_steps=options.max_steps,
+            steps, lambda step: publish(wallet, feeds, step), speed=options.speed, max_steps=options.max_steps,
             stop=stop, warp=ChainClock(chain) if options.warp else None,
         )
     log.info("done: %d step(s) pushed%s", pushed, " (stopped by signal)" if stop.is_set() else "")

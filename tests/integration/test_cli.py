@@ -9,8 +9,8 @@ acts while the CLI waits: the `keeper` fixture replaces the CLI's pause between 
 order with what a keeper and the price pusher do on a devnet (a new oracle round a second
 later, then `execute_order` at that round when the order book accepts it).
 
-The last section drives `ape run pusher` and the manifest loader of the ape tools on ape's
-embedded chain.
+The last sections drive the manifest loader of the ape tools on ape's embedded chain, then
+`ape run pusher` (scripts/pusher.py, on the wallet's JSON-RPC client) on the anvil node.
 """
 
 import importlib.util
@@ -695,32 +695,6 @@ def d(manifest):
     return load_deployment(manifest)
 
 
-@pytest.fixture(scope="module")
-def pusher_cli():
-    spec = importlib.util.spec_from_file_location("perpdex_script_pusher", SCRIPTS / "pusher.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cli
-
-
-@pytest.fixture
-def pusher(manifest, pusher_cli, chain):
-    """`ape run pusher ARGS` as the deployer (the aggregators' owner unless told otherwise).
-
-    A ConnectedProviderCommand connects a second provider instance to the embedded chain to
-    read its chain id and disconnects it, which makes ape forget the session's snapshots;
-    putting them back keeps ape's per-test isolation working."""
-
-    def invoke(*args: str, account: str = "TEST::0"):
-        snapshots = list(chain._snapshots[chain.chain_id])
-        try:
-            return CliRunner().invoke(pusher_cli, [*args, "--account", account, "--deployment", str(manifest)])
-        finally:
-            chain._snapshots[chain.chain_id] = snapshots
-
-    return invoke
-
-
 def test_the_loader_carries_the_deployment_block_and_refuses_unusable_manifests(manifest, d, chain, tmp_path):
     from perpdex.deploy import ManifestError, load_deployment
 
@@ -749,37 +723,78 @@ def test_the_loader_carries_the_deployment_block_and_refuses_unusable_manifests(
         load_deployment(tmp_path / "none.json")
 
 
-# --------------------------------------------------------------------------- the pusher (last: it warps time)
+# --------------------------------------------------------------------------- `ape run pusher` on the node (last: it warps time)
 
 
-def test_pusher_replays_the_march_2020_crash_into_the_index(pusher, d, chain):
+@pytest.fixture(scope="module")
+def pusher_cli():
+    spec = importlib.util.spec_from_file_location("perpdex_script_pusher", SCRIPTS / "pusher.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cli
+
+
+@pytest.fixture
+def pusher(node, pusher_cli, snapshot):
+    """`ape run pusher ARGS` (scripts/pusher.py) as the deployer, the aggregators' owner unless
+    told otherwise, on the module's anvil node."""
+    url, manifest, _ = node
+
+    def invoke(*args: str, account: str = "TEST::0"):
+        return CliRunner().invoke(
+            pusher_cli, [*args, "--account", account, "--deployment", str(manifest), "--rpc-url", url,
+                         "--network", "ethereum:local:foundry"],
+        )
+
+    return invoke
+
+
+def answer_of(c, symbol: str) -> int:
+    return c[f"aggregator_{symbol}"].functions.latestAnswer().call()
+
+
+def test_pusher_replays_the_march_2020_crash_into_the_index(pusher, node, c):
+    w3 = node[2]
     start = parse_timestamp("2020-03-12T10:00")
-    before = chain.pending_timestamp
+    before = w3.eth.get_block("pending").timestamp
     btc_file = DATA_DIR / "btc-usdt_2020-03_1h.csv"
-    ok(pusher("--csv", f"BTC-USD={btc_file}", "--start", "2020-03-12T10:00", "--steps", "3", "--speed", "0", "--warp"))
+    out = ok(pusher("--csv", f"BTC-USD={btc_file}", "--start", "2020-03-12T10:00", "--steps", "3", "--speed", "0",
+                    "--warp"))
+    assert "done: 3 step(s) pushed" in out
     third = next(p for p in load_prices(btc_file) if p.timestamp == start + 2 * HOUR)
-    assert d.aggregators[BTC][0].latestAnswer() == to_answer(third.price)
-    assert d.exchange.index_price(BTC) == int(third.price * WAD)
-    assert chain.pending_timestamp - before >= 2 * HOUR  # chain time followed the CSV
+    assert answer_of(c, "BTC-USD") == to_answer(third.price)
+    assert c["exchange"].functions.index_price(BTC).call() == int(third.price * WAD)
+    assert w3.eth.get_block("latest").timestamp - before >= 2 * HOUR  # chain time followed the CSV
     # ETH got no price for two hours of chain time: its 1 h heartbeat expired
-    from ape.exceptions import ContractLogicError
+    from web3.exceptions import ContractLogicError
 
     with pytest.raises(ContractLogicError, match="oracle: stale price"):
-        d.exchange.index_price(ETH)
+        c["exchange"].functions.index_price(ETH).call()
 
 
-def test_pusher_random_walk_is_the_seeded_path(pusher, d):
+def test_pusher_random_walk_is_the_seeded_path(pusher, c):
+    start = {symbol: from_answer(answer_of(c, symbol)) for symbol in ("BTC-USD", "ETH-USD")}
     ok(pusher("--random-walk", "--seed", "7", "--volatility", "0.02", "--steps", "2", "--speed", "0"))
-    start = {"BTC-USD": Decimal(40_000), "ETH-USD": Decimal(2_000)}
     second = list(itertools.islice(random_walk(start, seed=7, volatility=0.02), 2))[1].prices
     for market, symbol in ((BTC, "BTC-USD"), (ETH, "ETH-USD")):
-        assert from_answer(d.aggregators[market][0].latestAnswer()) == second[symbol]
-        assert d.exchange.index_price(market) == int(second[symbol] * WAD)
+        assert from_answer(answer_of(c, symbol)) == second[symbol]
+        assert c["exchange"].functions.index_price(market).call() == int(second[symbol] * WAD)
 
 
-def test_pusher_refuses_an_account_that_cannot_update_the_feeds(pusher, d):
-    answer = d.aggregators[BTC][0].latestAnswer()
+def test_pusher_refuses_an_account_that_cannot_update_the_feeds_and_sends_nothing(pusher, node, c):
+    w3 = node[2]
+    answer, nonce = answer_of(c, "BTC-USD"), w3.eth.get_transaction_count(w3.eth.accounts[3])
     result = pusher("--random-walk", "--once", "--speed", "0", account="TEST::3")
     assert result.exit_code == 1
     assert "may not update BTC-USD's aggregator" in result.output and "set_updater" in result.output
-    assert d.aggregators[BTC][0].latestAnswer() == answer
+    assert answer_of(c, "BTC-USD") == answer and w3.eth.get_transaction_count(w3.eth.accounts[3]) == nonce
+
+
+def test_pusher_warp_is_refused_where_chain_time_cannot_be_set(pusher, monkeypatch):
+    """On a node that is not a dev node the chain's clock is not ours to move: refused before
+    anything is sent."""
+    from perpdex import pusher as pusher_module
+
+    monkeypatch.setattr(pusher_module, "is_dev_node", lambda wallet: False)
+    result = pusher("--random-walk", "--once", "--speed", "0", "--warp")
+    assert result.exit_code == 1 and "--warp moves chain time: only on a dev node" in result.output
