@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 $(NODE_STAMP): package.json package-lock.json
 	@echo "installing anvil (the npm package in node_modules)…"
-	@$(call step,npm,npm install --no-audit --no-fund --loglevel=error)
+	@$(call step,npm,npm ci --prefer-offline --no-audit --no-fund --loglevel=error)
 	@touch $@
 
 venv: $(STAMP)
