@@ -42,11 +42,11 @@ _source_map_of_deployment = VyperContract._deployment_source_map.func
 
 
 def _shared_deployment_source_map(contract):
-    data = contract.compiler_data
-    entry = _deployment_source_maps.get(id(data))
-    if entry is None:  # the entry holds the compiled contract, so its id is never reused
-        entry = _deployment_source_maps[id(data)] = (data, _source_map_of_deployment(contract))
-    return entry[1]
+    data = contract.compiler_data  # hashed by identity, one per compiled contract
+    source_map = _deployment_source_maps.get(data)
+    if source_map is None:
+        source_map = _deployment_source_maps[data] = _source_map_of_deployment(contract)
+    return source_map
 
 
 def install() -> None:

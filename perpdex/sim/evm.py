@@ -31,9 +31,9 @@ from collections.abc import Iterator
 
 import boa
 from boa.vm.py_evm import TracingCodeStream, _opcode_overrides, _precompiles as boa_precompiles
+from eth.constants import STACK_DEPTH_LIMIT
 from eth.exceptions import FullStack, Halt, InsufficientStack, StackDepthLimit
 from eth_utils import ValidationError
-from eth.constants import STACK_DEPTH_LIMIT
 from eth.validation import validate_uint256
 from eth.vm.code_stream import CodeStream
 from eth.vm.logic.invalid import InvalidOpcode
