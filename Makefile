@@ -40,10 +40,11 @@ node: $(NODE_STAMP)
 CONTRACTS := $(shell find contracts -name '*.vy' -o -name '*.vyi')
 BUILD := .build/__local__.json
 
-# ape's own cache can miss a change; rebuild whenever a contract source changed
-$(BUILD): $(STAMP) $(CONTRACTS) ape-config.yaml
+# One compilation for ape's tools and titanoboa's (perpdex/build.py): ape's manifest and
+# .build/titanoboa.pickle; rebuilt whenever a contract source changed
+$(BUILD): $(STAMP) $(CONTRACTS) ape-config.yaml perpdex/build.py perpdex/compiled.py
 	@echo "compiling contracts…"
-	@$(call step,compile,$(BIN)/ape compile --force)
+	@$(call step,compile,$(BIN)/python -m perpdex.build)
 	@touch $@
 
 compile: $(BUILD)
@@ -75,7 +76,7 @@ chromium:
 		fi; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) $(BUILD)
 	@echo "replaying the March 2020 crash on the compiled contracts (python -m perpdex.sim.demo, about a minute)…"
 	@$(BIN)/python -m perpdex.sim.demo
 

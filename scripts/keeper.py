@@ -12,9 +12,8 @@ logic is perpdex.keeper."""
 from pathlib import Path
 
 import click
-from ape.cli import ConnectedProviderCommand, account_option
 
-from perpdex.deploy import DEPLOYMENTS_DIR, load_deployment, manifest_path
+from perpdex.deploy import DEPLOYMENTS_DIR
 from perpdex.keeper import (
     ADL_TURN_BLOCKS,
     ADL_TURN_MARGIN,
@@ -24,10 +23,17 @@ from perpdex.keeper import (
     default_checkpoint_path,
     install_signal_handlers,
 )
+from perpdex.keeper.rpc_client import RpcClient, connect_keeper
+from perpdex.wallet.client import load_signer
+from perpdex.wallet.units import CliError
 
 
-@click.command(cls=ConnectedProviderCommand)
-@account_option()
+@click.command()
+@click.option("--rpc-url", default=None,
+              help="the node [default: $PERPDEX_RPC_URL, else $APE_FOUNDRY_HOST, else http://127.0.0.1:8545]")
+@click.option("--account", default=None, help="TEST::<n> (a dev node's test account) or an ape account alias")
+@click.option("--private-key", default=None, help="the keeper's key [default: $PERPDEX_PRIVATE_KEY]")
+@click.option("--network", default=None, hidden=True, help="accepted for `ape run keeper`; the node is --rpc-url")
 @click.option("--once", is_flag=True, help="run one pass and exit (cron)")
 @click.option("--interval", default=2.0, show_default=True, type=float,
               help="seconds between polls of the head block; a pass runs when it moved")
@@ -48,19 +54,27 @@ from perpdex.keeper import (
 )
 @click.option("--json-logs", is_flag=True, help="one JSON object per log line")
 @click.option("--deployments", default=str(DEPLOYMENTS_DIR), show_default=True, help="directory of the manifests")
-def cli(account, once, interval, checkpoint, batch_size, adl_turn_blocks, orders, order_keepers, json_logs, deployments):
+def cli(rpc_url, account, private_key, network, once, interval, checkpoint, batch_size, adl_turn_blocks, orders,
+        order_keepers, json_logs, deployments):
     """Liquidate unhealthy sub-accounts, auto-deleverage when a trigger holds, execute orders
     at their oracle round and cancel expired ones."""
     import threading
 
-    from ape import chain
-
     configure_logging(json_logs)
-    deployment = load_deployment(manifest_path(chain.chain_id, Path(deployments)))
+    try:
+        signer = load_signer(account, private_key)
+        if signer is None:
+            raise CliError("give the keeper's account: --account TEST::<n> (a devnet's test account) or an ape "
+                           "account alias, or --private-key")
+        wallet = connect_keeper(rpc_url, deployments, signer)
+    except CliError as err:
+        raise click.ClickException(str(err)) from None
+    client = RpcClient(wallet)
     keeper = Keeper(
-        deployment,
-        account,
-        checkpoint_path=checkpoint or default_checkpoint_path(chain.chain_id, deployments),
+        client.deployment,
+        client.account,
+        client=client,
+        checkpoint_path=checkpoint or default_checkpoint_path(wallet.chain_id, deployments),
         batch_size=batch_size,
         adl_turn_blocks=adl_turn_blocks,
         execute_orders=orders,

@@ -11,13 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import compile_cache  # noqa: E402
 import cpu_report  # noqa: E402
 from system import System, fresh  # noqa: E402
 
+from perpdex import compiled  # noqa: E402
 from perpdex.sim.evm import fast_evm  # noqa: E402
 
-compile_cache.install()
+compiled.install()  # the contracts as `make compile` compiled them, once per process
 
 BTC, ETH = 0, 1
 

@@ -46,8 +46,8 @@ from perpdex.lp_flows import LpParams
 from perpdex.sim.chain import CONTRACTS as CONTRACTS_DIR
 from raw_state import RawState
 
-# the simulator's absolute path: one entry per contract in the test process's compile cache
-# (tests/compile_cache.py), and the tests run from any directory
+# the simulator's absolute path: the tests run from any directory, and each contract is found
+# in what `make compile` compiled (perpdex/compiled.py)
 CONTRACTS = str(CONTRACTS_DIR)
 FEED_DECIMALS = 8
 HEARTBEAT = 3600

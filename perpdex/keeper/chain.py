@@ -256,7 +256,7 @@ class ChainClient:
         try:
             snapshots = self.view("lens").markets(block_id=block)
         except Exception as err:
-            if revert_reason(err) is None:
+            if self.revert_reason(err) is None:
                 raise
             return False
         install_lens_markets(model, snapshots, unpriced)
@@ -272,7 +272,7 @@ class ChainClient:
             model.index[market_id] = ex.index_price(market_id, block_id=block)
             unpriced(market_id, None)
         except Exception as err:
-            reason = revert_reason(err)
+            reason = self.revert_reason(err)
             if reason is None:
                 raise
             unpriced(market_id, reason)
@@ -369,7 +369,7 @@ class ChainClient:
         try:
             return int(self.view("order_book").order(order_id, block_id=block).cancelled_at)
         except Exception as err:
-            if revert_reason(err) is None:
+            if self.revert_reason(err) is None:
                 raise
             return None
 
@@ -401,7 +401,7 @@ class ChainClient:
             try:
                 raw = aggregator.getRoundData(round_id, block_id=block)
             except Exception as err:
-                if revert_reason(err) is None:
+                if self.revert_reason(err) is None:
                     raise
                 return None
             if int(raw[0]) != round_id:

@@ -26,6 +26,7 @@ from typing import Any
 import boa
 from eth_abi import decode as abi_decode
 
+from perpdex import compiled
 from perpdex.config import DEFAULT_MARKETS_FILE, MarketConfig, load_markets, load_order_params, params_tuple
 from perpdex.keeper.chain import LogEntry
 from perpdex.lp_flows import LpParams
@@ -94,6 +95,7 @@ class DeployConfig:
 
 
 def _load(name: str, *args) -> Any:
+    compiled.install()  # as `make compile` compiled it, when it did
     return boa.load(str(CONTRACTS / name), *args)
 
 

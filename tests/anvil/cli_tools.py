@@ -1,5 +1,6 @@
-"""What the wallet's real-node tests share (test_runbook.py, test_examples.py): a deployment by
-`ape run deploy`, the devnet's keeper as a process, a price publisher, and the wallet CLI run as
+"""What the wallet's real-node tests share (test_runbook.py, test_examples.py, and the page's
+tests/web/test_page.py): a deployment by `ape run deploy` (once per session, then loaded into
+each new node), the devnet's keeper as a process, a price publisher, and the wallet CLI run as
 a person runs it (`python -m perpdex.cli ...`, a process per command).
 
 The publisher stands in for the devnet's price pusher: a thread that publishes a new round of
@@ -35,13 +36,31 @@ class Devnet:
         return self.chain.path
 
 
+# the chain right after the session's first `deploy` (anvil_dumpState) and its manifest
+_DEPLOYED: dict[str, str] = {}
+
+
 def deploy(node: Node) -> Chain:
-    """`ape run deploy` into the node's temporary directory, with the keeper's ADL role."""
+    """`ape run deploy` into the node's temporary directory, with the keeper's ADL role.
+
+    The modules that call this deploy the same contracts with the same accounts onto a new
+    node: the first one runs `ape run deploy` (about 40 one-second blocks and 4 s of CPU), the
+    others load the chain it left (`anvil_loadState`: its blocks, logs and state, the same
+    addresses) and its manifest. tests/anvil/test_operator.py and test_devnet.py run the
+    deployer themselves."""
     out = node.tmp / "deployments"
-    keeper = node.w3.eth.accounts[KEEPER]
-    ape_run(node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(out), "--adl-keeper", keeper,
-            "--seed-liquidity", "1000000")
     path = out / f"{CHAIN_ID}.json"
+    if _DEPLOYED:
+        assert node.w3.provider.make_request("anvil_loadState", [_DEPLOYED["state"]]).get("result") is True
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(_DEPLOYED["manifest"])
+    else:
+        keeper = node.w3.eth.accounts[KEEPER]
+        ape_run(node, "deploy", "--account", f"TEST::{DEPLOYER}", "--out", str(out), "--adl-keeper", keeper,
+                "--seed-liquidity", "1000000")
+        state = node.w3.provider.make_request("anvil_dumpState", [])
+        assert "result" in state, f"anvil_dumpState failed: {state}"
+        _DEPLOYED.update(state=state["result"], manifest=path.read_text())
     return Chain(node.w3, json.loads(path.read_text()), path)
 
 
