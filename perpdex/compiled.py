@@ -68,17 +68,28 @@ def fingerprint() -> str:
     return h.hexdigest()
 
 
-def _store_key(source_code: str, contract_name: str | None, filename, deployer, kwargs: dict) -> tuple:
-    return (source_code, contract_name, str(Path(filename).resolve()), repr(deployer), tuple(sorted(kwargs.items())))
+def _store_key(source_code: str, filename, deployer, kwargs: dict) -> tuple:
+    """What a compiled contract depends on (titanoboa names a contract by its file's stem or
+    its whole path, depending on the call: the name is only a label)."""
+    return (source_code, str(Path(filename).resolve()), repr(deployer), tuple(sorted(kwargs.items())))
 
 
 def compile_contract(path: Path) -> Any:
     """One contract's CompilerData as titanoboa's `boa.load(path)` compiles it, with the
     bytecode, the runtime bytecode and the source map computed (what its disk cache keeps).
     titanoboa's disk cache is left out: the store replaces it."""
-    boa.interpret.set_cache_dir(None)
-    source = path.read_text()
-    data = _compiler_data(source, path.stem, str(path), VyperDeployer)
+    disk_cache = boa.interpret._disk_cache
+    boa.interpret._disk_cache = None
+    try:
+        data = _compiler_data(path.read_text(), path.stem, str(path), VyperDeployer)
+    finally:
+        boa.interpret._disk_cache = disk_cache
+    return _complete(data)
+
+
+def _complete(data: Any) -> Any:
+    """The bytecode, the runtime bytecode and the source map computed (titanoboa computes the
+    latter only when its disk cache is on)."""
     _ = data.bytecode, data.bytecode_runtime
     if not hasattr(data, "source_map"):
         data.source_map = boa.interpret._compute_source_map(data)
@@ -87,7 +98,7 @@ def compile_contract(path: Path) -> Any:
 
 def save(compiled: dict[Path, Any], store: Path = STORE) -> None:
     """Keep `compiled` ({path: CompilerData}, every deployable contract) in `store`."""
-    entries = {_store_key(path.read_text(), path.stem, path, VyperDeployer, {}): data for path, data in compiled.items()}
+    entries = {_store_key(path.read_text(), path, VyperDeployer, {}): data for path, data in compiled.items()}
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = store.with_name(store.name + ".tmp")
     with open(tmp, "wb") as f:
@@ -126,9 +137,9 @@ def _cached_compiler_data(source_code, contract_name, filename, deployer=None, *
     if data is None:
         if _stored is None:
             _stored = load()
-        data = _stored.get(_store_key(source_code, contract_name, filename, deployer, kwargs))
+        data = _stored.get(_store_key(source_code, filename, deployer, kwargs))
         if data is None:
-            data = _compiler_data(source_code, contract_name, filename, deployer, **kwargs)
+            data = _complete(_compiler_data(source_code, contract_name, filename, deployer, **kwargs))
             gc.freeze()
         _compiled[key] = data
     return data

@@ -18,7 +18,6 @@ the passes count as a lost race or a refusal like any other revert.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from perpdex.deploy import manifest_path
 from perpdex.keeper.chain import INDEXED_EVENTS, ORDER_EVENTS, ChainClient, LogEntry, is_nonce_error
 from perpdex.lp_flows import LpRequest
-from perpdex.wallet.client import GAS_MARGIN, Signer, Wallet, connect
+from perpdex.wallet.client import Signer, Wallet, connect
 from perpdex.wallet.rpc import Contract, Event, Failure, Reverted, Rpc, RpcError
 
 RECEIPT_TIMEOUT = 120.0  # seconds a sent transaction may take to be mined before the pass fails
@@ -162,40 +161,15 @@ class RpcClient(ChainClient):
             return self._send(contract, fn, args)
 
     def _send(self, contract: str, fn: str, args: tuple) -> SentReceipt:
-        w = self.wallet
-        tx, (_, gas, nonce, gas_price) = w.simulate(contract, fn, *args)
-        gas = int(int(gas, 16) * GAS_MARGIN)
-        if w.signer.key is None:  # a dev node's unlocked test account: the node signs
-            tx_hash = self.rpc.call("eth_sendTransaction", [{**tx, "gas": hex(gas), "gasPrice": gas_price, "nonce": nonce}])
-        else:
-            tx_hash = self.rpc.call("eth_sendRawTransaction", [w.signer.sign({
-                "to": tx["to"], "data": tx["data"], "value": 0, "chainId": w.chain_id, "nonce": int(nonce, 16),
-                "gas": gas, "gasPrice": int(gas_price, 16),
-            })])
-        return self._receipt(tx_hash, f"{contract}.{fn}")
-
-    def _receipt(self, tx_hash: str, what: str) -> SentReceipt:
-        deadline = time.monotonic() + RECEIPT_TIMEOUT
-        pause = 0.05
-        while True:
-            receipt = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
-            if receipt is not None and receipt.get("blockNumber"):
-                break
-            if time.monotonic() > deadline:
-                raise RpcError(f"{what}: transaction {tx_hash} not mined within {RECEIPT_TIMEOUT:g} s")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.25)
+        tx_hash = self.wallet.submit(contract, fn, *args)
+        receipt = self.wallet.mined(tx_hash, RECEIPT_TIMEOUT)
+        what = f"{contract}.{fn}"
+        if receipt is None:
+            raise RpcError(f"{what}: transaction {tx_hash} not mined within {RECEIPT_TIMEOUT:g} s")
         block = int(receipt["blockNumber"], 16)
         if int(receipt["status"], 16) != 1:
             raise Reverted(f"{what}: transaction {tx_hash} reverted in block {block} (the state moved after the simulation)")
-        by_address = {c.address.lower(): c for c in self.wallet.contracts.values()}
-        events = []
-        for log in receipt["logs"]:
-            contract = by_address.get(log["address"].lower())
-            event = contract.decode_log(log) if contract else None
-            if event is not None:
-                events.append(event)
-        return SentReceipt(tx_hash, block, events)
+        return SentReceipt(tx_hash, block, self.wallet.events_of(receipt["logs"]))
 
     # -- liquidation, ADL, deficits ---------------------------------------------------------------
 

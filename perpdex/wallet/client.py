@@ -221,6 +221,11 @@ class Wallet:
     def send(self, contract: str, fn: str, *args: Any, timeout: float = RECEIPT_TIMEOUT) -> Receipt:
         """Simulate, then sign and send, then wait (at most `timeout` s) for the receipt. A
         refusal raises `Reverted` before anything is signed."""
+        return self.wait_receipt(self.submit(contract, fn, *args), f"{contract}.{fn}", timeout)
+
+    def submit(self, contract: str, fn: str, *args: Any) -> str:
+        """Simulate, then sign and send; the transaction's hash. A refusal raises `Reverted`
+        before anything is signed."""
         tx, (_, gas, nonce, gas_price) = self.simulate(contract, fn, *args)
         gas = int(int(gas, 16) * GAS_MARGIN)
         if self.signer.key is None:  # the node's unlocked test account: the node signs
@@ -230,31 +235,41 @@ class Wallet:
                 "to": tx["to"], "data": tx["data"], "value": 0, "chainId": self.chain_id, "nonce": int(nonce, 16),
                 "gas": gas, "gasPrice": int(gas_price, 16),
             })])
-        return self.wait_receipt(tx_hash, f"{contract}.{fn}", timeout)
+        return tx_hash
 
-    def wait_receipt(self, tx_hash: str, what: str, timeout: float) -> Receipt:
+    def mined(self, tx_hash: str, timeout: float) -> dict | None:
+        """The transaction's raw receipt once mined; None after `timeout` s without one."""
         deadline = time.monotonic() + timeout
         pause = 0.02
         while True:
             receipt = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
             if receipt is not None and receipt.get("blockNumber"):
-                break
+                return receipt
             if time.monotonic() > deadline:
-                raise CliError(f"{what}: transaction {tx_hash} sent, but not mined within {timeout:g} s; "
-                               "check it later (the node may not be mining)")
+                return None
             time.sleep(pause)
             pause = min(pause * 2, 0.25)
-        if int(receipt["status"], 16) != 1:
-            raise CliError(f"{what}: transaction {tx_hash} was mined but reverted (the state moved after the "
-                           "simulation); nothing changed but the gas")
+
+    def events_of(self, logs: list[dict]) -> list[Event]:
+        """The deployment's events among raw logs (a receipt's)."""
         by_address = {c.address.lower(): c for c in self.contracts.values()}
         events = []
-        for log in receipt["logs"]:
+        for log in logs:
             contract = by_address.get(log["address"].lower())
             event = contract.decode_log(log) if contract else None
             if event is not None:
                 events.append(event)
-        return Receipt(tx_hash, int(receipt["blockNumber"], 16), int(receipt["gasUsed"], 16), events)
+        return events
+
+    def wait_receipt(self, tx_hash: str, what: str, timeout: float) -> Receipt:
+        receipt = self.mined(tx_hash, timeout)
+        if receipt is None:
+            raise CliError(f"{what}: transaction {tx_hash} sent, but not mined within {timeout:g} s; "
+                           "check it later (the node may not be mining)")
+        if int(receipt["status"], 16) != 1:
+            raise CliError(f"{what}: transaction {tx_hash} was mined but reverted (the state moved after the "
+                           "simulation); nothing changed but the gas")
+        return Receipt(tx_hash, int(receipt["blockNumber"], 16), int(receipt["gasUsed"], 16), self.events_of(receipt["logs"]))
 
 
 def connect(url: str | None, deployment: str | None, signer: Signer | None) -> Wallet:

@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from anvil_tools import (
+    APE,
     CHAIN_ID,
     KEEPER_INTERVAL,
+    NETWORK,
     REPO,
     REPORT,
+    TIMEOUT_FACTOR,
     USDC,
     WAD,
     Chain,
@@ -56,6 +60,7 @@ EXECUTE_ORDERS = Web3.keccak(text="execute_orders(uint256[],uint80[][])")[:4]
 CANCEL_ORDER = Web3.keccak(text="cancel_order(uint256)")[:4]
 # anvil dev accounts = ape's TEST::<n>
 DEPLOYER, KEEPER_1, KEEPER_2, CLI_TRADER = 0, 1, 2, 3
+ONCE_TRADER, ONCE_KEEPER = 14, 15  # accounts no other test here uses
 
 
 class Scenario:
@@ -214,6 +219,30 @@ def test_deploy_script_writes_a_manifest_any_client_can_use(scenario):
     for k in (KEEPER_1, KEEPER_2):
         assert chain.liquidator.functions.adl_keeper(chain.account(k)).call()
     assert chain.liquidity_vault.functions.totalAssets().call() == 1_000_000 * USDC
+
+
+def test_a_keeper_run_once_as_cron_runs_it_executes_the_waiting_order_and_exits(scenario):
+    """`ape run keeper --once --json-logs`: one pass over the deployment from its first block,
+    the market order waiting for it executed, its checkpoint written, exit 0."""
+    chain, node = scenario.chain, scenario.node
+    trader, keeper = chain.account(ONCE_TRADER), chain.account(ONCE_KEEPER)
+    receipts = chain.mined(chain.open_position(trader, 0, BTC, WAD // 100, 5_000))
+    (commit,) = chain.committed(receipts)
+    chain.round_after(commit.args.not_before, chain.account(DEPLOYER), [BTC])
+    checkpoint = scenario.deployments / "keeper-once.json"
+    result = subprocess.run(
+        [APE, "run", "keeper", "--once", "--json-logs", "--account", f"TEST::{ONCE_KEEPER}", "--deployments",
+         str(scenario.deployments), "--checkpoint", str(checkpoint), "--network", NETWORK],
+        cwd=REPO, env=node.env, capture_output=True, text=True, timeout=120 * TIMEOUT_FACTOR,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [json.loads(line) for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")]
+    (summary,) = [line for line in lines if line["event"] == "pass"]
+    assert (summary["orders_executed"], summary["errors"]) == (1, 0)
+    (executed,) = chain.executed({commit.args.order_id}, receipts[0].blockNumber).values()
+    assert executed.args.executor == keeper and chain.size((trader, 0), BTC) == WAD // 100
+    saved = json.loads(checkpoint.read_text())
+    assert saved["block"] == summary["block"] and [trader, 0] in saved["accounts"]
 
 
 def test_cli_trader_liquidated_by_the_keeper_process_in_its_first_pass_after_the_drop(scenario):
@@ -481,3 +510,20 @@ def test_a_client_that_is_not_ours_deposits_and_trades_from_the_manifest(scenari
         publish_round=lambda: chain.heartbeat([BTC], funder),
     )
     assert executed["size_delta"] > 0
+
+
+def test_a_keeper_without_a_usable_account_or_node_says_why_and_sends_nothing(scenario):
+    """`ape run keeper` refuses a test account the node does not have and a node it cannot
+    reach, before its first pass, with what to do."""
+
+    def keeper(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [APE, "run", "keeper", "--once", "--deployments", str(scenario.deployments), *args, "--network", NETWORK],
+            cwd=REPO, env=scenario.node.env, capture_output=True, text=True, timeout=120,
+        )
+
+    refused = keeper("--account", "TEST::99")
+    assert refused.returncode != 0
+    assert "TEST::99: the node at" in refused.stderr and "has 20 unlocked test accounts" in refused.stderr
+    unreachable = keeper("--account", "TEST::5", "--rpc-url", "http://127.0.0.1:9")
+    assert unreachable.returncode != 0 and "cannot reach a node at http://127.0.0.1:9" in unreachable.stderr

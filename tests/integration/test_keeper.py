@@ -6,17 +6,14 @@ maintenance ~975); with 10,000 USDC it is not. Positions are opened through the 
 (keeper_world.trade). Every test starts from the module's deployment (ape reverts the chain
 after each)."""
 
-import importlib.util
 import json
 import logging
 import os
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 from ape.exceptions import ProviderError
-from click.testing import CliRunner
 from keeper_world import (  # noqa: F401 (fixtures)
     BTC,
     ETH,
@@ -38,7 +35,6 @@ from keeper_world import (  # noqa: F401 (fixtures)
 from perpdex.fixed_point import WAD
 from perpdex.keeper import Keeper, adl_turn, install_signal_handlers
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 USDC = 10**6
 
 
@@ -465,44 +461,3 @@ def test_a_market_without_a_valid_price_is_skipped_not_fatal(
     set_price(d, owner, ETH, 1_900)  # the feed is back: the ETH long is handled at once
     report = keeper.run_once()
     assert (report.liquidated, report.unpriced) == (1, 0) and size_of(d, risky_eth, ETH) == 0
-
-
-def test_ape_run_keeper_once_from_the_manifest(world, owner, keeper_account, accounts, chain, tmp_path, monkeypatch):
-    """`ape run keeper --once --json-logs`: the click command, on a manifest of the module's
-    deployment, as cron would run it."""
-    d = world
-    risky = open_position(d, owner, accounts[4], 0, BTC, WAD, 2_200)
-    set_price(d, owner, BTC, 38_700)
-    manifest = {
-        "chain_id": chain.chain_id,
-        "block": d.start_block,
-        "contracts": {name: {"address": c.address, "abi": []} for name, c in d.contracts.items()},
-        "markets": [
-            {"id": m.id, "symbol": m.symbol, "aggregators": [a.address for a in d.aggregators[m.id]]} for m in d.markets
-        ],
-    }
-    (tmp_path / f"{chain.chain_id}.json").write_text(json.dumps(manifest))
-    spec = importlib.util.spec_from_file_location("perpdex_script_keeper", SCRIPTS / "keeper.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-
-    keeper_logger = logging.getLogger("perpdex.keeper")  # the command configures it: put it back after
-    monkeypatch.setattr(keeper_logger, "handlers", [])
-    monkeypatch.setattr(keeper_logger, "propagate", True)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    snapshots = list(chain._snapshots[chain.chain_id])  # a ConnectedProviderCommand resets them
-    argv = ["--once", "--json-logs", "--account", "TEST::1", "--deployments", str(tmp_path)]
-    try:
-        result = CliRunner().invoke(script.cli, argv)
-    finally:
-        chain._snapshots[chain.chain_id] = snapshots
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
-    (summary,) = [line for line in lines if line["event"] == "pass"]
-    assert (summary["liquidated"], summary["accounts"], summary["errors"]) == (1, 1, 0)
-    assert size_of(d, risky) == 0 and d.vault.cash(keeper_account, 0) == summary["keeper_reward"] > 0
-    checkpoint = json.loads((tmp_path / f"keeper-{chain.chain_id}.json").read_text())
-    assert checkpoint["block"] == summary["block"] and checkpoint["accounts"] == [list(risky)]

@@ -45,7 +45,7 @@ def test_titanoboa_deploys_the_bytecode_ape_deploys():
     manifest = ape_manifest()
     stored = compiled.load()
     assert len(stored) == len(compiled.deployable_sources()) == len(manifest["contractTypes"]) == 11
-    by_name = {key[1]: data for key, data in stored.items()}
+    by_name = {Path(key[1]).stem: data for key, data in stored.items()}
     for name, contract_type in manifest["contractTypes"].items():
         assert "0x" + by_name[name].bytecode.hex() == contract_type["deploymentBytecode"]["bytecode"], name
         assert "0x" + by_name[name].bytecode_runtime.hex() == contract_type["runtimeBytecode"]["bytecode"], name
