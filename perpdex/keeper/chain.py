@@ -10,6 +10,10 @@ targets the pending state (simulations see the transactions already in the node'
   retries once on a nonce error.
 - **Errors**: reverts (with the contract's reason), transient RPC trouble, nonce errors.
 - **Checkpoint**: the keeper's indexed state, written atomically.
+
+`ape run keeper` runs on a node through `perpdex.keeper.rpc_client.RpcClient`, which inherits
+the reads here and replaces ape's calls and transactions with JSON-RPC; this ape transport
+serves the keeper on ape's own test chain (tests/integration).
 """
 
 from __future__ import annotations

@@ -113,8 +113,9 @@ class PassReport:
 class Keeper(OrderPasses, WriteOffPass, LpPasses):
     """Liquidation, ADL and order keeper over a perpdex.deploy.Deployment (ape contract
     handles). Order execution is on when the deployment has an order book. Every chain read and
-    transaction goes through `client` (default: `ChainClient` over ape); another transport (a
-    titanoboa one for the simulator) provides the same methods."""
+    transaction goes through `client` (default: `ChainClient` over ape, as on ape's test chain);
+    the other transports provide the same methods: `RpcClient` on a node (`ape run keeper`,
+    perpdex/keeper/rpc_client.py), `BoaClient` on the simulator's titanoboa chain."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The keeper's transport on the simulator's titanoboa chain.
 
 `perpdex.keeper.Keeper` decides over the reference model and asks its `client` for every read
-and transaction (perpdex/keeper/chain.py is the ape one). `BoaClient` gives the same methods over
+and transaction (perpdex/keeper/chain.py is the ape one, perpdex/keeper/rpc_client.py the JSON-RPC one). `BoaClient` gives the same methods over
 a `SimDeployment` and a `Chain`, so the simulator runs the keeper's own passes (liquidations,
 ADL, write-offs, order and LP request executions) unchanged. titanoboa keeps no history: every
 read is of the current state, which is the head the keeper asks for ("pending" included, as
