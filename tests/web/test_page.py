@@ -133,9 +133,19 @@ class Page:
         Select(self.driver.find_element(By.ID, element_id)).select_by_visible_text(visible_text)
 
     def click(self, selector: str) -> None:
+        """Click what `selector` finds. The page re-renders its tables at every block: a row's
+        button found just before a re-render is gone when clicked, so it is found again (the
+        re-render puts the same button back; at most a few times)."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
 
-        self.driver.find_element(By.CSS_SELECTOR, selector).click()
+        for attempt in range(5):
+            try:
+                self.driver.find_element(By.CSS_SELECTOR, selector).click()
+                return
+            except StaleElementReferenceException:
+                if attempt == 4:
+                    raise
 
     def idle(self) -> bool:
         """No action under way (the page disables its buttons while one is)."""
